@@ -1,0 +1,44 @@
+"""The publisher plug-in interface. Every output (ZeroMQ, OPC UA, MES) implements it.
+
+The daemon journals each result first, then calls `notify()` on every publisher. `notify()` must
+never block inference: a publisher queues the result and works in its own thread or event loop.
+Guaranteed publishers (MES acked delivery, OPC UA history) treat `notify()` as a wake-up only and read
+what they owe from the journal with their own cursor (`journal.cursor(name)`), so nothing is lost across
+restarts; best-effort publishers (live PUB stream) may drop under load and count what they drop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from edge_agent.journal import ResultJournal
+from edge_agent.result import InspectionResult
+
+
+class Publisher(ABC):
+    """Base class for an output. Subclasses are registered in `edge_agent.publishers.registry`."""
+
+    #: unique name of this publisher instance; also its journal cursor name
+    name: str = "publisher"
+    #: True if every journaled result must reach the peer (then it keeps a journal cursor)
+    guaranteed: bool = False
+
+    @abstractmethod
+    def start(self, journal: ResultJournal) -> None:
+        """Open sockets/servers and start background work. Called once before any notify()."""
+
+    @abstractmethod
+    def notify(self, result: InspectionResult) -> None:
+        """A result was just committed to the journal. Must return at once."""
+
+    def publish_status(self, line: str, status: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """A line's state changed (running, camera lost, model reloaded...). Optional."""
+
+    @abstractmethod
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what can be flushed within `timeout`, close sockets, join threads."""
+
+    def stats(self) -> dict[str, float]:
+        """Counters for metrics: e.g. {"sent": .., "dropped": .., "backlog": .., "oldest_undelivered_s": ..}."""
+        return {}

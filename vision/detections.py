@@ -1,0 +1,114 @@
+"""`Detections`: the result of one image's inference, as a struct of numpy arrays.
+
+Example:
+    >>> import numpy as np
+    >>> d = Detections(
+    ...     xyxy=np.array([[10, 10, 50, 40]], dtype=np.float32),
+    ...     confidence=np.array([0.9], dtype=np.float32),
+    ...     class_id=np.array([1]),
+    ...     names={0: "scratch", 1: "pit"},
+    ... )
+    >>> len(d), d.class_names, d.area.tolist()
+    (1, ['pit'], [1200.0])
+    >>> len(d[d.confidence > 0.95])
+    0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes in original-image pixels (x1, y1, x2, y2), their confidence and class.
+
+    `mask`, when present, is a boolean array (N, H, W) at the original image size.
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    names: Mapping[int, str] = field(default_factory=dict)
+    mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4):
+            raise ValueError(f"xyxy must have shape (N, 4), got {self.xyxy.shape}")
+        if self.confidence.shape != (n,) or self.class_id.shape != (n,):
+            raise ValueError("confidence and class_id must have shape (N,) like xyxy")
+        if self.mask is not None and len(self.mask) != n:
+            raise ValueError("mask must have one entry per box")
+
+    @classmethod
+    def empty(cls, names: Mapping[int, str] | None = None) -> Detections:
+        return cls(
+            xyxy=np.zeros((0, 4), dtype=np.float32),
+            confidence=np.zeros((0,), dtype=np.float32),
+            class_id=np.zeros((0,), dtype=np.int64),
+            names=dict(names or {}),
+        )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: Any) -> Detections:
+        """Select boxes with an int, a slice, an index array or a boolean array."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            xyxy=self.xyxy[index],
+            confidence=self.confidence[index],
+            class_id=self.class_id[index],
+            names=self.names,
+            mask=None if self.mask is None else self.mask[index],
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.names.get(int(c), str(int(c))) for c in self.class_id]
+
+    @property
+    def area(self) -> np.ndarray:
+        """Box areas in pixels²."""
+        wh = np.clip(self.xyxy[:, 2:4] - self.xyxy[:, 0:2], 0, None)
+        return (wh[:, 0] * wh[:, 1]).astype(np.float32)
+
+    @property
+    def width(self) -> np.ndarray:
+        return (self.xyxy[:, 2] - self.xyxy[:, 0]).astype(np.float32)
+
+    @property
+    def height(self) -> np.ndarray:
+        return (self.xyxy[:, 3] - self.xyxy[:, 1]).astype(np.float32)
+
+    @classmethod
+    def merge(cls, parts: list[Detections]) -> Detections:
+        """Concatenate detections (e.g. from several tiles or cameras)."""
+        if not parts:
+            return cls.empty()
+        masks = [p.mask for p in parts]
+        return cls(
+            xyxy=np.concatenate([p.xyxy for p in parts]).astype(np.float32),
+            confidence=np.concatenate([p.confidence for p in parts]).astype(np.float32),
+            class_id=np.concatenate([p.class_id for p in parts]).astype(np.int64),
+            names=parts[0].names,
+            mask=np.concatenate(masks) if all(m is not None for m in masks) and masks else None,
+        )
+
+    def to_records(self, decimals: int = 4) -> list[dict[str, Any]]:
+        """JSON-ready list: `[{"class", "class_id", "confidence", "xyxy"}, ...]`."""
+        return [
+            {
+                "class": name,
+                "class_id": int(c),
+                "confidence": round(float(s), decimals),
+                "xyxy": [round(float(v), 2) for v in box],
+            }
+            for name, c, s, box in zip(self.class_names, self.class_id, self.confidence, self.xyxy)
+        ]
