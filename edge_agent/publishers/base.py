@@ -10,6 +10,8 @@ restarts; best-effort publishers (live PUB stream) may drop under load and count
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.journal import ResultJournal
@@ -42,3 +44,15 @@ class Publisher(ABC):
     def stats(self) -> dict[str, float]:
         """Counters for metrics: e.g. {"sent": .., "dropped": .., "backlog": .., "oldest_undelivered_s": ..}."""
         return {}
+
+
+@dataclass
+class PublisherContext:
+    """What the daemon hands every publisher when it builds it: `Cls(config, context)`."""
+
+    site: str
+    boot_id: str
+    journal: ResultJournal
+    #: line name -> the daemon's running line object; publishers that also *control* lines (OPC UA
+    #: methods, PLC trigger tags, ZeroMQ trigger requests) use it, others ignore it.
+    lines: Mapping[str, Any] = field(default_factory=dict)
