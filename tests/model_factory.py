@@ -92,7 +92,8 @@ def build_tiny_model(name: str, workdir: Path) -> Path:
         project=str(workdir / "runs"), name=name, exist_ok=True, verbose=False, val=False, seed=0,
     )
     trained = YOLO(str(workdir / "runs" / name / "weights" / "last.pt"))
-    onnx_path = Path(trained.export(format="onnx", imgsz=IMGSZ, dynamic=True, simplify=True))
+    # nms=False keeps YOLO26's one-to-one (NMS-free, [B, N, 6]) head; other heads ignore it.
+    onnx_path = Path(trained.export(format="onnx", imgsz=IMGSZ, dynamic=True, simplify=True, nms=False))
     return onnx_path
 
 
