@@ -1,0 +1,64 @@
+"""Reading images and normalising them to 8-bit BGR, the layout every model here expects.
+
+Example:
+    >>> import numpy as np
+    >>> to_bgr8(np.zeros((40, 50), np.uint16)).shape
+    (40, 50, 3)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vision.errors import ImageError
+
+#: smaller images carry no inspectable detail; they are rejected with a clear error
+MIN_IMAGE_SIDE = 8
+
+
+def to_bgr8(image: np.ndarray, *, rgb: bool = False, source: str = "image") -> np.ndarray:
+    """Convert grey, BGR/RGB, BGRA/RGBA, 16-bit or float images to contiguous 8-bit BGR.
+
+    `rgb=True` says the colour channels arrive in RGB(A) order (e.g. from a GenICam camera).
+    """
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{source}: expected a numpy array, got {type(image).__name__}")
+    if image.size == 0 or image.ndim not in (2, 3):
+        raise ImageError(f"{source}: empty image or unsupported shape {image.shape}")
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise ImageError(f"{source}: image is {w}x{h} px, smaller than the {MIN_IMAGE_SIDE} px minimum")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)  # keep the top 8 bits: same as cv2.convertScaleAbs(img, 1/256)
+    elif image.dtype in (np.float32, np.float64):
+        scale = 255.0 if float(np.nanmax(image)) <= 1.0 else 1.0
+        image = np.clip(np.nan_to_num(image) * scale, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageError(f"{source}: unsupported pixel type {image.dtype}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(h, w), cv2.COLOR_GRAY2BGR)
+    channels = image.shape[2]
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if rgb else cv2.COLOR_BGRA2BGR)
+    if channels != 3:
+        raise ImageError(f"{source}: {channels} channels; expected 1, 3 or 4")
+    if rgb:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as 8-bit BGR. Raises `ImageError` naming the path on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: works with non-ASCII paths too
+    if data.size == 0:
+        raise ImageError(f"{path}: file is empty")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return to_bgr8(image, source=str(path))

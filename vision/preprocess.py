@@ -1,0 +1,106 @@
+"""Pre-processing identical to Ultralytics' (so results match): letterbox and tensor layout.
+
+Example:
+    >>> import numpy as np
+    >>> img, lb = letterbox(np.zeros((480, 640, 3), np.uint8), (320, 320))
+    >>> img.shape, lb.pad_y, lb.gain_x
+    ((320, 320, 3), 40, 0.5)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114  # Ultralytics' grey
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an original image was placed in the model input: scale each axis, then pad."""
+
+    gain_x: float
+    gain_y: float
+    pad_x: int
+    pad_y: int
+    input_shape: tuple[int, int]  # (h, w) of the padded image
+    orig_shape: tuple[int, int]  # (h, w) of the original image
+
+    def boxes_to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Map boxes from model-input pixels back to original-image pixels, clipped to the image."""
+        out = xyxy.astype(np.float32, copy=True)
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.gain_x
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.gain_y
+        h, w = self.orig_shape
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
+        return out
+
+
+def letterbox_shape(
+    orig_shape: tuple[int, int], new_shape: tuple[int, int], auto: bool = False, stride: int = 32
+) -> Letterbox:
+    """The geometry of Ultralytics' `LetterBox` (centre padding, rounding exactly as it does)."""
+    h0, w0 = orig_shape
+    r = min(new_shape[0] / h0, new_shape[1] / w0)
+    new_w, new_h = max(round(w0 * r), 1), max(round(h0 * r), 1)
+    dw, dh = new_shape[1] - new_w, new_shape[0] - new_h
+    if auto:  # minimum rectangle: pad only to a multiple of the stride
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    return Letterbox(
+        gain_x=new_w / w0,
+        gain_y=new_h / h0,
+        pad_x=left,
+        pad_y=top,
+        input_shape=(new_h + top + bottom, new_w + left + right),
+        orig_shape=(h0, w0),
+    )
+
+
+def letterbox(
+    image: np.ndarray, new_shape: tuple[int, int], auto: bool = False, stride: int = 32
+) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio, then pad with grey to `new_shape` (or to a stride multiple if `auto`)."""
+    lb = letterbox_shape(image.shape[:2], new_shape, auto, stride)
+    h0, w0 = lb.orig_shape
+    new_w, new_h = round(w0 * lb.gain_x), round(h0 * lb.gain_y)
+    if (w0, h0) != (new_w, new_h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    bottom = lb.input_shape[0] - new_h - lb.pad_y
+    right = lb.input_shape[1] - new_w - lb.pad_x
+    if lb.pad_y or bottom or lb.pad_x or right:
+        image = cv2.copyMakeBorder(
+            image, lb.pad_y, bottom, lb.pad_x, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
+        )
+    return image, lb
+
+
+def to_input_tensor(images: list[np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:
+    """Stack same-size BGR uint8 images into an NCHW RGB tensor scaled to [0, 1]."""
+    # blobFromImages does BGR→RGB, HWC→NCHW and the scaling in one optimised pass.
+    blob = cv2.dnn.blobFromImages(images, scalefactor=1.0 / 255.0, swapRB=True)
+    return blob if dtype == np.float32 else blob.astype(dtype)
+
+
+def classify_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Ultralytics' classification transform: shortest side to `size`, centre crop (PIL bilinear)."""
+    from PIL import Image  # torchvision's Resize on PIL images is PIL's antialiased bilinear
+
+    th, tw = size
+    h, w = image.shape[:2]
+    if th == tw:  # square target: scale the shortest edge, keep aspect
+        if w <= h:
+            nw, nh = th, int(th * h / w)
+        else:
+            nh, nw = th, int(th * w / h)
+    else:
+        nh, nw = th, tw
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    top = int(round((nh - th) / 2.0))
+    left = int(round((nw - tw) / 2.0))
+    return np.ascontiguousarray(resized[top : top + th, left : left + tw])
