@@ -18,6 +18,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """AI visual inspection for factory lines: ONNX defect detection, verdicts, OPC UA and ZeroMQ."""
+
+
 # Order = order in --help. A module listed here that is not written yet is skipped.
 _COMMAND_MODULES = (
     "vision.cli",

@@ -80,9 +80,16 @@ class ResultJournal:
                 for result in results:
                     # AUTOINCREMENT never reuses a seq, even after retention deletes rows.
                     cur = self._db.execute(
-                        "INSERT INTO results(result_id, line, part_id, verdict, ts, body) VALUES (?,?,?,?,?,?)",
-                        (result.result_id, result.line, result.part_id, result.verdict,
-                         result.timestamp.timestamp(), ""),
+                        "INSERT INTO results(result_id, line, part_id, verdict, ts, body) "
+                        "VALUES (?,?,?,?,?,?)",
+                        (
+                            result.result_id,
+                            result.line,
+                            result.part_id,
+                            result.verdict,
+                            result.timestamp.timestamp(),
+                            "",
+                        ),
                     )
                     seq = int(cur.lastrowid)
                     stored = result.model_copy(update={"seq": seq})

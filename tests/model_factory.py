@@ -28,7 +28,9 @@ TINY_MODELS: dict[str, tuple[str, str]] = {
 
 
 def _detect_data(root: Path) -> Path:
-    return write_dataset(root / "det", n=10, size=(IMGSZ, IMGSZ), seed=1, val_fraction=0.2, ok_probability=0.1)
+    return write_dataset(
+        root / "det", n=10, size=(IMGSZ, IMGSZ), seed=1, val_fraction=0.2, ok_probability=0.1
+    )
 
 
 def _segment_data(root: Path) -> Path:
@@ -88,8 +90,20 @@ def build_tiny_model(name: str, workdir: Path) -> Path:
         data = _classify_data(workdir / "data")
     model = YOLO(cfg, task=task)
     model.train(
-        data=str(data), epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu", plots=False, amp=False,
-        project=str(workdir / "runs"), name=name, exist_ok=True, verbose=False, val=False, seed=0,
+        data=str(data),
+        epochs=1,
+        imgsz=IMGSZ,
+        batch=4,
+        workers=0,
+        device="cpu",
+        plots=False,
+        amp=False,
+        project=str(workdir / "runs"),
+        name=name,
+        exist_ok=True,
+        verbose=False,
+        val=False,
+        seed=0,
     )
     trained = YOLO(str(workdir / "runs" / name / "weights" / "last.pt"))
     # nms=False keeps YOLO26's one-to-one (NMS-free, [B, N, 6]) head; other heads ignore it.

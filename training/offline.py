@@ -37,10 +37,12 @@ def ultralytics_offline(config_dir: str | Path | None = None) -> None:
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("YOLO_VERBOSE", "False")
     if config_dir is None:
-        config_dir = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "edge-inspect" / "ultralytics"
+        config_dir = (
+            Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "edge-inspect" / "ultralytics"
+        )
     Path(config_dir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
-    from ultralytics.utils import SETTINGS  # noqa: PLC0415 - heavy, only when training
+    from ultralytics.utils import SETTINGS
 
     changed = {k: v for k, v in _OFF.items() if SETTINGS.get(k) != v}
     if changed:

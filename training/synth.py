@@ -57,7 +57,9 @@ def _box_from_mask(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _draw_defect(rng: np.random.Generator, img: np.ndarray, class_id: int) -> tuple[int, int, int, int] | None:
+def _draw_defect(
+    rng: np.random.Generator, img: np.ndarray, class_id: int
+) -> tuple[int, int, int, int] | None:
     h, w = img.shape[:2]
     s = min(h, w)
     mask = np.zeros((h, w), np.uint8)
@@ -73,7 +75,9 @@ def _draw_defect(rng: np.random.Generator, img: np.ndarray, class_id: int) -> tu
     elif CLASSES[class_id] == "pit":
         r = max(2, int(rng.uniform(0.02, 0.05) * s))
         c = (int(rng.uniform(r, w - r)), int(rng.uniform(r, h - r)))
-        cv2.ellipse(mask, c, (r, max(2, int(r * rng.uniform(0.6, 1.0)))), rng.uniform(0, 180), 0, 360, 255, -1)
+        cv2.ellipse(
+            mask, c, (r, max(2, int(r * rng.uniform(0.6, 1.0)))), rng.uniform(0, 180), 0, 360, 255, -1
+        )
         dark = True
     elif CLASSES[class_id] == "crack":
         x, y = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
@@ -146,7 +150,7 @@ def write_dataset(
     """Write `n` synthetic images in Ultralytics layout with `data.yaml`; returns the yaml path."""
     dst = Path(dst)
     rng = np.random.default_rng(seed)
-    n_val = int(round(n * val_fraction)) if n > 1 else 0
+    n_val = round(n * val_fraction) if n > 1 else 0
     for i in range(n):
         split = "val" if i < n_val else "train"
         img, boxes = make_sample(rng, size, ok_probability=ok_probability)

@@ -110,5 +110,7 @@ class Detections:
                 "confidence": round(float(s), decimals),
                 "xyxy": [round(float(v), 2) for v in box],
             }
-            for name, c, s, box in zip(self.class_names, self.class_id, self.confidence, self.xyxy)
+            for name, c, s, box in zip(
+                self.class_names, self.class_id, self.confidence, self.xyxy, strict=False
+            )
         ]

@@ -130,7 +130,9 @@ class Model:
         self.input_name = inp.name
         self.input_dtype = _ORT_DTYPES.get(inp.type)
         if self.input_dtype is None or len(inp.shape) != 4:
-            raise ModelLoadError(f"{self.path}: expects input {inp.type} {inp.shape}; need a float NCHW image input")
+            raise ModelLoadError(
+                f"{self.path}: expects input {inp.type} {inp.shape}; need a float NCHW image input"
+            )
         self.dynamic_batch = not isinstance(inp.shape[0], int)
         self.dynamic_shape = not (isinstance(inp.shape[2], int) and isinstance(inp.shape[3], int))
         self.outputs = self.session.get_outputs()
@@ -141,7 +143,9 @@ class Model:
         self.stride = int(self.metadata.get("stride", 32))
         self.names = self._resolve_names(names)
         self.sha256 = file_sha256(self.path)
-        self.version = self.metadata.get("model_version") or self.metadata.get("date") or f"sha256:{self.sha256[:12]}"
+        self.version = (
+            self.metadata.get("model_version") or self.metadata.get("date") or f"sha256:{self.sha256[:12]}"
+        )
 
     # -- metadata --------------------------------------------------------------------------------
     def _resolve_imgsz(self, shape: list, given: int | tuple[int, int] | None) -> tuple[int, int]:
@@ -164,7 +168,9 @@ class Model:
             else:
                 task = "detect"
         if task not in TASKS:
-            raise ModelLoadError(f"{self.path}: task {task!r} is not supported (supported: {', '.join(TASKS)})")
+            raise ModelLoadError(
+                f"{self.path}: task {task!r} is not supported (supported: {', '.join(TASKS)})"
+            )
         return task
 
     def _resolve_end2end(self) -> bool:
@@ -252,7 +258,8 @@ class Model:
                 outputs.append([o[0] for o in self.run(to_input_tensor([p], self.input_dtype))])
         t2 = time.perf_counter()
         results = [
-            self._decode(out, lb, f.shape[:2], conf, iou) for out, lb, f in zip(outputs, boxes, frames)
+            self._decode(out, lb, f.shape[:2], conf, iou)
+            for out, lb, f in zip(outputs, boxes, frames, strict=False)
         ]
         t3 = time.perf_counter()
         n = len(frames)
@@ -314,7 +321,7 @@ class Model:
         t0 = time.perf_counter()
         preds = self.predict_batch(crops, conf=conf, iou=iou)
         parts = []
-        for (x1, y1, x2, y2), p in zip(windows, preds):
+        for (x1, y1, x2, y2), p in zip(windows, preds, strict=False):
             d = p.detections
             xyxy = d.xyxy + np.array([x1, y1, x1, y1], np.float32)
             mask = None

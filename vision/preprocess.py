@@ -101,6 +101,6 @@ def classify_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     else:
         nh, nw = th, tw
     resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-    top = int(round((nh - th) / 2.0))
-    left = int(round((nw - tw) / 2.0))
+    top = round((nh - th) / 2.0)
+    left = round((nw - tw) / 2.0)
     return np.ascontiguousarray(resized[top : top + th, left : left + tw])

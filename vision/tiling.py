@@ -12,13 +12,15 @@ def _spans(length: int, n: int, overlap: float) -> list[tuple[int, int]]:
     if n <= 1:
         return [(0, length)]
     # n tiles of size s with overlap o*s between neighbours cover: s * (n - (n - 1) * o) = length
-    size = int(round(length / (n - (n - 1) * overlap)))
+    size = round(length / (n - (n - 1) * overlap))
     size = min(max(size, 1), length)
     step = (length - size) / (n - 1)
-    return [(int(round(i * step)), int(round(i * step)) + size) for i in range(n)]
+    return [(round(i * step), round(i * step) + size) for i in range(n)]
 
 
-def tile_windows(shape: tuple[int, int], grid: tuple[int, int], overlap: float = 0.2) -> list[tuple[int, int, int, int]]:
+def tile_windows(
+    shape: tuple[int, int], grid: tuple[int, int], overlap: float = 0.2
+) -> list[tuple[int, int, int, int]]:
     """(x1, y1, x2, y2) windows of a rows × cols grid over an image of `shape` (h, w)."""
     if not 0 <= overlap < 1:
         raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")

@@ -42,7 +42,7 @@ class Publisher(ABC):
         """Flush what can be flushed within `timeout`, close sockets, join threads."""
 
     def stats(self) -> dict[str, float]:
-        """Counters for metrics: e.g. {"sent": .., "dropped": .., "backlog": .., "oldest_undelivered_s": ..}."""
+        """Counters for metrics, e.g. sent, dropped, backlog, oldest_undelivered_s."""
         return {}
 
 
