@@ -169,3 +169,38 @@ def write_dataset(
     yaml_path = dst / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
     return yaml_path
+
+
+def write_sample_images(
+    dst: str | Path,
+    n: int = 8,
+    sizes: Sequence[tuple[int, int]] = ((320, 320), (480, 640)),
+    seed: int = 2024,
+    ok_every: int = 3,
+    quality: int = 90,
+) -> list[Path]:
+    """Write `n` demo part images as JPEG (`part_001_ng.jpg`, `part_003_ok.jpg`, ...) and `labels.json`.
+
+    Every `ok_every`-th part is defect-free; the others carry 1-3 defects. `labels.json` holds the exact
+    boxes (class name, x1, y1, x2, y2 in pixels) so a demo can show what the model should find.
+    """
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written: list[Path] = []
+    truth: dict[str, list[dict[str, object]]] = {}
+    for i in range(n):
+        ok = (i + 1) % ok_every == 0
+        size = sizes[i % len(sizes)]
+        while True:  # an NG part must really carry a defect (a drawn one can vanish off the edge)
+            img, boxes = make_sample(rng, size, ok_probability=1.0 if ok else 0.0)
+            if ok or boxes:
+                break
+        path = dst / f"part_{i + 1:03d}_{'ok' if ok else 'ng'}.jpg"
+        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        truth[path.name] = [{"class": CLASSES[c], "xyxy": [x1, y1, x2, y2]} for c, x1, y1, x2, y2 in boxes]
+        written.append(path)
+    import json  # noqa: PLC0415 - only here
+
+    (dst / "labels.json").write_text(json.dumps(truth, indent=1) + "\n")
+    return written

@@ -1,0 +1,147 @@
+"""Train a detector with Ultralytics, fully offline, one run folder per training.
+
+We start from a model YAML (random weights: no pretrained weights can be downloaded) or from our own
+checkpoint (`.pt`), never from a hub name. Settings pinned for offline, CPU-friendly use:
+
+- `plots=False`: Ultralytics' plots need the Arial font, which it would download.
+- `amp=False` on CPU: the AMP check downloads `yolo11n.pt` (and AMP does nothing on CPU anyway).
+- `workers` default 0 on CPU: data-loader processes compete with the training threads for few cores.
+- `exist_ok=False`: every training gets its own run folder (`runs/train/<name>`, `<name>2`, ...).
+
+Example (needs the `train` extra; takes about 10 s):
+    >>> from training.synth import write_dataset
+    >>> data = write_dataset("/tmp/doc-synth", n=6, size=(64, 64))      # doctest: +SKIP
+    >>> run = train(data, model="yolov8n.yaml", epochs=1, imgsz=64)     # doctest: +SKIP
+    >>> (run / "weights" / "last.pt").exists()                          # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.errors import TrainingInputError
+
+# Model configs Ultralytics ships (built from YAML, random init): the only non-path models we accept.
+MODEL_CONFIGS: tuple[str, ...] = (
+    "yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolo26n.yaml", "yolo26s.yaml",
+)
+
+
+def check_model_source(model: str | Path) -> str:
+    """Return the model argument for Ultralytics, or raise a plain-words error.
+
+    Accepts a shipped config name from MODEL_CONFIGS, a path to a model YAML, or a path to our own `.pt`.
+    Hub names like `yolov8n.pt` (which Ultralytics would try to download) are refused.
+    """
+    text = str(model)
+    if text in MODEL_CONFIGS:
+        return text
+    path = Path(text).expanduser()
+    if path.suffix in (".yaml", ".yml", ".pt"):
+        if path.is_file():
+            return str(path.resolve())
+        if path.suffix == ".pt":
+            raise TrainingInputError(
+                f"model checkpoint {text!r} does not exist. Pretrained hub weights cannot be downloaded "
+                f"here: start from a config ({', '.join(MODEL_CONFIGS)}) or give the path of your own .pt."
+            )
+        raise TrainingInputError(f"model config {text!r} is neither a shipped config nor an existing file")
+    raise TrainingInputError(
+        f"model {text!r} is not a model config (.yaml) or checkpoint (.pt); use one of {', '.join(MODEL_CONFIGS)}"
+    )
+
+
+def check_data_yaml(data: str | Path) -> Path:
+    """Check a dataset's `data.yaml` (or its folder) before handing it to Ultralytics; returns the yaml path."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        path = path / "data.yaml"
+    if not path.is_file():
+        raise TrainingInputError(f"dataset {data}: no data.yaml found (make one with `edge-inspect dataset import`)")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TrainingInputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise TrainingInputError(f"{path}: expected a mapping with path/train/val/names")
+    for key in ("train", "val", "names"):
+        if key not in cfg:
+            raise TrainingInputError(f"{path}: missing key {key!r}")
+    root = Path(cfg.get("path") or path.parent)
+    if not root.is_absolute():
+        root = (path.parent / root).resolve()
+    for key in ("train", "val"):
+        split_dir = root / str(cfg[key])
+        if not split_dir.exists():
+            raise TrainingInputError(f"{path}: {key} folder {split_dir} does not exist")
+    return path
+
+
+def train(
+    data: str | Path,
+    model: str | Path = "yolov8n.yaml",
+    epochs: int = 100,
+    imgsz: int = 320,
+    batch: int = 16,
+    device: str = "cpu",
+    project: str | Path = "runs/train",
+    name: str = "exp",
+    resume: bool = False,
+    hours: float | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Train and return the run folder (weights in `weights/best.pt` and `weights/last.pt`).
+
+    `resume=True` continues the run whose `weights/last.pt` is given as `model` (or found in
+    `project/name`). `hours` bounds the wall time; Ultralytics then fits the LR schedule to it.
+    """
+    from training.offline import ultralytics_offline
+
+    ultralytics_offline()
+    from ultralytics import YOLO
+
+    if resume:
+        last = Path(str(model)) if str(model).endswith(".pt") else Path(project) / name / "weights" / "last.pt"
+        if not last.is_file():
+            raise TrainingInputError(f"cannot resume: {last} does not exist")
+        yolo = YOLO(str(last))
+        yolo.train(resume=True)
+        return Path(yolo.trainer.save_dir)
+
+    data_yaml = check_data_yaml(data)
+    model_arg = check_model_source(model)
+    on_cpu = str(device).lower() == "cpu"
+    args: dict[str, Any] = {
+        "data": str(data_yaml.resolve()),
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "device": device,
+        "project": str(Path(project).resolve()),
+        "name": name,
+        "exist_ok": False,
+        "plots": False,
+        "amp": not on_cpu,
+        "workers": (0 if on_cpu else 4) if workers is None else workers,
+        "seed": seed,
+        "deterministic": False,
+        "verbose": True,
+    }
+    if hours:
+        args["time"] = float(hours)
+    args.update(extra or {})
+    yolo = YOLO(model_arg, task="detect")
+    yolo.train(**args)
+    run_dir = Path(yolo.trainer.save_dir)
+    (run_dir / "edge_inspect_train.json").write_text(
+        json.dumps({"model": str(model), "data": str(data_yaml.resolve()), "args": args}, indent=2, default=str)
+    )
+    return run_dir
