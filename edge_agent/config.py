@@ -1,0 +1,411 @@
+"""Configuration of the agent: a site file (`configs/agent.yaml`) and one YAML file per line.
+
+One pydantic model per section; plug-ins (sources, triggers, publishers) are chosen by `type:`.
+Relative paths are relative to the file that contains them. `load_agent_config()` reports every error
+with file, line and key path, and suggests the nearest valid key for a typo.
+
+Example:
+    >>> cfg = load_agent_config("configs/agent.yaml")                       # doctest: +SKIP
+    >>> [line.name for line in cfg.lines], cfg.site.metrics.port             # doctest: +SKIP
+    (['demo'], 9108)
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from edge_agent.sources import SourceConfig
+from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
+from vision.rules import RecipeRules
+
+# -- line file -------------------------------------------------------------------------------------
+
+
+class CameraConfig(BaseModel):
+    """One camera of a line. Several cameras = several views of the same part, one verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    source: SourceConfig
+    reconnect_initial_s: float = Field(0.5, gt=0, description="first retry delay after the camera is lost")
+    reconnect_max_s: float = Field(10.0, gt=0, description="retry delay cap (doubles each failure)")
+
+
+class FreeRunTrigger(BaseModel):
+    """Inspect continuously, up to `max_fps`; the newest frame wins, skipped frames are counted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["free_run"] = "free_run"
+    max_fps: float | None = Field(None, gt=0, description="inspections per second at most (none: no cap)")
+
+
+class TriggeredTrigger(BaseModel):
+    """One inspection per trigger (OPC UA method, PLC handshake, ZeroMQ request or CLI); never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["triggered"] = "triggered"
+    frame_timeout_s: float = Field(5.0, gt=0, description="a trigger fails if no frame arrives in this time")
+    fresh_frame: bool = Field(True, description="live cameras: use a frame captured after the trigger")
+
+
+TriggerConfig = Annotated[FreeRunTrigger | TriggeredTrigger, Field(discriminator="type")]
+
+
+class ModelConfig(BaseModel):
+    """The ONNX model of a line (`vision.Model` options) and its thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="the .onnx file (relative to the line file)")
+    providers: str | list[str] = Field("auto", description='"auto", "cpu", "cuda" or a list of ORT providers')
+    threads: int | None = Field(None, gt=0, description="ONNX Runtime intra-op threads (default: cores)")
+    conf: float = Field(0.25, ge=0, le=1, description="model confidence threshold (rules may raise it)")
+    iou: float = Field(0.7, ge=0, le=1)
+    tile: tuple[int, int] | None = Field(None, description="[rows, cols] tiling for small defects")
+    names: dict[int, str] | None = Field(None, description="class names, only if the ONNX file lacks them")
+    imgsz: int | tuple[int, int] | None = Field(None, description="input size, only if the file lacks it")
+    task: Literal["detect", "segment", "classify"] | None = None
+    reference_image: Path | None = Field(
+        None, description="image run once at (re)load to check the model works (default: a blank frame)"
+    )
+
+
+class LineConfig(BaseModel):
+    """One inspection line: its cameras, trigger, model and recipes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="line id (topics, metrics)")
+    description: str = ""
+    enabled: bool = True
+    cameras: list[CameraConfig] = Field(min_length=1)
+    trigger: TriggerConfig = Field(default_factory=FreeRunTrigger)
+    model: ModelConfig
+    recipes: dict[str, RecipeRules] = Field(
+        default_factory=lambda: {"default": RecipeRules()}, description="recipe name -> rules"
+    )
+    active_recipe: str | None = Field(None, description="recipe at start (default: the first)")
+    result_queue: int = Field(8, ge=1, description="results waiting for the journal before inference waits")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"camera names must be unique; repeated: {', '.join(dupes)}")
+        return cameras
+
+    @field_validator("recipes")
+    @classmethod
+    def _some_recipe(cls, recipes: dict[str, RecipeRules]) -> dict[str, RecipeRules]:
+        if not recipes:
+            raise ValueError("at least one recipe is needed")
+        return recipes
+
+    @field_validator("active_recipe")
+    @classmethod
+    def _known_recipe(cls, active: str | None, info: ValidationInfo) -> str | None:
+        recipes = info.data.get("recipes")
+        if active is not None and recipes and active not in recipes:
+            hint = suggest(active, recipes)
+            raise ValueError(
+                f"{active!r} is not one of the recipes ({', '.join(recipes)})"
+                + (f"; did you mean {hint!r}?" if hint else "")
+            )
+        return active
+
+    @model_validator(mode="after")
+    def _default_recipe(self) -> LineConfig:
+        if self.active_recipe is None and self.recipes:
+            self.active_recipe = next(iter(self.recipes))
+        return self
+
+
+# -- site file -------------------------------------------------------------------------------------
+
+
+class RetentionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_age_days: float | None = Field(90, gt=0, description="delete results older than this")
+    max_rows: int | None = Field(5_000_000, gt=0, description="keep at most this many results")
+    max_mb: float | None = Field(None, gt=0, description="keep the database under this size")
+    check_every_s: float = Field(600, gt=0)
+
+
+class JournalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(Path("data/journal.sqlite"), description="SQLite file (relative to the site file)")
+    durability: Literal["normal", "full"] = Field(
+        "normal", description="normal survives a crash; full also a power cut (an fsync per commit)"
+    )
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+
+class ArchiveConfig(BaseModel):
+    """Images kept for review: every NG part, a sampled share of OK parts, within a disk quota."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    path: Path = Field(Path("data/archive"), description="folder (relative to the site file)")
+    ok_sample_rate: float = Field(0.01, ge=0, le=1, description="share of OK parts archived")
+    annotated: bool = Field(True, description="also save an annotated copy with boxes and verdict")
+    format: Literal["png", "jpg"] = "jpg"
+    jpeg_quality: int = Field(92, ge=10, le=100)
+    quota_mb: float = Field(2048, gt=0, description="oldest images are deleted beyond this")
+    min_free_mb: float = Field(500, ge=0, description="stop archiving when the disk has less free space")
+    queue: int = Field(64, ge=1, description="images waiting to be written; beyond it they are skipped")
+
+
+class MetricsConfig(BaseModel):
+    """Prometheus `/metrics` and `/healthz` over HTTP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
+
+
+class ReloadConfig(BaseModel):
+    """Hot reload of changed line files and model files (validated before they replace the running one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    poll_s: float = Field(1.0, gt=0)
+
+
+class SiteConfig(BaseModel):
+    """The site file. `publishers` entries are validated against the publisher registry by `type:`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: str = Field(min_length=1, description="site / plant id, in every result")
+    lines: list[str] = Field(
+        default_factory=lambda: ["lines/*.yaml"], description="line files or globs (relative to this file)"
+    )
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    publishers: list[dict[str, Any]] = Field(
+        default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PublisherEntry:
+    type: str
+    config: BaseModel
+    index: int
+
+
+@dataclass
+class LoadedLine:
+    config: LineConfig
+    file: Path
+    doc: YamlDocument
+
+
+@dataclass
+class AgentConfig:
+    """The site file and its lines, validated, with paths made absolute."""
+
+    site: SiteConfig
+    site_file: Path | None
+    lines: list[LoadedLine] = field(default_factory=list)
+    publishers: list[PublisherEntry] = field(default_factory=list)
+
+
+def _absolute(base: Path, p: Path | None) -> Path | None:
+    if p is None:
+        return None
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def resolve_line_paths(line: LineConfig, base: Path) -> LineConfig:
+    """Make the line's file paths absolute, relative to the folder of its YAML file."""
+    model = line.model.model_copy(
+        update={
+            "path": _absolute(base, line.model.path),
+            "reference_image": _absolute(base, line.model.reference_image),
+        }
+    )
+    cameras = []
+    for cam in line.cameras:
+        src = cam.source
+        updates: dict[str, Any] = {}
+        for attr in ("path", "cti"):
+            if hasattr(src, attr):
+                updates[attr] = _absolute(base, getattr(src, attr))
+        cameras.append(cam.model_copy(update={"source": src.model_copy(update=updates)}))
+    return line.model_copy(update={"model": model, "cameras": cameras})
+
+
+def load_line(path: str | Path) -> LoadedLine:
+    """Load and validate one line file. `name` defaults to the file name without `.yaml`."""
+    path = Path(path).resolve()
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.issue((), "a line file must be a mapping (key: value)")])
+    data = dict(doc.data)
+    data.setdefault("name", path.stem)
+    config = validate(LineConfig, doc, data=data)
+    return LoadedLine(resolve_line_paths(config, path.parent), path, doc)
+
+
+def validate_publishers(site: SiteConfig, doc: YamlDocument | None) -> list[PublisherEntry]:
+    """Check every `publishers:` entry against the registry; every problem gets file and line."""
+    from edge_agent.publishers.registry import PublisherUnavailable, publisher_types, resolve_publisher
+
+    entries, issues = [], []
+    for i, raw in enumerate(site.publishers):
+        where = ("publishers", i)
+        kind = raw.get("type")
+        if kind is None:
+            issues.append(_issue(doc, (*where,), f"needs a `type:`, one of: {', '.join(publisher_types())}"))
+            continue
+        try:
+            config_model, _cls = resolve_publisher(str(kind))
+        except KeyError:
+            hint = suggest(str(kind), publisher_types())
+            msg = f"unknown publisher type {kind!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+            msg += f"; valid types: {', '.join(publisher_types())}"
+            issues.append(_issue(doc, (*where, "type"), msg))
+            continue
+        except PublisherUnavailable as exc:
+            issues.append(_issue(doc, (*where, "type"), str(exc)))
+            continue
+        try:
+            if doc is not None:
+                config = validate(config_model, doc, prefix=where, data=raw)
+            else:
+                config = config_model.model_validate(raw)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+            continue
+        entries.append(PublisherEntry(type=str(kind), config=config, index=i))
+    if issues:
+        raise ConfigError(issues)
+    return entries
+
+
+def _issue(doc: YamlDocument | None, path: tuple, message: str) -> ConfigIssue:
+    return doc.issue(path, message) if doc else ConfigIssue(None, None, None, path, message)
+
+
+def find_site_file(path: str | Path) -> Path:
+    """A site file, or a folder holding `agent.yaml`."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("agent.yaml", "agent.yml", "site.yaml"):
+            if (p / name).is_file():
+                return p / name
+        raise ConfigError([ConfigIssue(p, None, None, (), "folder has no agent.yaml site file")])
+    return p
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Load the site file (or `<folder>/agent.yaml`) and all its lines; collect every error of every file."""
+    site_file = find_site_file(path).resolve()
+    doc = load_yaml(site_file)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.issue((), "the site file must be a mapping (key: value)")])
+    site = validate(SiteConfig, doc)
+    base = site_file.parent
+    site = site.model_copy(
+        update={
+            "journal": site.journal.model_copy(update={"path": _absolute(base, site.journal.path)}),
+            "archive": site.archive.model_copy(update={"path": _absolute(base, site.archive.path)}),
+        }
+    )
+    issues: list[ConfigIssue] = []
+    try:
+        publishers = validate_publishers(site, doc)
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+        publishers = []
+    lines: list[LoadedLine] = []
+    for i, pattern in enumerate(site.lines):
+        full = pattern if Path(pattern).is_absolute() else str(base / pattern)
+        matches = sorted(globlib.glob(full)) if globlib.has_magic(full) else [full]
+        if not globlib.has_magic(full) and not Path(full).is_file():
+            issues.append(doc.issue(("lines", i), f"line file {full} does not exist"))
+            continue
+        for match in matches:
+            try:
+                lines.append(load_line(match))
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+    seen: dict[str, Path] = {}
+    for line in lines:
+        if line.config.name in seen:
+            issues.append(line.doc.issue(("name",), f"line name {line.config.name!r} is also used by "
+                                                   f"{seen[line.config.name]}"))
+        seen[line.config.name] = line.file
+    if not lines and not issues:
+        issues.append(doc.issue(("lines",), "no line files found"))
+    if issues:
+        raise ConfigError(issues)
+    return AgentConfig(site=site, site_file=site_file, lines=lines, publishers=publishers)
+
+
+def agent_json_schema() -> dict[str, Any]:
+    """JSON Schemas for editors: the site file (with every registered publisher) and a line file."""
+    from edge_agent.publishers.registry import available_publisher_models
+
+    site = SiteConfig.model_json_schema()
+    models = available_publisher_models()
+    if models:
+        # the site model keeps publishers as raw mappings (validated per type at load); show editors the union
+        one_of = []
+        for kind, model in models.items():
+            sub = model.model_json_schema()
+            site.setdefault("$defs", {}).update(sub.pop("$defs", {}))
+            sub["title"] = f"{kind} publisher"
+            one_of.append(sub)
+        items = {"oneOf": one_of}
+        site["properties"]["publishers"] = {"type": "array", "title": "Publishers", "items": items}
+    return {
+        "site": {"$schema": "https://json-schema.org/draft/2020-12/schema", **site},
+        "line": {"$schema": "https://json-schema.org/draft/2020-12/schema", **LineConfig.model_json_schema()},
+    }
+
+
+__all__ = [
+    "AgentConfig",
+    "ArchiveConfig",
+    "CameraConfig",
+    "FreeRunTrigger",
+    "JournalConfig",
+    "LineConfig",
+    "LoadedLine",
+    "MetricsConfig",
+    "ModelConfig",
+    "PublisherEntry",
+    "ReloadConfig",
+    "SiteConfig",
+    "TriggeredTrigger",
+    "agent_json_schema",
+    "find_site_file",
+    "load_agent_config",
+    "load_line",
+    "validate_publishers",
+]

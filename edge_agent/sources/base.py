@@ -1,0 +1,59 @@
+"""The source plug-in interface: where a line's frames come from (folder, video file, camera, GenICam).
+
+A source is opened, read frame by frame and closed by its camera worker (`edge_agent.line`), which also
+retries a lost source with capped exponential back-off. A source only knows how to talk to its device.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class SourceError(Exception):
+    """The source cannot be opened or has been lost; the message names the device, file or URL."""
+
+
+@dataclass
+class Frame:
+    """One image from one camera, with where it came from and when it was ready."""
+
+    image: np.ndarray
+    camera: str
+    source_ref: str
+    index: int
+    #: time.monotonic() when the frame was decoded and ready for inspection
+    t_ready: float = field(default_factory=time.monotonic)
+    #: time spent reading and decoding it, in ms
+    capture_ms: float = 0.0
+
+
+class Source(ABC):
+    """One camera's frames.
+
+    `live` sources (cameras) produce frames on their own clock: the line keeps only the newest one.
+    File sources (`live = False`) are read on demand, so nothing is skipped unless the line asks for it.
+    """
+
+    live: bool = False
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect / open. Raises SourceError naming what failed."""
+
+    @abstractmethod
+    def read(self) -> Frame | None:
+        """The next frame; None when the stream has ended for good (a file source read once).
+
+        Raises SourceError when the device is lost (the worker then closes and re-opens it)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the device; safe to call twice."""
+
+    def describe(self) -> str:
+        """Short human description for logs and status ("folder images/*.png", "rtsp://...")."""
+        return type(self).__name__

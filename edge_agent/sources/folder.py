@@ -1,0 +1,128 @@
+"""`folder` source: image files matching glob patterns, read once, in a loop, or watched for new files.
+
+Example line YAML:
+
+    cameras:
+      - name: top
+        source: {type: folder, path: ../../images, glob: ["*.png", "*.jpg"], mode: loop}
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_agent.sources.base import Frame, Source, SourceError
+
+
+class FolderSourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["folder"] = "folder"
+    path: Path = Field(description="folder of images (relative to the line file)")
+    glob: list[str] = Field(default_factory=lambda: ["*.png", "*.jpg", "*.jpeg", "*.bmp", "*.tif", "*.tiff"])
+    recursive: bool = False
+    mode: Literal["once", "loop", "watch"] = Field(
+        "loop", description="once: each file once then end; loop: start over; watch: wait for new files"
+    )
+    poll_s: float = Field(0.2, gt=0, description="watch mode: how often to look for new files")
+    settle_s: float = Field(0.2, ge=0, description="watch mode: a file must be unchanged this long")
+
+
+class FolderSource(Source):
+    live = False
+
+    def __init__(self, config: FolderSourceConfig, camera: str, stop_event: threading.Event | None = None):
+        self.config = config
+        self.camera = camera
+        self._stop = stop_event or threading.Event()
+        self._files: list[Path] = []
+        self._pos = 0
+        self._seen: set[Path] = set()
+        self._index = 0
+        #: unreadable files skipped so far, and the last such error (for status and logs)
+        self.skipped = 0
+        self.last_skip_error: str | None = None
+
+    def describe(self) -> str:
+        return f"folder {self.config.path} {','.join(self.config.glob)} ({self.config.mode})"
+
+    def _list(self) -> list[Path]:
+        found: set[Path] = set()
+        for pattern in self.config.glob:
+            it = self.config.path.rglob(pattern) if self.config.recursive else self.config.path.glob(pattern)
+            found.update(p for p in it if p.is_file())
+        return sorted(found)
+
+    def open(self) -> None:
+        if not self.config.path.is_dir():
+            raise SourceError(f"folder source: {self.config.path} is not a folder")
+        self._files = [] if self.config.mode == "watch" else self._list()
+        if self.config.mode == "watch":
+            self._seen = set()
+        elif not self._files:
+            raise SourceError(f"folder source: no files matching {self.config.glob} in {self.config.path}")
+        self._pos = 0
+
+    def _next_watched(self) -> Path | None:
+        while not self._stop.is_set():
+            now = time.time()
+            for p in self._list():
+                if p in self._seen:
+                    continue
+                try:
+                    if now - p.stat().st_mtime < self.config.settle_s:
+                        continue  # still being written
+                except OSError:
+                    continue
+                self._seen.add(p)
+                return p
+            self._stop.wait(self.config.poll_s)
+        return None
+
+    def read(self) -> Frame | None:
+        from vision import ImageError, read_image
+
+        consecutive_skips = 0
+        while True:
+            if self.config.mode == "watch":
+                path = self._next_watched()
+                if path is None:
+                    return None
+            else:
+                if self._pos >= len(self._files):
+                    if self.config.mode == "once":
+                        return None
+                    self._files = self._list() or self._files  # pick up added/removed files each lap
+                    self._pos = 0
+                path = self._files[self._pos]
+                self._pos += 1
+            t0 = time.perf_counter()
+            try:
+                image = read_image(path)
+            except ImageError as exc:
+                if not path.exists() and not self.config.path.is_dir():
+                    raise SourceError(f"folder source: {self.config.path} disappeared") from exc
+                # one unreadable file must not stop the line: skip it, the caller logs
+                self.skipped += 1
+                self.last_skip_error = str(exc)
+                consecutive_skips += 1
+                if self.config.mode != "watch" and consecutive_skips >= max(1, len(self._files)):
+                    raise SourceError(f"folder source: no readable image in {self.config.path}") from exc
+                continue
+            self._index += 1
+            return Frame(
+                image=image,
+                camera=self.camera,
+                source_ref=os.fspath(path),
+                index=self._index,
+                capture_ms=(time.perf_counter() - t0) * 1000,
+            )
+
+    def close(self) -> None:
+        self._files = []

@@ -1,0 +1,313 @@
+"""YAML loading that remembers where every key came from, `${ENV}` substitution, and readable errors.
+
+Integrators write YAML, never Python, so a mistake must point at the file, the line and the key path,
+and a typo gets the nearest valid key:
+
+    configs/lines/demo.yaml:14:7: cameras[0].source.globb: unknown key (did you mean 'glob'?)
+
+Example:
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.yaml"
+    >>> _ = p.write_text("site: plant-1\\njournal:\\n  path: ${EI_DOCTEST_DIR:-/tmp}/j.sqlite\\n")
+    >>> doc = load_yaml(p)
+    >>> doc.data["journal"]["path"], doc.line_of(("journal", "path"))
+    ('/tmp/j.sqlite', 3)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+KeyPath = tuple[str | int, ...]
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    """`("cameras", 0, "source")` -> `cameras[0].source`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<top level>"
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in one config file."""
+
+    file: Path | None
+    line: int | None
+    column: int | None
+    path: KeyPath
+    message: str
+
+    def __str__(self) -> str:
+        where = str(self.file) if self.file else "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {format_path(self.path)}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in configuration files; `str()` lists them all, one per line."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+@dataclass
+class YamlDocument:
+    """Parsed YAML plus the (line, column) of every key path, 1-based."""
+
+    file: Path
+    data: Any
+    marks: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+
+    def line_of(self, path: KeyPath) -> int | None:
+        mark = self.mark_of(path)
+        return mark[0] if mark else None
+
+    def mark_of(self, path: KeyPath) -> tuple[int, int] | None:
+        """Mark of `path`, or of its nearest ancestor that exists."""
+        path = tuple(path)
+        while path not in self.marks and path:
+            path = path[:-1]
+        return self.marks.get(path)
+
+    def issue(self, path: KeyPath, message: str) -> ConfigIssue:
+        mark = self.mark_of(path)
+        line, column = mark if mark else (None, None)
+        return ConfigIssue(self.file, line, column, tuple(path), message)
+
+
+def _substitute_env(text: str, on_missing: list[str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is not None:
+                return default
+            on_missing.append(name)
+            return match.group(0)
+        return value
+
+    return _ENV_PATTERN.sub(replace, text)
+
+
+def load_yaml(path: str | Path) -> YamlDocument:
+    """Load a YAML file, keeping the line of every key; `${VAR}` / `${VAR:-default}` in strings are replaced
+    from the environment. Raises `ConfigError` naming the file and line for syntax errors, duplicate keys
+    and unset environment variables."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(path, None, None, (), f"cannot read: {exc.strerror or exc}")]) from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        msg = f"YAML syntax error: {exc.problem or exc}"
+        raise ConfigError([ConfigIssue(path, line, col, (), msg)]) from exc
+    doc = YamlDocument(file=path, data=None)
+    issues: list[ConfigIssue] = []
+    if root is None:
+        doc.data = {}
+        return doc
+    constructor = yaml.SafeLoader("")
+
+    def build(node: yaml.Node, key_path: KeyPath) -> Any:
+        doc.marks.setdefault(key_path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    issues.append(doc.issue(key_path, f"keys must be plain values, got {type(key).__name__}"))
+                    continue
+                child = (*key_path, key)
+                doc.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key in out:
+                    issues.append(doc.issue(child, "duplicate key (the later one would silently win)"))
+                out[key] = build(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, (*key_path, i)) for i, item in enumerate(node.value)]
+        value = constructor.construct_object(node, deep=True)
+        if isinstance(value, str) and "${" in value:
+            missing: list[str] = []
+            value = _substitute_env(value, missing)
+            for name in missing:
+                issues.append(doc.issue(key_path, f"environment variable ${{{name}}} is not set "
+                                                  f"(set it, or give a default: ${{{name}:-value}})"))
+        return value
+
+    doc.data = build(root, ())
+    if issues:
+        raise ConfigError(issues)
+    return doc
+
+
+# -- pydantic errors -> issues with file, line, key path and a suggestion -----------------------------
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types an annotation may hold (Optional/Union/Annotated unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        out: list[Any] = []
+        for arg in typing.get_args(annotation):
+            out.extend(_unwrap(arg))
+        return out
+    return [annotation]
+
+
+def _field_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    f = model.model_fields.get("type")
+    if f is None:
+        return None
+    args = typing.get_args(f.annotation)
+    return str(args[0]) if typing.get_origin(f.annotation) is typing.Literal and args else None
+
+
+def _models_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[type[BaseModel]], list[str]]:
+    """Models that can sit at `loc` (pydantic's error location), and the valid `type:` tags there."""
+    candidates: list[Any] = [root]
+    for part in loc:
+        nxt: list[Any] = []
+        for cand in candidates:
+            for t in _unwrap(cand):
+                origin = typing.get_origin(t)
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    if _tag_of(t) == part:  # discriminated unions put the tag in the location
+                        nxt.append(t)
+                    else:
+                        for name, f in t.model_fields.items():
+                            if part in (name, f.alias):
+                                nxt.append(f.annotation)
+                elif origin in (list, tuple) and isinstance(part, int):
+                    nxt.extend(typing.get_args(t)[:1])
+                elif origin is dict:
+                    nxt.append(typing.get_args(t)[1])
+        candidates = nxt
+    models, tags = [], []
+    for cand in candidates:
+        for t in _unwrap(cand):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                models.append(t)
+                tag = _tag_of(t)
+                if tag:
+                    tags.append(tag)
+    return models, tags
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
+    """Pydantic's location minus the union tags it inserts: the path as written in the YAML."""
+    out: list[str | int] = []
+    cur = data
+    for part in loc:
+        in_dict = isinstance(cur, dict) and part in cur
+        if in_dict or (isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)):
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, dict) and cur.get("type") == part:
+            continue  # discriminator tag
+        else:
+            out.append(part)
+            cur = None
+    return tuple(out)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The nearest valid choice for a typo, or None."""
+    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def issues_from_validation(
+    exc: ValidationError, model: type[BaseModel], doc: YamlDocument, prefix: KeyPath = ()
+) -> list[ConfigIssue]:
+    """Turn a pydantic ValidationError on `doc.data` (at `prefix`) into issues with lines and suggestions."""
+    sub = doc.data
+    for part in prefix:
+        sub = sub[part]
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        path = prefix + _data_path(sub, loc)
+        if kind == "extra_forbidden":
+            models, _ = _models_at(model, loc[:-1])
+            valid = sorted({k for m in models for k in _field_keys(m)})
+            hint = suggest(str(loc[-1]), valid)
+            msg = "unknown key" + (f" (did you mean {hint!r}?)" if hint else f"; valid: {', '.join(valid)}")
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            _, tags = _models_at(model, loc)
+            given = err.get("ctx", {}).get("tag", "")
+            hint = suggest(str(given), tags) if given else None
+            if kind == "union_tag_not_found":
+                msg = f"needs a `type:`, one of: {', '.join(tags)}"
+                path = (*path, "type")
+            else:
+                msg = f"unknown type {given!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                msg += f"; valid types: {', '.join(tags)}"
+                path = (*path, "type")
+        else:
+            msg = err["msg"]
+            if "input" in err and not isinstance(err["input"], (dict, list)):
+                msg += f" (got {err['input']!r})"
+        issues.append(doc.issue(path, msg))
+    return issues
+
+
+def validate(model: type[BaseModel], doc: YamlDocument, prefix: KeyPath = (), data: Any = None) -> Any:
+    """Validate `doc.data` (or `data`, found at `prefix` in the document) against `model`."""
+    if data is None:
+        data = doc.data
+        for part in prefix:
+            data = data[part]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(issues_from_validation(exc, model, doc, prefix)) from None
+
+
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "KeyPath",
+    "YamlDocument",
+    "format_path",
+    "issues_from_validation",
+    "load_yaml",
+    "suggest",
+    "validate",
+]
