@@ -69,6 +69,7 @@ class MesDeliveryPublisher(Publisher):
     """Guaranteed, acknowledged delivery with a journal cursor; see the module docstring."""
 
     guaranteed = True
+    config_model = MesDeliveryConfig
 
     def __init__(self, config: MesDeliveryConfig, context: PublisherContext) -> None:
         if config.resend_max_s < config.resend_initial_s:

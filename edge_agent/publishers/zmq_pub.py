@@ -85,6 +85,7 @@ class ZmqPublisher(Publisher):
     """Best-effort live stream + journal-backed snapshot/replay; see the module docstring."""
 
     guaranteed = False
+    config_model = ZmqPublisherConfig
 
     def __init__(self, config: ZmqPublisherConfig, context: PublisherContext) -> None:
         self.config = config
