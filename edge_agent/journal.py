@@ -19,13 +19,15 @@ Example:
 
 from __future__ import annotations
 
+import csv
+import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 from edge_agent.result import InspectionResult
 
@@ -188,10 +190,21 @@ class ResultJournal:
             )
 
     # -- retention -------------------------------------------------------------------------------
-    def enforce_retention(self, max_age_s: float | None = None, max_rows: int | None = None) -> int:
+    def used_bytes(self) -> int:
+        """Bytes of the database holding data (pages in use; the file may be larger until VACUUM)."""
+        with self._lock:
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def enforce_retention(
+        self, max_age_s: float | None = None, max_rows: int | None = None, max_bytes: int | None = None
+    ) -> int:
         """Delete the oldest results beyond the limits; returns how many were deleted.
 
-        Seq numbers are never reused (AUTOINCREMENT), so cursors stay valid.
+        Seq numbers are never reused (AUTOINCREMENT), so cursors stay valid. Freed pages are reused by
+        new results, so the file stops growing once the size limit is reached.
         """
         deleted = 0
         with self._lock:
@@ -204,11 +217,100 @@ class ResultJournal:
                     "LIMIT 1 OFFSET ?)",
                     (max_rows,),
                 ).rowcount
+            if max_bytes is not None:
+                # delete the oldest 5 % at a time until the pages in use fit
+                while self.used_bytes() > max_bytes:
+                    total = self.count()
+                    if total == 0:
+                        break
+                    chunk = max(1, total // 20)
+                    deleted += self._db.execute(
+                        "DELETE FROM results WHERE seq IN (SELECT seq FROM results ORDER BY seq LIMIT ?)",
+                        (chunk,),
+                    ).rowcount
         return deleted
+
+    # -- export ----------------------------------------------------------------------------------
+    def export(
+        self,
+        out: TextIO,
+        fmt: Literal["jsonl", "csv"] = "jsonl",
+        *,
+        since_seq: int = 0,
+        since_time: datetime | None = None,
+        line: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Write results with seq > `since_seq` (and timestamp >= `since_time`) to `out`; returns the count.
+
+        JSONL: one full result body per line. CSV: one row per result with the main fields, and the reasons,
+        defects and timings as JSON in their own columns.
+        """
+        writer = csv.writer(out) if fmt == "csv" else None
+        if writer is not None:
+            writer.writerow(CSV_COLUMNS)
+        n = 0
+        for result in self.iter_since(since_seq, line=line):
+            if since_time is not None and result.timestamp < since_time:
+                continue
+            if writer is None:
+                out.write(result.to_json() + "\n")
+            else:
+                writer.writerow(result_csv_row(result))
+            n += 1
+            if limit is not None and n >= limit:
+                break
+        return n
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+CSV_COLUMNS = (
+    "seq",
+    "timestamp",
+    "site",
+    "line",
+    "part_id",
+    "verdict",
+    "recipe",
+    "product_id",
+    "meas_id",
+    "job_id",
+    "trigger",
+    "model",
+    "model_version",
+    "n_defects",
+    "reasons",
+    "defects",
+    "timings_ms",
+    "result_id",
+)
+
+
+def result_csv_row(result: InspectionResult) -> list[object]:
+    """One CSV row (see `CSV_COLUMNS`); lists and dicts as compact JSON."""
+    return [
+        result.seq,
+        result.timestamp.isoformat(),
+        result.site,
+        result.line,
+        result.part_id,
+        result.verdict,
+        result.recipe,
+        result.product_id or "",
+        result.meas_id or "",
+        result.job_id or "",
+        result.trigger,
+        result.model.name,
+        result.model.version,
+        sum(d.counts_for_verdict for d in result.defects),
+        json.dumps(result.reasons),
+        json.dumps([d.model_dump(by_alias=True) for d in result.defects], separators=(",", ":")),
+        json.dumps(result.timings_ms, separators=(",", ":")),
+        result.result_id,
+    ]
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,219 @@
+"""`Inspector`: a line's model plus its recipes' rules; turns one frame per camera into one result per part.
+
+Loading is also the check used by hot reload: the model must load, warm up and run the reference image,
+and every class named in the recipes must be a class of the model; otherwise `InspectorLoadError`.
+
+Example:
+    >>> inspector = Inspector.load(loaded_line.config, site="plant-1")          # doctest: +SKIP
+    >>> outcome = inspector.inspect({"top": frame}, "default", part_id="P-1")     # doctest: +SKIP
+    >>> outcome.result.verdict, outcome.result.reasons                            # doctest: +SKIP
+    ('NG', ['scratch: 1 found, at most 0 allowed'])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from edge_agent.config import LineConfig
+from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
+from edge_agent.sources.base import Frame
+from edge_agent.yamlconf import suggest
+from vision.detections import Detections
+from vision.rules import RecipeRules, judge_cameras
+
+if TYPE_CHECKING:
+    from vision.model import Model
+
+
+class InspectorLoadError(Exception):
+    """The model or the recipes cannot be used; the message says which file and why."""
+
+
+@dataclass
+class Outcome:
+    """One inspected part: the result (not journaled yet) and what the archive needs to draw it."""
+
+    result: InspectionResult
+    frames: dict[str, Frame]
+    detections: dict[str, Detections]
+    counted: dict[str, np.ndarray]
+
+
+def model_display_name(path: Path) -> str:
+    """`models/demo/model.onnx` -> `demo`; `weights/pcb-v3.onnx` -> `pcb-v3`."""
+    return path.parent.name if path.stem == "model" and path.parent.name else path.stem
+
+
+def _classification_as_detection(
+    probs: np.ndarray, shape: tuple[int, int], names: Mapping[int, str]
+) -> Detections:
+    """A classifier's top-1 class as one whole-image detection, so the same rules judge it."""
+    top = int(np.argmax(probs))
+    h, w = shape
+    return Detections(
+        xyxy=np.array([[0, 0, w, h]], dtype=np.float32),
+        confidence=np.array([float(probs[top])], dtype=np.float32),
+        class_id=np.array([top], dtype=np.int64),
+        names=dict(names),
+    )
+
+
+class Inspector:
+    """Immutable once loaded: hot reload builds a new one and swaps it in."""
+
+    def __init__(self, config: LineConfig, site: str, model: Model) -> None:
+        self.config = config
+        self.site = site
+        self.model = model
+        self.model_info = ModelInfo(
+            name=model_display_name(config.model.path), version=model.version, sha256=model.sha256
+        )
+
+    @classmethod
+    def load(cls, config: LineConfig, site: str) -> Inspector:
+        """Load the model, warm it up, run the reference image, check the recipes' class names."""
+        from vision import Model, VisionError, read_image
+
+        mc = config.model
+        try:
+            model = Model(
+                mc.path,
+                providers=mc.providers,
+                names=mc.names,
+                imgsz=mc.imgsz,
+                task=mc.task,
+                threads=mc.threads,
+                conf=mc.conf,
+                iou=mc.iou,
+            )
+            model.warmup()
+            reference = read_image(mc.reference_image) if mc.reference_image else None
+            if reference is not None:
+                model.predict(reference, tile=mc.tile)
+        except VisionError as exc:
+            raise InspectorLoadError(str(exc)) from exc
+        except Exception as exc:  # a model that loads but fails to run is just as unusable
+            raise InspectorLoadError(f"{mc.path}: the model fails to run: {exc}") from exc
+        problems = []
+        known = list(model.names.values())
+        for recipe_name, rules in config.recipes.items():
+            for cls_name in rules.unknown_classes(known):
+                hint = suggest(cls_name, known)
+                problems.append(
+                    f"recipe {recipe_name!r}: class {cls_name!r} is not a class of {mc.path.name}"
+                    + (f" (did you mean {hint!r}?)" if hint else f"; its classes: {', '.join(known)}")
+                )
+        if problems:
+            raise InspectorLoadError("; ".join(problems))
+        return cls(config, site, model)
+
+    def rules(self, recipe: str) -> RecipeRules:
+        try:
+            return self.config.recipes[recipe]
+        except KeyError:
+            raise KeyError(f"unknown recipe {recipe!r}; recipes: {', '.join(self.config.recipes)}") from None
+
+    def predict(self, frames: Mapping[str, Frame]) -> tuple[dict[str, Detections], dict[str, float]]:
+        """Detections per camera and the stage timings (ms, summed over cameras)."""
+        mc = self.config.model
+        images = [f.image for f in frames.values()]
+        if mc.tile is None and len(images) > 1 and self.model.dynamic_batch:
+            predictions = self.model.predict_batch(images)
+        else:
+            predictions = [self.model.predict(im, tile=mc.tile) for im in images]
+        timings: dict[str, float] = {}
+        detections: dict[str, Detections] = {}
+        for cam, pred in zip(frames, predictions, strict=True):
+            for stage, ms in pred.timing_ms.items():
+                timings[stage] = timings.get(stage, 0.0) + ms
+            if pred.probs is not None:
+                detections[cam] = _classification_as_detection(pred.probs, pred.shape, self.model.names)
+            else:
+                detections[cam] = pred.detections
+        return detections, timings
+
+    def inspect(
+        self,
+        frames: Mapping[str, Frame],
+        recipe: str,
+        *,
+        part_id: str,
+        trigger: Literal["free_run", "triggered"] = "free_run",
+        extra: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """One part: model on every camera's frame, the recipe's rules, one verdict."""
+        t_start = time.monotonic()
+        rules = self.rules(recipe)
+        detections, timings = self.predict(frames)
+        t_rules = time.perf_counter()
+        judgement, counted = judge_cameras(detections, rules)
+        timings["rules"] = (time.perf_counter() - t_rules) * 1000
+        timings["capture"] = max((f.capture_ms for f in frames.values()), default=0.0)
+        timings["queue_wait"] = max((t_start - f.t_ready) * 1000 for f in frames.values()) if frames else 0.0
+        timings["total"] = (
+            max((time.monotonic() - f.t_ready) * 1000 for f in frames.values()) if frames else 0.0
+        )
+        defects = []
+        for cam, det in detections.items():
+            for i, rec in enumerate(det.to_records()):
+                area = float(det.area[i])
+                defects.append(
+                    Defect(
+                        camera=cam,
+                        class_name=rec["class"],
+                        class_id=rec["class_id"],
+                        confidence=rec["confidence"],
+                        xyxy=rec["xyxy"],
+                        area_px=round(area, 2),
+                        area_mm2=round(area / rules.px_per_mm**2, 4) if rules.px_per_mm else None,
+                        counts_for_verdict=bool(counted[cam][i]),
+                    )
+                )
+        result = InspectionResult(
+            site=self.site,
+            line=self.config.name,
+            part_id=part_id,
+            recipe=recipe,
+            trigger=trigger,
+            verdict=judgement.verdict,
+            reasons=judgement.reasons,
+            defects=defects,
+            frames=[
+                FrameInfo(
+                    camera=cam, width=f.image.shape[1], height=f.image.shape[0], source_ref=f.source_ref
+                )
+                for cam, f in frames.items()
+            ],
+            model=self.model_info,
+            timings_ms={k: round(v, 3) for k, v in timings.items()},
+            **{k: v for k, v in (extra or {}).items() if v is not None},
+        )
+        return Outcome(result=result, frames=dict(frames), detections=detections, counted=counted)
+
+    def failure(
+        self,
+        reason: str,
+        *,
+        recipe: str,
+        part_id: str,
+        trigger: Literal["free_run", "triggered"],
+        extra: Mapping[str, Any] | None = None,
+    ) -> InspectionResult:
+        """An NG result for a part that could not be inspected (no frame, inference error): fail safe."""
+        return InspectionResult(
+            site=self.site,
+            line=self.config.name,
+            part_id=part_id,
+            recipe=recipe,
+            trigger=trigger,
+            verdict="NG",
+            reasons=[reason],
+            model=self.model_info,
+            **{k: v for k, v in (extra or {}).items() if v is not None},
+        )
