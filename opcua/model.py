@@ -22,7 +22,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from asyncua import Server, ua
-from asyncua.common.instantiate_util import instantiate
 from asyncua.common.manage_nodes import create_encoding
 from asyncua.common.node import Node
 from asyncua.common.structures104 import new_struct_field
@@ -413,10 +412,24 @@ async def _state_machine_states(server: Server, sm: Node, mv: int, states: dict[
         number_node = await state.get_child("0:StateNumber")
         await number_node.write_value(ua.Variant(number, ua.VariantType.UInt32))
         out[name] = state.nodeid
-    current = await sm.add_variable(0, "CurrentState", ua.LocalizedText(""), ua.VariantType.LocalizedText)
-    current_id = await current.add_property(0, "Id", ua.NodeId(), ua.VariantType.NodeId)
-    current_number = await current.add_property(0, "Number", ua.Variant(0, ua.VariantType.UInt32))
+    # CurrentState and its Id come with the FiniteStateMachineType instance; Number is optional
+    current = await _child_or_none(sm, "0:CurrentState")
+    if current is None:
+        current = await sm.add_variable(0, "CurrentState", ua.LocalizedText(""), ua.VariantType.LocalizedText)
+    current_id = await _child_or_none(current, "0:Id")
+    if current_id is None:
+        current_id = await current.add_property(0, "Id", ua.NodeId(), ua.VariantType.NodeId)
+    current_number = await _child_or_none(current, "0:Number")
+    if current_number is None:
+        current_number = await current.add_property(0, "Number", ua.Variant(0, ua.VariantType.UInt32))
     return current, current_id, current_number
+
+
+async def _child_or_none(node: Node, path: str) -> Node | None:
+    try:
+        return await node.get_child(path)
+    except ua.UaStatusCodeError:
+        return None
 
 
 async def build_vision_system(server: Server, types: MvTypes, line: str) -> VisionSystemNodes:
@@ -436,11 +449,13 @@ async def build_vision_system(server: Server, types: MvTypes, line: str) -> Visi
     recipes = await system.add_object(mv, "RecipeManagement", objecttype=ids["RecipeManagementType"])
     results = await system.add_object(mv, "ResultManagement", objecttype=ids["ResultManagementType"])
     folder = await results.add_object(mv, "Results", objecttype=ids["ResultFolderType"])
-    latest = await instantiate(folder, server.get_node(ids["ResultType"]),
-                               nodeid=ua.NodeId(f"{line}.LatestResult", app),
-                               bname=ua.QualifiedName("LatestResult", app))
-    latest_node = latest[0]
-    await latest_node.write_value(ua.Variant(placeholder_result(types), ua.VariantType.ExtensionObject))
+    latest_node = await folder.add_variable(
+        ua.NodeId(f"{line}.LatestResult", app), ua.QualifiedName("LatestResult", app),
+        ua.Variant(placeholder_result(types), ua.VariantType.ExtensionObject), datatype=ids["ResultDataType"])
+    # a ResultType variable (OPC 40100-1 §9.1) whose value is the whole ResultDataType
+    base_variable = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
+    await latest_node.delete_reference(base_variable, ua.ObjectIds.HasTypeDefinition, bidirectional=False)
+    await latest_node.add_reference(ids["ResultType"], ua.ObjectIds.HasTypeDefinition, bidirectional=False)
 
     parents = {"state_machine": sm, "automatic": automatic, "recipes": recipes, "results": results}
     methods: dict[str, Node] = {}

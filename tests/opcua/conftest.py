@@ -1,0 +1,143 @@
+"""Fixtures for the OPC UA tests: real servers on 127.0.0.1 (port 0), real journals, real certificates.
+
+One demo server (`security: none`) and one production server are started per test session and
+shared, since an asyncua server takes ~1-2 s to start. Each serves its own lines and journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import Client, ua
+
+from edge_agent.journal import ResultJournal
+from edge_agent.publishers.opcua_publisher import JournalResultStore
+from opcua.config import MACHINE_VISION_NS, OpcUaServerConfig, UserConfig, hash_password
+from opcua.security import make_certificate
+from opcua.server import ServerThread
+from tests.opcua.lines import JournalLine
+
+APP_NS = "urn:edge-inspect:opcua"
+CLIENT_URI = "urn:edge-inspect:test-client"
+PASSWORDS = {"mes": "mes-secret-1", "scada": "scada-secret-2"}
+
+logging.getLogger("asyncua").setLevel(logging.ERROR)
+
+
+@dataclass
+class RunningServer:
+    server: ServerThread
+    journal: ResultJournal
+    lines: dict[str, JournalLine]
+    config: OpcUaServerConfig
+
+    @property
+    def url(self) -> str:
+        return self.server.endpoint_url
+
+
+def _start(config: OpcUaServerConfig, journal: ResultJournal, lines: dict[str, JournalLine]) -> RunningServer:
+    server = ServerThread(config, lines, JournalResultStore(journal))
+    for line in lines.values():
+        line.sink = server.submit_result
+    server.start()
+    return RunningServer(server, journal, lines, config)
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    journal = ResultJournal(tmp_path_factory.mktemp("demo") / "journal.sqlite")
+    lines = {
+        "line1": JournalLine("line1", journal),
+        "plc1": JournalLine("plc1", journal),
+        "free1": JournalLine("free1", journal, mode="free_run"),
+    }
+    config = OpcUaServerConfig(security="none", endpoint="opc.tcp://127.0.0.1:0/edge-inspect/")
+    running = _start(config, journal, lines)
+    yield running
+    running.server.stop()
+    for line in lines.values():
+        line.close()
+
+
+@dataclass
+class Pki:
+    dir: Path
+    server_cert: Path
+    trusted_client: tuple[Path, Path]
+    untrusted_client: tuple[Path, Path]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    pki_dir = root / "server"
+    make_certificate(pki_dir / "own" / "cert.der", pki_dir / "own" / "key.pem",
+                     application_uri="urn:edge-inspect:opcua:server", common_name="edge-inspect-test",
+                     hostnames=["127.0.0.1", "localhost"])
+    trusted = (root / "client" / "cert.der", root / "client" / "key.pem")
+    make_certificate(*trusted, application_uri=CLIENT_URI, common_name="mes-client", hostnames=["localhost"])
+    untrusted = (root / "stranger" / "cert.der", root / "stranger" / "key.pem")
+    make_certificate(*untrusted, application_uri=CLIENT_URI, common_name="stranger", hostnames=["localhost"])
+    (pki_dir / "trusted").mkdir(parents=True)
+    (pki_dir / "trusted" / "mes-client.der").write_bytes(trusted[0].read_bytes())
+    return Pki(pki_dir, pki_dir / "own" / "cert.der", trusted, untrusted)
+
+
+@pytest.fixture(scope="session")
+def production_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[RunningServer]:
+    journal = ResultJournal(tmp_path_factory.mktemp("prod") / "journal.sqlite")
+    lines = {"secure1": JournalLine("secure1", journal)}
+    config = OpcUaServerConfig(
+        security="production", endpoint="opc.tcp://127.0.0.1:0/edge-inspect/", pki_dir=pki.dir,
+        users=[UserConfig(name="mes", role="operator", password_hash=hash_password(PASSWORDS["mes"])),
+               UserConfig(name="scada", role="viewer", password_hash=hash_password(PASSWORDS["scada"]))],
+    )
+    running = _start(config, journal, lines)
+    yield running
+    running.server.stop()
+    for line in lines.values():
+        line.close()
+
+
+# -- client helpers ----------------------------------------------------------------------------------
+@dataclass
+class Ns:
+    mv: int
+    app: int
+
+
+async def namespaces(client: Client) -> Ns:
+    return Ns(await client.get_namespace_index(MACHINE_VISION_NS), await client.get_namespace_index(APP_NS))
+
+
+async def vision_node(client: Client, line: str, *path: str) -> Any:
+    """Node at `Objects/<line>/<path...>`; path items are 'mv:Name' or 'app:Name'."""
+    ns = await namespaces(client)
+    parts = [f"{ns.app}:{line}"]
+    for item in path:
+        prefix, name = item.split(":", 1)
+        parts.append(f"{ns.mv if prefix == 'mv' else ns.app}:{name}")
+    return await client.nodes.objects.get_child(parts)
+
+
+async def wait_value(node: Any, expected: Any, timeout: float = 10.0) -> Any:
+    """Poll `node` until it reads `expected` (the server updates tags asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await node.read_value()
+        if value == expected:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{node} is {value!r}, expected {expected!r}")
+        await asyncio.sleep(0.02)
+
+
+def empty_args() -> ua.Variant:
+    return ua.Variant([], ua.VariantType.Variant)
