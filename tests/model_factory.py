@@ -126,3 +126,39 @@ def tiny_model(name: str, session_dir: Path) -> Path:
 
 
 __all__ = ["CLASSES", "IMGSZ", "TINY_MODELS", "tiny_model"]
+
+
+# Untrained models built straight from their YAML: random weights give many boxes of every size and
+# place at a tiny confidence, which exercises decoding, NMS and box mapping far better than a 1-epoch
+# model (which collapses to one whole-image box). name -> (model yaml, dynamic input axes)
+UNTRAINED_MODELS: dict[str, tuple[str, bool]] = {
+    "yolov8n": ("yolov8n.yaml", True),
+    "yolo11n": ("yolo11n.yaml", True),
+    # end-to-end heads bake TopK's k from the export size, so a dynamic one fails on smaller (rect)
+    # inputs even in Ultralytics itself: export static, as a factory would
+    "yolo26n": ("yolo26n.yaml", False),
+    "yolov8n-seg": ("yolov8n-seg.yaml", True),
+}
+UNTRAINED_IMGSZ = 96
+
+
+def untrained_model(name: str, session_dir: Path) -> Path:
+    """Export an untrained `name` (from its model YAML) to ONNX at 96 px; returns the .onnx path."""
+    from training.offline import ultralytics_offline
+
+    workdir = session_dir / f"untrained-{name}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    ultralytics_offline(workdir / "ultralytics-settings")
+    from ultralytics import YOLO
+
+    import torch
+
+    torch.manual_seed(0)  # same random weights every run: failures reproduce
+    cfg, dynamic = UNTRAINED_MODELS[name]
+    model = YOLO(cfg)
+    model.model.names = {i: f"class{i}" for i in range(len(model.model.names))}
+    model.save(str(workdir / f"{name}.pt"))
+    exported = YOLO(str(workdir / f"{name}.pt")).export(
+        format="onnx", imgsz=UNTRAINED_IMGSZ, dynamic=dynamic, simplify=True, nms=False
+    )
+    return Path(exported)

@@ -139,6 +139,6 @@ def masks_to_original(
         inside = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
         full = (up > 0) & inside
         nonempty[k] = full.any()
-        binary = full.astype(np.uint8)[pad_y : pad_y + uh, pad_x : pad_x + uw]
-        out[k] = cv2.resize(binary, (w0, h0), interpolation=cv2.INTER_LINEAR) > 0
+        content = full.astype(np.float32)[pad_y : pad_y + uh, pad_x : pad_x + uw]
+        out[k] = cv2.resize(content, (w0, h0), interpolation=cv2.INTER_LINEAR) > 0.5
     return out, nonempty

@@ -1,0 +1,212 @@
+"""The vision runtime on real ONNX models: bad input, conversions, batching, tiling, providers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vision import Detections, ImageError, Model, ModelLoadError, read_image
+from vision.images import to_bgr8
+from vision.preprocess import letterbox
+from vision.tiling import tile_windows
+
+CONF = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model(tiny_detect_onnx: Path) -> Model:
+    return Model(tiny_detect_onnx, conf=CONF)
+
+
+@pytest.fixture(scope="module")
+def part(synthetic_images: Path) -> np.ndarray:
+    return read_image(sorted(synthetic_images.iterdir())[0])
+
+
+# -- bad input -------------------------------------------------------------------------------------
+def test_missing_model_names_the_path(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"nope\.onnx: no such model file"):
+        Model(tmp_path / "nope.onnx")
+
+
+def test_truncated_model_is_rejected(tmp_path, tiny_detect_onnx):
+    broken = tmp_path / "truncated.onnx"
+    broken.write_bytes(tiny_detect_onnx.read_bytes()[:5000])
+    with pytest.raises(ModelLoadError, match=r"truncated\.onnx: not a loadable ONNX model"):
+        Model(broken)
+
+
+def test_non_onnx_file_is_rejected(tmp_path):
+    fake = tmp_path / "model.onnx"
+    fake.write_text("this is not a model")
+    with pytest.raises(ModelLoadError, match="model.onnx"):
+        Model(fake)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.png", None, "no such image file"),
+        ("empty.png", b"", "file is empty"),
+        ("notes.png", b"just some text, not pixels", "not a readable image"),
+    ],
+)
+def test_bad_image_files(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ImageError, match=f"{name}: {message}"):
+        read_image(path)
+
+
+def test_one_pixel_image_is_rejected(tmp_path):
+    path = tmp_path / "dot.png"
+    cv2.imwrite(str(path), np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(ImageError, match=r"dot\.png: image is 1x1 px"):
+        read_image(path)
+
+
+def test_empty_array_is_rejected(model):
+    with pytest.raises(ImageError, match="empty image"):
+        model.predict(np.zeros((0, 0, 3), np.uint8))
+
+
+# -- metadata ------------------------------------------------------------------------------------
+def test_metadata_is_read(model):
+    assert model.task == "detect"
+    assert model.names == {0: "scratch", 1: "pit", 2: "crack", 3: "stain"}
+    assert model.imgsz == (64, 64)
+    assert model.dynamic_batch
+    assert len(model.sha256) == 64
+    assert model.providers[-1] == "CPUExecutionProvider"
+
+
+def test_model_without_metadata(tmp_path, tiny_detect_onnx, part):
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(tiny_detect_onnx))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(ModelLoadError, match="no input size in its metadata"):
+        Model(bare)
+    with pytest.raises(ModelLoadError, match="no class names in its metadata"):
+        Model(bare, imgsz=64)
+    given = Model(bare, imgsz=64, names=["scratch", "pit", "crack", "stain"], conf=CONF)
+    assert given.task == "detect" and not given.end2end
+    reference = Model(tiny_detect_onnx, conf=CONF).predict(part).detections
+    ours = given.predict(part).detections
+    np.testing.assert_allclose(ours.xyxy, reference.xyxy, atol=1e-3)
+
+
+def test_unknown_provider_is_a_clear_error(tiny_detect_onnx):
+    with pytest.raises(ModelLoadError, match="'nonesuch' is not installed"):
+        Model(tiny_detect_onnx, providers=["nonesuch"])
+
+
+def test_cpu_provider_by_alias(tiny_detect_onnx):
+    assert Model(tiny_detect_onnx, providers="cpu").providers == ["CPUExecutionProvider"]
+
+
+# -- conversions ---------------------------------------------------------------------------------
+def _same(a: Detections, b: Detections) -> None:
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+    np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
+
+
+def test_grey_rgba_and_16bit_inputs(model, part):
+    grey = cv2.cvtColor(part, cv2.COLOR_BGR2GRAY)
+    as_bgr = model.predict(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)).detections
+    _same(model.predict(grey).detections, as_bgr)
+    _same(model.predict(grey[..., None]).detections, as_bgr)
+    bgra = cv2.cvtColor(part, cv2.COLOR_BGR2BGRA)
+    _same(model.predict(bgra).detections, model.predict(part).detections)
+    sixteen = part.astype(np.uint16) * 257  # full-range 16-bit: top byte is the 8-bit value
+    _same(model.predict(sixteen).detections, model.predict(part).detections)
+
+
+def test_rgb_flag_swaps_channels(part):
+    rgb = cv2.cvtColor(part, cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(to_bgr8(rgb, rgb=True), part)
+
+
+def test_read_16bit_png(tmp_path, part):
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), cv2.cvtColor(part, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257)
+    image = read_image(path)
+    assert image.dtype == np.uint8 and image.shape == (*part.shape[:2], 3)
+
+
+# -- geometry ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(480, 640), (640, 480), (100, 1000), (33, 47)])
+def test_letterbox_round_trip(shape):
+    image = np.zeros((*shape, 3), np.uint8)
+    padded, lb = letterbox(image, (320, 320))
+    assert padded.shape == (320, 320, 3)
+    full = np.array([[lb.pad_x, lb.pad_y, 320 - lb.pad_x, 320 - lb.pad_y]], np.float32)
+    back = lb.boxes_to_original(full)[0]
+    assert back[0] == pytest.approx(0, abs=1) and back[1] == pytest.approx(0, abs=1)
+    assert back[2] == pytest.approx(shape[1], abs=shape[1] / 160 + 1)
+    assert back[3] == pytest.approx(shape[0], abs=shape[0] / 160 + 1)
+
+
+def test_boxes_lie_inside_any_image(model):
+    from training.synth import make_sample
+
+    for size in ((50, 300), (300, 50), (77, 77)):
+        img, _ = make_sample(np.random.default_rng(1), size)
+        d = model.predict(img).detections
+        assert (d.xyxy >= 0).all()
+        assert (d.xyxy[:, [0, 2]] <= size[1]).all() and (d.xyxy[:, [1, 3]] <= size[0]).all()
+
+
+# -- batching and tiling ------------------------------------------------------------------------
+def test_batch_equals_one_by_one(model, synthetic_images):
+    images = [read_image(p) for p in sorted(synthetic_images.iterdir())[:4]]
+    batch = model.predict_batch(images)
+    for img, pred in zip(images, batch):
+        _same(pred.detections, model.predict(img).detections)
+        assert set(pred.timing_ms) == {"preprocess", "inference", "postprocess"}
+
+
+def test_batch_of_different_sizes(model, part):
+    small = cv2.resize(part, (70, 50))
+    preds = model.predict_batch([part, small])
+    assert preds[0].shape == part.shape[:2] and preds[1].shape == (50, 70)
+
+
+def test_tile_windows_cover_the_image():
+    windows = tile_windows((1000, 1500), (2, 3), overlap=0.25)
+    assert len(windows) == 6
+    covered = np.zeros((1000, 1500), bool)
+    for x1, y1, x2, y2 in windows:
+        covered[y1:y2, x1:x2] = True
+    assert covered.all()
+    with pytest.raises(ValueError, match="overlap"):
+        tile_windows((10, 10), (2, 2), overlap=1.0)
+
+
+def test_tiled_prediction_maps_boxes_to_the_full_image(model):
+    from training.synth import make_sample
+
+    big, _ = make_sample(np.random.default_rng(2), (256, 384))
+    pred = model.predict(big, tile=(2, 3))
+    d = pred.detections
+    assert pred.shape == (256, 384)
+    assert len(d) > 0
+    assert (d.xyxy[:, [0, 2]] <= 384).all() and (d.xyxy[:, [1, 3]] <= 256).all()
+    assert (d.xyxy[:, 0] >= 0).all() and (d.xyxy[:, 1] >= 0).all()
+    # one tile == no tiling
+    _same(model.predict(big, tile=(1, 1)).detections, model.predict(big).detections)
+
+
+def test_detections_struct(model, part):
+    d = model.predict(part).detections
+    assert d.xyxy.dtype == np.float32 and d.xyxy.shape == (len(d), 4)
+    records = d.to_records()
+    assert all(set(r) == {"class", "class_id", "confidence", "xyxy"} for r in records)
+    strong = d[d.confidence > 0.5]
+    assert len(strong) == int((d.confidence > 0.5).sum())
