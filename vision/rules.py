@@ -78,6 +78,7 @@ class RecipeRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    description: str = ""
     min_confidence: float = Field(0.25, ge=0, le=1, description="default minimum confidence for every class")
     max_count: int = Field(0, ge=0, description="default number of defects per class a good part may have")
     px_per_mm: float | None = Field(None, gt=0, description="image scale, needed for sizes in mm")

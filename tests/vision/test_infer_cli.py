@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -74,7 +73,7 @@ def test_bad_tile_argument(tiny_detect_onnx, synthetic_images):
     "statement", ["import vision", "import vision.model", "from edge_agent.cli import app"]
 )
 def test_no_torch_on_the_inference_path(statement):
-    code = f"{statement}; import sys; bad = [m for m in ('torch', 'ultralytics') if m in sys.modules]; print(bad)"
+    code = f"{statement}; import sys; print([m for m in ('torch', 'ultralytics') if m in sys.modules])"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -47,7 +47,6 @@ def test_detection_matches_ultralytics(name, untrained_models, odd_images):
 
 
 def test_segmentation_matches_ultralytics(untrained_models, odd_images):
-    import torch
     from ultralytics.utils.ops import scale_masks
 
     path = untrained_models["yolov8n-seg"]

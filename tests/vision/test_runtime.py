@@ -42,7 +42,7 @@ def test_truncated_model_is_rejected(tmp_path, tiny_detect_onnx):
 def test_non_onnx_file_is_rejected(tmp_path):
     fake = tmp_path / "model.onnx"
     fake.write_text("this is not a model")
-    with pytest.raises(ModelLoadError, match="model.onnx"):
+    with pytest.raises(ModelLoadError, match=r"model\.onnx"):
         Model(fake)
 
 
