@@ -221,6 +221,11 @@ class PasswordUserManager:
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
+        if not certificate:  # b"" on a channel without security
+            # asyncua keeps the None channel open for discovery; no session may be activated on it
+            self.refused += 1
+            logger.warning("opcua: login of %r over a channel without security refused", username)
+            return None
         user = self._users.get(username or "")
         if user is None or password is None or not verify_password(password, user.password_hash):
             self.refused += 1
