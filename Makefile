@@ -1,0 +1,39 @@
+# Two commands from a fresh clone (see README):
+#   make demo   set up (no torch needed) and run the demo line
+#   make test   set up everything (training extra included) and run lint + the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup setup-dev lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+setup-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[train,dev]'
+
+demo: setup
+	$(BIN)/edge-inspect run
+
+lint: setup-dev
+	$(BIN)/ruff check .
+
+# pytest exit 5 means "no tests collected": that is a failure here, never a pass.
+test: setup-dev lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: setup-dev
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/agent.py
+	$(BIN)/python bench/zmq.py
+	$(BIN)/python bench/opcua.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs/tmp

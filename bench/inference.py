@@ -1,0 +1,102 @@
+"""Inference speed: raw ONNX Runtime vs our full pipeline vs Ultralytics' ONNX predict, in one run.
+
+    python bench/inference.py                       # untrained yolov8n exported at 320 and 640
+    python bench/inference.py --weights runs/demo/.../best.pt --conf 0.25
+
+Each measurement runs the same frames (synthetic 640x480 parts) through:
+- raw:   `session.run` on a ready-made input tensor (inference only: the floor);
+- ours:  `vision.Model.predict` on the BGR frame (convert, letterbox, run, decode, map boxes);
+- ultra: `ultralytics.YOLO(onnx).predict` on the same frame (needs the [train] extra).
+Both sessions use the same ORT settings (intra-op threads = physical cores, ORT_ENABLE_ALL).
+Prints per-frame medians (ms) and the ratios ours/raw and ours/ultra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def median_ms(fn: Callable[[np.ndarray], object], frames: list[np.ndarray], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        for f in frames:
+            t = time.perf_counter()
+            fn(f)
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def export(weights: str, imgsz: int, workdir: Path) -> Path:
+    from training.offline import ultralytics_offline
+
+    ultralytics_offline(workdir / "settings")
+    from ultralytics import YOLO
+
+    model = YOLO(weights)
+    pt = workdir / f"model{imgsz}.pt"
+    model.save(str(pt))
+    return Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="yolov8n.yaml", help="model YAML or our own .pt (never a hub name)")
+    ap.add_argument("--sizes", default="320,640")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--conf", type=float, default=0.25)
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+
+    from training.synth import make_sample
+    from vision import Model
+    from vision.preprocess import letterbox, to_input_tensor
+
+    rng = np.random.default_rng(0)
+    frames = [make_sample(rng, (480, 640))[0] for _ in range(args.frames)]
+    print(f"machine: {platform.processor() or platform.machine()}, {ort.get_device()}, onnxruntime {ort.__version__}")
+    print(f"frames: {len(frames)} x 640x480 BGR, {args.rounds} rounds, weights {args.weights}, conf {args.conf}")
+    header = f"{'imgsz':>5} {'raw ms':>8} {'ours ms':>8} {'ultra ms':>9} {'ours/raw':>9} {'ours/ultra':>10} {'dets':>5}"
+    print(header)
+    with tempfile.TemporaryDirectory() as tmp:
+        for imgsz in (int(s) for s in args.sizes.split(",")):
+            onnx_path = export(args.weights, imgsz, Path(tmp))
+            ours = Model(onnx_path, conf=args.conf)
+            ours.warmup()
+            tensor = to_input_tensor([letterbox(frames[0], ours.imgsz)[0]])
+            raw_fn = lambda _f, t=tensor: ours.session.run(None, {ours.input_name: t})  # noqa: E731
+            ours_fn = ours.predict
+            from ultralytics import YOLO
+
+            ultra = YOLO(str(onnx_path), task="detect")
+            ultra_fn = lambda f: ultra.predict(f, imgsz=imgsz, conf=args.conf, verbose=False)  # noqa: E731
+            ultra_fn(frames[0])
+            # interleave so that drift (thermal, other load) hits all three alike
+            raw = ours_t = ultra_t = 0.0
+            raws, ourss, ultras = [], [], []
+            for _ in range(args.rounds):
+                raws.append(median_ms(raw_fn, frames, 1))
+                ourss.append(median_ms(ours_fn, frames, 1))
+                ultras.append(median_ms(ultra_fn, frames, 1))
+            raw, ours_t, ultra_t = statistics.median(raws), statistics.median(ourss), statistics.median(ultras)
+            dets = sum(len(ours.predict(f).detections) for f in frames)
+            print(
+                f"{imgsz:>5} {raw:>8.2f} {ours_t:>8.2f} {ultra_t:>9.2f} {ours_t / raw:>9.3f} "
+                f"{ours_t / ultra_t:>10.3f} {dets:>5}"
+            )
+
+
+if __name__ == "__main__":
+    main()
