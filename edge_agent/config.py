@@ -357,8 +357,11 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     seen: dict[str, Path] = {}
     for line in lines:
         if line.config.name in seen:
-            issues.append(line.doc.issue(("name",), f"line name {line.config.name!r} is also used by "
-                                                   f"{seen[line.config.name]}"))
+            issues.append(
+                line.doc.issue(
+                    ("name",), f"line name {line.config.name!r} is also used by {seen[line.config.name]}"
+                )
+            )
         seen[line.config.name] = line.file
     if not lines and not issues:
         issues.append(doc.issue(("lines",), "no line files found"))

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge_agent.config import LineConfig
+from edge_agent.config import LineConfig, LoadedLine
 from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
-from edge_agent.yamlconf import suggest
+from edge_agent.yamlconf import ConfigIssue, suggest
 from vision.detections import Detections
 from vision.rules import RecipeRules, judge_cameras
 
@@ -217,3 +217,42 @@ class Inspector:
             model=self.model_info,
             **{k: v for k, v in (extra or {}).items() if v is not None},
         )
+
+
+def validate_line_model(loaded: LoadedLine) -> list[ConfigIssue]:
+    """`config check`: load the line's model and check every class its recipes name; issues with lines."""
+    from vision import Model, VisionError, read_image
+
+    mc = loaded.config.model
+    doc = loaded.doc
+    try:
+        model = Model(mc.path, providers="cpu", names=mc.names, imgsz=mc.imgsz, task=mc.task, threads=1)
+        if mc.reference_image is not None:
+            model.predict(read_image(mc.reference_image), tile=mc.tile)
+    except VisionError as exc:
+        key = (
+            ("model", "reference_image")
+            if mc.reference_image and "image" in type(exc).__name__.lower()
+            else None
+        )
+        return [doc.issue(key or ("model", "path"), str(exc))]
+    except Exception as exc:
+        return [doc.issue(("model", "path"), f"{mc.path}: the model fails to run: {exc}")]
+    known = list(model.names.values())
+    issues = []
+    for recipe, rules in loaded.config.recipes.items():
+        for cls_name in rules.classes:
+            if cls_name not in known:
+                hint = suggest(cls_name, known)
+                msg = f"{cls_name!r} is not a class of {mc.path.name}" + (
+                    f" (did you mean {hint!r}?)" if hint else f"; its classes: {', '.join(known)}"
+                )
+                issues.append(doc.issue(("recipes", recipe, "classes", cls_name), msg))
+        for i, cls_name in enumerate(rules.ok_classes):
+            if cls_name not in known:
+                hint = suggest(cls_name, known)
+                msg = f"{cls_name!r} is not a class of {mc.path.name}" + (
+                    f" (did you mean {hint!r}?)" if hint else ""
+                )
+                issues.append(doc.issue(("recipes", recipe, "ok_classes", i), msg))
+    return issues

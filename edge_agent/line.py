@@ -159,9 +159,12 @@ class CameraWorker:
         None after `timeout` seconds or when stopping."""
         if not self.live:
             try:
-                return self._handover.get(timeout=timeout)
+                frame = self._handover.get(timeout=timeout)
             except queue.Empty:
                 return None
+            # a file has no clock of its own: its frame is "ready" when the line asks for it
+            frame.t_ready = time.monotonic()
+            return frame
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._stop.is_set():
@@ -286,8 +289,10 @@ class LineRuntime:
         states = [c.state for c in self._cameras]
         if states and all(s == "ended" for s in states) and not any(c.backlog() for c in self._cameras):
             return "stopped"  # file sources read once and all inspected: nothing more to do
-        if any(s in ("reconnecting", "connecting") for s in states):
-            return "degraded"
+        if "reconnecting" in states:
+            return "degraded"  # a camera was lost (or never opened): retried with back-off
+        if "connecting" in states:
+            return "starting"
         return "running"
 
     def set_recipe(self, name: str) -> None:

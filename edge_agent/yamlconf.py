@@ -158,8 +158,13 @@ def load_yaml(path: str | Path) -> YamlDocument:
             missing: list[str] = []
             value = _substitute_env(value, missing)
             for name in missing:
-                issues.append(doc.issue(key_path, f"environment variable ${{{name}}} is not set "
-                                                  f"(set it, or give a default: ${{{name}:-value}})"))
+                issues.append(
+                    doc.issue(
+                        key_path,
+                        f"environment variable ${{{name}}} is not set "
+                        f"(set it, or give a default: ${{{name}:-value}})",
+                    )
+                )
         return value
 
     doc.data = build(root, ())

@@ -79,8 +79,11 @@ def resolve_publisher(kind: str) -> tuple[type[BaseModel], type[Publisher]]:
         found = [
             obj
             for obj in vars(module).values()
-            if inspect.isclass(obj) and issubclass(obj, Publisher) and obj is not Publisher
-            and obj.__module__ == module.__name__ and not inspect.isabstract(obj)
+            if inspect.isclass(obj)
+            and issubclass(obj, Publisher)
+            and obj is not Publisher
+            and obj.__module__ == module.__name__
+            and not inspect.isabstract(obj)
         ]
         cls = found[0] if len(found) == 1 else None
     if cls is None:
@@ -115,4 +118,3 @@ __all__ = [
     "resolve_publisher",
     "unregister_publisher",
 ]
-

@@ -76,8 +76,10 @@ class CameraSource(Source):
         params: list[int] = []
         if isinstance(device, str) and _URL.match(device):
             params = [
-                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.config.open_timeout_s * 1000),
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.config.read_timeout_s * 1000),
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                int(self.config.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(self.config.read_timeout_s * 1000),
             ]
         elif isinstance(device, str) and device.isdigit():
             device = int(device)

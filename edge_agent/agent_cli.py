@@ -1,0 +1,385 @@
+"""`edge-inspect run | config | results`: the agent's commands.
+
+    edge-inspect run                          # the demo line, live results in the terminal
+    edge-inspect run --config /etc/edge-inspect --for 60
+    edge-inspect config check configs/agent.yaml
+    edge-inspect config schema line > line.schema.json
+    edge-inspect results tail -n 20 --follow
+    edge-inspect results export --since 2026-11-25T08:00 --format csv --out shift1.csv
+
+Imports stay inside the commands: `edge-inspect --help` must not load ONNX Runtime (nor ever torch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from edge_agent.result import InspectionResult
+
+config_app = typer.Typer(help="Check configuration files; print their JSON Schema.", no_args_is_help=True)
+results_app = typer.Typer(help="Read the result journal: tail, export, schema.", no_args_is_help=True)
+
+#: `edge-inspect run` with no --config: ./configs/agent.yaml, else the one shipped next to the package
+DEFAULT_CONFIG = Path("configs/agent.yaml")
+_REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "agent.yaml"
+
+
+def default_config_path() -> Path:
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else _REPO_CONFIG
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Site file, or a folder with agent.yaml. Default: configs/agent.yaml."
+    ),
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+# -- run -----------------------------------------------------------------------------------------------
+
+
+class LiveDisplay:
+    """Per-part lines in the terminal, throttled so a fast free-run line stays readable, plus a status
+    summary every few seconds."""
+
+    def __init__(self, max_lines_per_s: float = 20.0, summary_every_s: float = 5.0) -> None:
+        self.max_lines_per_s = max_lines_per_s
+        self.summary_every_s = summary_every_s
+        self._lock = threading.Lock()
+        self._window_start = time.monotonic()
+        self._lines_in_window = 0
+        self._suppressed = 0
+        self._last_summary = time.monotonic()
+        self.agent: Any = None
+
+    def on_result(self, result: InspectionResult) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= 1.0:
+                if self._suppressed:
+                    typer.secho(f"  … {self._suppressed} more results in the last second", dim=True)
+                self._window_start, self._lines_in_window, self._suppressed = now, 0, 0
+            if self._lines_in_window >= self.max_lines_per_s:
+                self._suppressed += 1
+            else:
+                self._lines_in_window += 1
+                typer.echo(format_result_line(result))
+            if now - self._last_summary >= self.summary_every_s and self.agent is not None:
+                self._last_summary = now
+                typer.secho(format_summary(self.agent), fg=typer.colors.CYAN)
+
+    def on_event(self, line: str, event: str, payload: dict[str, Any]) -> None:
+        if event == "state":
+            msg = f"[{line}] state: {payload.get('state')}"
+            cams = [f"{c['name']}={c['state']}" for c in payload.get("cameras", [])]
+            if cams:
+                msg += f" (cameras: {', '.join(cams)})"
+            if payload.get("last_error") and payload.get("state") in ("error", "degraded"):
+                msg += f" — {payload['last_error']}"
+            colour = typer.colors.YELLOW if payload.get("state") in ("degraded", "paused") else None
+            if payload.get("state") == "error":
+                colour = typer.colors.RED
+            typer.secho(msg, fg=colour, err=True)
+        elif event in ("reloaded", "reload_failed", "recipe"):
+            colour = typer.colors.RED if event == "reload_failed" else typer.colors.GREEN
+            typer.secho(f"[{line}] {event}: {json.dumps(payload, default=str)}", fg=colour, err=True)
+
+
+def format_result_line(result: InspectionResult) -> str:
+    verdict = typer.style(
+        f"{result.verdict:2}", fg=typer.colors.GREEN if result.verdict == "OK" else typer.colors.RED
+    )
+    counted = [d for d in result.defects if d.counts_for_verdict]
+    what = "; ".join(result.reasons) if result.reasons else "no defect"
+    if counted:
+        what += "  [" + ", ".join(f"{d.class_name} {d.confidence:.2f}" for d in counted[:4]) + "]"
+    total = result.timings_ms.get("total")
+    src = result.frames[0].source_ref if result.frames else ""
+    src = Path(src).name if src else ""
+    timing = f"{total:6.1f} ms" if total is not None else "        "
+    return f"#{result.seq:<7} [{result.line}] {result.part_id:<22} {verdict} {timing}  {src:<18} {what}"
+
+
+def format_summary(agent: Any) -> str:
+    parts = []
+    for name, line in agent.lines.items():
+        st = line.status()
+        c = st["counts"]
+        dropped = sum(cam["dropped"] for cam in st["cameras"])
+        parts.append(
+            f"{name}: {st['state']} {st['fps']:.1f} fps, {c['inspected']} parts ({c['ng']} NG), "
+            f"{dropped} frames dropped, recipe {st['recipe']}"
+        )
+    return "── " + " | ".join(parts)
+
+
+def run(
+    config: ConfigOption = None,
+    for_seconds: Annotated[
+        float | None, typer.Option("--for", min=0, help="Stop cleanly after this many seconds.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-part lines, only states.")] = False,
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR (default: site file).")
+    ] = None,
+) -> None:
+    """Run the inspection agent: cameras → model → verdict → journal → publishers.
+
+    With no arguments it runs the demo line (configs/lines/demo.yaml) on images/ with the demo model,
+    publishing on localhost. Stops cleanly on Ctrl-C / SIGTERM (in-flight parts are journaled)."""
+    from edge_agent.agent import Agent, AgentStartError
+    from edge_agent.config import load_agent_config
+    from edge_agent.yamlconf import ConfigError
+
+    path = config or default_config_path()
+    try:
+        cfg = load_agent_config(path)
+    except ConfigError as exc:
+        raise _fail(f"configuration errors:\n{exc}") from None
+    logging.basicConfig(
+        level=getattr(logging, (log_level or cfg.site.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    display = LiveDisplay()
+    agent = Agent(cfg, on_result=None if quiet else display.on_result, on_event=display.on_event)
+    display.agent = agent
+    names = ", ".join(line.config.name for line in cfg.lines)
+    typer.secho(
+        f"edge-inspect: site {cfg.site.site}, lines: {names} (config {cfg.site_file})", bold=True, err=True
+    )
+    try:
+        code = agent.run(for_seconds=for_seconds, on_started=_print_endpoints)
+    except AgentStartError as exc:
+        raise _fail(f"cannot start: {exc}") from None
+    typer.secho(format_summary(agent), err=True)
+    typer.secho(
+        f"stopped cleanly; journal {cfg.site.journal.path} at seq {_last_seq(cfg.site.journal.path)}",
+        err=True,
+    )
+    raise typer.Exit(code)
+
+
+def _print_endpoints(agent: Any) -> None:
+    where = []
+    if agent.metrics_server is not None:
+        where.append(f"metrics {agent.metrics_server.url}/metrics")
+    for pub in agent.publishers:
+        for attr in ("pub_endpoint", "router_endpoint", "endpoint", "url"):
+            value = getattr(pub, attr, None)
+            if isinstance(value, str):
+                where.append(f"{pub.name} {attr.replace('_', ' ')} {value}")
+    if where:
+        typer.secho("serving: " + "; ".join(where), err=True)
+
+
+def _last_seq(path: Path) -> int:
+    from edge_agent.journal import ResultJournal
+
+    j = ResultJournal(path)
+    try:
+        return j.last_seq()
+    finally:
+        j.close()
+
+
+# -- config --------------------------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="Site file or folder (default configs/agent.yaml).")
+    ] = None,
+    models: Annotated[
+        bool,
+        typer.Option("--models/--no-models", help="Also load each line's model and check recipe classes."),
+    ] = True,
+) -> None:
+    """Validate a site file and its line files; every error with file, line and key path."""
+    from edge_agent.config import load_agent_config
+    from edge_agent.inspector import validate_line_model
+    from edge_agent.yamlconf import ConfigError
+
+    path = path or default_config_path()
+    try:
+        cfg = load_agent_config(path)
+    except ConfigError as exc:
+        typer.secho(f"{len(exc.issues)} error(s):", fg=typer.colors.RED, err=True)
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(1) from None
+    issues = []
+    if models:
+        for loaded in cfg.lines:
+            issues.extend(validate_line_model(loaded))
+    if issues:
+        typer.secho(f"{len(issues)} error(s):", fg=typer.colors.RED, err=True)
+        for issue in issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(1)
+    typer.secho(f"OK: {cfg.site_file}", fg=typer.colors.GREEN)
+    typer.echo(f"  site {cfg.site.site}; journal {cfg.site.journal.path}")
+    for loaded in cfg.lines:
+        c = loaded.config
+        cams = ", ".join(f"{cam.name} ({cam.source.type})" for cam in c.cameras)
+        typer.echo(
+            f"  line {c.name} [{c.trigger.type}] from {loaded.file}: cameras {cams}; "
+            f"recipes {', '.join(c.recipes)}"
+        )
+    pubs = ", ".join(p.type for p in cfg.publishers) or "none"
+    typer.echo(f"  publishers: {pubs}")
+
+
+@config_app.command("schema")
+def config_schema(
+    kind: Annotated[str, typer.Argument(help="site or line")] = "site",
+) -> None:
+    """Print the JSON Schema of a site file or a line file (for editors: yaml-language-server)."""
+    from edge_agent.config import agent_json_schema
+
+    schemas = agent_json_schema()
+    if kind not in schemas:
+        raise _fail(f"unknown schema {kind!r}; choose site or line")
+    typer.echo(json.dumps(schemas[kind], indent=2))
+
+
+# -- results -------------------------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(value: str | None) -> tuple[int, datetime | None]:
+    """`--since`: a sequence number (`1200`), a time (`2026-11-25T08:00`, UTC unless it has an offset)
+    or an age (`30m`, `8h`, `2d`). Returns (since_seq, since_time)."""
+    if value is None or value == "":
+        return 0, None
+    if value.isdigit():
+        return int(value), None
+    m = _RELATIVE.match(value)
+    if m:
+        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return 0, datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: give a sequence number (1200), a time (2026-11-25T08:00) or an age (30m, 8h, 2d)"
+        ) from None
+    return 0, t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+JournalOption = Annotated[
+    Path | None, typer.Option("--journal", "-j", help="Journal file (default: the one in the site file).")
+]
+
+
+def _open_journal(config: Path | None, journal: Path | None):
+    from edge_agent.journal import ResultJournal
+
+    if journal is None:
+        from edge_agent.config import find_site_file, load_agent_config
+        from edge_agent.yamlconf import ConfigError
+
+        path = config or default_config_path()
+        try:
+            journal = load_agent_config(find_site_file(path)).site.journal.path
+        except ConfigError as exc:
+            raise _fail(
+                f"cannot read the journal path from {path}:\n{exc}\n(or pass --journal FILE)"
+            ) from None
+    if not Path(journal).is_file():
+        raise _fail(f"{journal}: no journal there yet (has the agent run?)")
+    return ResultJournal(journal)
+
+
+@results_app.command("tail")
+def results_tail(
+    n: Annotated[int, typer.Option("-n", min=1, help="How many of the newest results.")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new results.")] = False,
+    line: Annotated[str | None, typer.Option(help="Only this line.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Full JSON bodies, one per line.")] = False,
+    config: ConfigOption = None,
+    journal: JournalOption = None,
+) -> None:
+    """Print the newest results from the journal (and follow new ones with -f)."""
+    j = _open_journal(config, journal)
+    try:
+        newest = j.query(line=line, newest_first=True, limit=n)
+        last = 0
+        for result in reversed(newest):
+            typer.echo(result.to_json() if as_json else format_result_line(result))
+            last = result.seq or last
+        if not newest:
+            last = j.last_seq()
+        while follow:
+            for result in j.since(last, line=line):
+                typer.echo(result.to_json() if as_json else format_result_line(result))
+                last = result.seq or last
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        j.close()
+
+
+@results_app.command("export")
+def results_export(
+    since: Annotated[
+        str | None,
+        typer.Option(help="Sequence number, time (ISO 8601, UTC by default) or age (30m, 8h, 2d)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    line: Annotated[str | None, typer.Option(help="Only this line.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many results.")] = None,
+    config: ConfigOption = None,
+    journal: JournalOption = None,
+) -> None:
+    """Export results (oldest first) to JSONL or CSV."""
+    if fmt not in ("jsonl", "csv"):
+        raise typer.BadParameter(f"--format must be jsonl or csv, got {fmt!r}")
+    since_seq, since_time = parse_since(since)
+    j = _open_journal(config, journal)
+    try:
+        if out is None:
+            count = j.export(
+                sys.stdout, fmt, since_seq=since_seq, since_time=since_time, line=line, limit=limit
+            )  # type: ignore[arg-type]
+        else:
+            with open(out, "w", encoding="utf-8", newline="") as f:
+                count = j.export(f, fmt, since_seq=since_seq, since_time=since_time, line=line, limit=limit)  # type: ignore[arg-type]
+    finally:
+        j.close()
+    typer.secho(f"exported {count} result(s)" + (f" to {out}" if out else ""), err=True)
+
+
+@results_app.command("schema")
+def results_schema() -> None:
+    """Print the JSON Schema of a result body (the one body of journal, ZeroMQ, OPC UA and MES)."""
+    from edge_agent.result import result_json_schema
+
+    typer.echo(json.dumps(result_json_schema(), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.add_typer(config_app, name="config")
+    app.add_typer(results_app, name="results")
