@@ -92,7 +92,9 @@ class ImportReport:
         if not self.issues:
             lines.append("No problems found.")
         else:
-            lines.append(f"{len(self.issues)} problem(s): " + ", ".join(f"{k} x{v}" for k, v in self.counts().items()))
+            lines.append(
+                f"{len(self.issues)} problem(s): " + ", ".join(f"{k} x{v}" for k, v in self.counts().items())
+            )
             lines += [f"  {i.file}: {i.detail} -> {i.action}" for i in self.issues]
         return "\n".join(lines)
 
@@ -190,7 +192,9 @@ def _find_coco_json(src: Path) -> Path:
     return found[0]
 
 
-def _parse_coco(src: Path, report: ImportReport, images_dir: Path | None) -> tuple[list[_RawImage], list[str]]:
+def _parse_coco(
+    src: Path, report: ImportReport, images_dir: Path | None
+) -> tuple[list[_RawImage], list[str]]:
     json_path = _find_coco_json(src)
     try:
         coco = json.loads(json_path.read_text())
@@ -200,23 +204,34 @@ def _parse_coco(src: Path, report: ImportReport, images_dir: Path | None) -> tup
         if key not in coco:
             raise TrainingInputError(f"{json_path}: missing COCO key {key!r}")
     categories = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
-    roots = [images_dir] if images_dir else [json_path.parent, json_path.parent / "images", json_path.parent.parent / "images"]
+    roots = (
+        [images_dir]
+        if images_dir
+        else [json_path.parent, json_path.parent / "images", json_path.parent.parent / "images"]
+    )
     by_id: dict[int, _RawImage] = {}
     for img in coco["images"]:
         rel = str(img.get("file_name", ""))
         path = next((r / rel for r in roots if r is not None and (r / rel).is_file()), None)
         if path is None:
-            report.add(rel or f"image id {img.get('id')}", "missing_image",
-                       f"listed in {json_path.name} but not found under {', '.join(str(r) for r in roots)}",
-                       "image skipped")
+            report.add(
+                rel or f"image id {img.get('id')}",
+                "missing_image",
+                f"listed in {json_path.name} but not found under {', '.join(str(r) for r in roots)}",
+                "image skipped",
+            )
         declared = (int(img.get("width", 0)), int(img.get("height", 0)))
         by_id[int(img["id"])] = _RawImage(path, json_path, [], declared)
     for ann in coco["annotations"]:
         image_id = int(ann.get("image_id", -1))
         where = f"{json_path.name} annotation id {ann.get('id')}"
         if image_id not in by_id:
-            report.add(where, "label_without_image", f"refers to image id {image_id}, which is not in 'images'",
-                       "box dropped")
+            report.add(
+                where,
+                "label_without_image",
+                f"refers to image id {image_id}, which is not in 'images'",
+                "box dropped",
+            )
             continue
         cat = int(ann.get("category_id", -1))
         name: str | int = categories.get(cat, f"category id {cat}")
@@ -229,8 +244,12 @@ def _parse_coco(src: Path, report: ImportReport, images_dir: Path | None) -> tup
     items = list(by_id.values())
     for item in items:
         if item.image is None and item.boxes:
-            report.add(item.label_file or json_path, "label_without_image",
-                       f"{len(item.boxes)} box(es) for a missing image", "boxes dropped")
+            report.add(
+                item.label_file or json_path,
+                "label_without_image",
+                f"{len(item.boxes)} box(es) for a missing image",
+                "boxes dropped",
+            )
     return [i for i in items if i.image is not None], [categories[k] for k in sorted(categories)]
 
 
@@ -255,8 +274,11 @@ def _parse_yolo(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[
     for image in images:
         parts = list(image.parts)
         idx = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
-        label = Path(*parts[:idx], "labels", *parts[idx + 1:]).with_suffix(".txt") if idx is not None else (
-            image.with_suffix(".txt"))
+        label = (
+            Path(*parts[:idx], "labels", *parts[idx + 1 :]).with_suffix(".txt")
+            if idx is not None
+            else (image.with_suffix(".txt"))
+        )
         boxes: list[_RawBox] = []
         if label.is_file():
             labels.discard(label.resolve())
@@ -268,16 +290,26 @@ def _parse_yolo(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[
                     cid = int(float(fields[0]))
                     cx, cy, w, h = (float(v) for v in fields[1:5])
                 except (ValueError, IndexError):
-                    report.add(f"{label}:{n}", "bad_box", f"line {line!r} is not 'class cx cy w h'", "box dropped")
+                    report.add(
+                        f"{label}:{n}", "bad_box", f"line {line!r} is not 'class cx cy w h'", "box dropped"
+                    )
                     continue
                 if len(fields) > 5:
-                    report.add(f"{label}:{n}", "polygon_label", "more than 5 values (segment?); using the box of "
-                               "the first 4 numbers", "box kept")
+                    report.add(
+                        f"{label}:{n}",
+                        "polygon_label",
+                        "more than 5 values (segment?); using the box of the first 4 numbers",
+                        "box kept",
+                    )
                 label_name: str | int = names[cid] if 0 <= cid < len(names) else cid
-                boxes.append(_RawBox(label_name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), normalised=True))
+                boxes.append(
+                    _RawBox(label_name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), normalised=True)
+                )
         items.append(_RawImage(image, label if label.is_file() else None, boxes))
     for orphan in sorted(labels):
-        report.add(orphan, "label_without_image", "label file has no image with the same name", "label skipped")
+        report.add(
+            orphan, "label_without_image", "label file has no image with the same name", "label skipped"
+        )
     return items, names
 
 
@@ -335,29 +367,45 @@ def import_dataset(
     per_class: Counter[str] = Counter()
     for item in sorted(items, key=lambda i: str(i.image or i.label_file)):
         if item.image is None:
-            report.add(item.label_file or "?", "label_without_image", "no image file with this name was found",
-                       "label skipped")
+            report.add(
+                item.label_file or "?",
+                "label_without_image",
+                "no image file with this name was found",
+                "label skipped",
+            )
             continue
         img = _read_image(item.image)
         if img is None:
-            report.add(item.image, "unreadable_image", "file cannot be decoded as an image (corrupt or empty)",
-                       "image skipped")
+            report.add(
+                item.image,
+                "unreadable_image",
+                "file cannot be decoded as an image (corrupt or empty)",
+                "image skipped",
+            )
             continue
         digest = _pixel_hash(img)
         if digest in seen_hashes:
-            report.add(item.image, "duplicate_image", f"same pixels as {seen_hashes[digest]}", "image skipped")
+            report.add(
+                item.image, "duplicate_image", f"same pixels as {seen_hashes[digest]}", "image skipped"
+            )
             continue
         seen_hashes[digest] = item.image
         h, w = img.shape[:2]
         where = item.label_file or item.image
         if item.declared_size and all(item.declared_size) and item.declared_size != (w, h):
-            report.add(where, "size_mismatch", f"annotation says {item.declared_size[0]}x{item.declared_size[1]}, "
-                       f"image is {w}x{h}", "boxes checked against the real size")
+            report.add(
+                where,
+                "size_mismatch",
+                f"annotation says {item.declared_size[0]}x{item.declared_size[1]}, image is {w}x{h}",
+                "boxes checked against the real size",
+            )
         lines = []
         for box in item.boxes:
             if isinstance(box.label, int) or box.label not in class_index:
                 known = ", ".join(names)
-                report.add(where, "unknown_class", f"class {box.label!r} is not one of: {known}", "box dropped")
+                report.add(
+                    where, "unknown_class", f"class {box.label!r} is not one of: {known}", "box dropped"
+                )
                 continue
             x1, y1, x2, y2 = box.xyxy
             if box.normalised:
@@ -366,18 +414,31 @@ def import_dataset(
             y1, y2 = sorted((y1, y2))
             cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
             if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
-                report.add(where, "zero_area_box", f"{box.label} box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) has "
-                           f"no area inside the {w}x{h} image", "box dropped")
+                report.add(
+                    where,
+                    "zero_area_box",
+                    f"{box.label} box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) has "
+                    f"no area inside the {w}x{h} image",
+                    "box dropped",
+                )
                 continue
             if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-                report.add(where, "box_outside_image", f"{box.label} box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) "
-                           f"extends outside the {w}x{h} image", f"box clipped to ({cx1:.1f}, {cy1:.1f}, "
-                           f"{cx2:.1f}, {cy2:.1f})")
-            lines.append(f"{class_index[box.label]} {(cx1 + cx2) / 2 / w:.6f} {(cy1 + cy2) / 2 / h:.6f} "
-                         f"{(cx2 - cx1) / w:.6f} {(cy2 - cy1) / h:.6f}")
+                report.add(
+                    where,
+                    "box_outside_image",
+                    f"{box.label} box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) "
+                    f"extends outside the {w}x{h} image",
+                    f"box clipped to ({cx1:.1f}, {cy1:.1f}, {cx2:.1f}, {cy2:.1f})",
+                )
+            lines.append(
+                f"{class_index[box.label]} {(cx1 + cx2) / 2 / w:.6f} {(cy1 + cy2) / 2 / h:.6f} "
+                f"{(cx2 - cx1) / w:.6f} {(cy2 - cy1) / h:.6f}"
+            )
             per_class[box.label] += 1
         if item.label_file is None and fmt != "coco":
-            report.add(item.image, "no_label", "image has no annotation file", "imported as defect-free image")
+            report.add(
+                item.image, "no_label", "image has no annotation file", "imported as defect-free image"
+            )
         stem = item.image.stem
         n = 2
         while stem.lower() in used_stems:
@@ -420,7 +481,9 @@ def load_data_yaml(data: str | Path) -> tuple[Path, dict[str, Any]]:
     if path.is_dir():
         path = path / "data.yaml"
     if not path.is_file():
-        raise TrainingInputError(f"dataset {data}: no data.yaml (make one with `edge-inspect dataset import`)")
+        raise TrainingInputError(
+            f"dataset {data}: no data.yaml (make one with `edge-inspect dataset import`)"
+        )
     cfg = yaml.safe_load(path.read_text())
     if not isinstance(cfg, dict) or "names" not in cfg:
         raise TrainingInputError(f"{path}: not a dataset description (needs 'names')")
@@ -464,7 +527,7 @@ def label_path(image: Path) -> Path:
     if "images" not in parts:
         return image.with_suffix(".txt")
     idx = len(parts) - 1 - parts[::-1].index("images")
-    return Path(*parts[:idx], "labels", *parts[idx + 1:]).with_suffix(".txt")
+    return Path(*parts[:idx], "labels", *parts[idx + 1 :]).with_suffix(".txt")
 
 
 def read_labels(image: Path) -> LabelledImage:
@@ -517,7 +580,9 @@ def split_dataset(data: str | Path, val: float = 0.2, test: float = 0.1, seed: i
     from train when train has more than one. Same files + same seed => same split, on any machine.
     """
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise TrainingInputError(f"--val {val} and --test {test} must be fractions that add up to less than 1")
+        raise TrainingInputError(
+            f"--val {val} and --test {test} must be fractions that add up to less than 1"
+        )
     path, cfg = load_data_yaml(data)
     root = path.parent
     names = class_names(cfg)
@@ -550,11 +615,15 @@ def split_dataset(data: str | Path, val: float = 0.2, test: float = 0.1, seed: i
         for split in wanted:
             if any(assignment[p] == split and c in labels[p] for p in images):
                 continue
-            donors = sorted((p for p in images if assignment[p] == "train" and c in labels[p]), key=lambda p: p.name)
+            donors = sorted(
+                (p for p in images if assignment[p] == "train" and c in labels[p]), key=lambda p: p.name
+            )
             if len(donors) > 1:
                 assignment[donors[int(rng.integers(len(donors)))]] = split
             else:
-                warnings.append(f"class {names.get(c, c)!r} has too few images ({frequency[c]}) to appear in {split}")
+                warnings.append(
+                    f"class {names.get(c, c)!r} has too few images ({frequency[c]}) to appear in {split}"
+                )
     counts = {s: 0 for s in wanted}
     class_images: dict[str, dict[str, int]] = {s: dict.fromkeys(names.values(), 0) for s in wanted}
     lists: dict[str, list[str]] = {s: [] for s in wanted}
@@ -567,7 +636,17 @@ def split_dataset(data: str | Path, val: float = 0.2, test: float = 0.1, seed: i
     for s in wanted:
         (root / f"{s}.txt").write_text("\n".join(lists[s]) + "\n")
     data_yaml = write_data_yaml(root, [names[k] for k in sorted(names)], {s: f"{s}.txt" for s in wanted})
-    (root / "split.json").write_text(json.dumps(
-        {"val": val, "test": test, "seed": seed, "counts": counts, "class_images": class_images,
-         "warnings": warnings}, indent=2))
+    (root / "split.json").write_text(
+        json.dumps(
+            {
+                "val": val,
+                "test": test,
+                "seed": seed,
+                "counts": counts,
+                "class_images": class_images,
+                "warnings": warnings,
+            },
+            indent=2,
+        )
+    )
     return SplitResult(counts, class_images, warnings, data_yaml)

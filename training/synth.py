@@ -200,7 +200,7 @@ def write_sample_images(
         cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
         truth[path.name] = [{"class": CLASSES[c], "xyxy": [x1, y1, x2, y2]} for c, x1, y1, x2, y2 in boxes]
         written.append(path)
-    import json  # noqa: PLC0415 - only here
+    import json
 
     (dst / "labels.json").write_text(json.dumps(truth, indent=1) + "\n")
     return written

@@ -29,7 +29,12 @@ from training.errors import TrainingInputError
 
 # Model configs Ultralytics ships (built from YAML, random init): the only non-path models we accept.
 MODEL_CONFIGS: tuple[str, ...] = (
-    "yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolo26n.yaml", "yolo26s.yaml",
+    "yolov8n.yaml",
+    "yolov8s.yaml",
+    "yolo11n.yaml",
+    "yolo11s.yaml",
+    "yolo26n.yaml",
+    "yolo26s.yaml",
 )
 
 
@@ -53,17 +58,20 @@ def check_model_source(model: str | Path) -> str:
             )
         raise TrainingInputError(f"model config {text!r} is neither a shipped config nor an existing file")
     raise TrainingInputError(
-        f"model {text!r} is not a model config (.yaml) or checkpoint (.pt); use one of {', '.join(MODEL_CONFIGS)}"
+        f"model {text!r} is not a model config (.yaml) or checkpoint (.pt); "
+        f"use one of {', '.join(MODEL_CONFIGS)}"
     )
 
 
 def check_data_yaml(data: str | Path) -> Path:
-    """Check a dataset's `data.yaml` (or its folder) before handing it to Ultralytics; returns the yaml path."""
+    """Check a dataset's `data.yaml` (or its folder) before Ultralytics reads it; returns its path."""
     path = Path(data).expanduser()
     if path.is_dir():
         path = path / "data.yaml"
     if not path.is_file():
-        raise TrainingInputError(f"dataset {data}: no data.yaml found (make one with `edge-inspect dataset import`)")
+        raise TrainingInputError(
+            f"dataset {data}: no data.yaml found (make one with `edge-inspect dataset import`)"
+        )
     try:
         cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -109,7 +117,9 @@ def train(
     from ultralytics import YOLO
 
     if resume:
-        last = Path(str(model)) if str(model).endswith(".pt") else Path(project) / name / "weights" / "last.pt"
+        last = (
+            Path(str(model)) if str(model).endswith(".pt") else Path(project) / name / "weights" / "last.pt"
+        )
         if not last.is_file():
             raise TrainingInputError(f"cannot resume: {last} does not exist")
         yolo = YOLO(str(last))
@@ -142,6 +152,8 @@ def train(
     yolo.train(**args)
     run_dir = Path(yolo.trainer.save_dir)
     (run_dir / "edge_inspect_train.json").write_text(
-        json.dumps({"model": str(model), "data": str(data_yaml.resolve()), "args": args}, indent=2, default=str)
+        json.dumps(
+            {"model": str(model), "data": str(data_yaml.resolve()), "args": args}, indent=2, default=str
+        )
     )
     return run_dir

@@ -21,8 +21,8 @@ from pathlib import Path
 
 NEU_IMGSZ = 224  # images are 200 px; Ultralytics needs a multiple of 32
 CITATION = (
-    "NEU surface defect database (NEU-DET), Northeastern University. K. Song, Y. Yan, \"A noise robust method "
-    "based on completed local binary patterns for hot-rolled steel strip surface defects\", Applied Surface "
+    'NEU surface defect database (NEU-DET), Northeastern University. K. Song, Y. Yan, "A noise robust method '
+    'based on completed local binary patterns for hot-rolled steel strip surface defects", Applied Surface '
     "Science 285 (2013). Research use."
 )
 
@@ -43,10 +43,20 @@ def train_stage(dataset: Path, work: Path, hours: float, epochs: int, model: str
     from training.train import train
 
     data_yaml = prepare(dataset, work)
-    run = train(data_yaml, model=model, epochs=epochs, imgsz=NEU_IMGSZ, batch=16, device="cpu",
-                project=work / "runs", name="neu", hours=hours, workers=0,
-                # Steel strip has no up/down: vertical flips are free extra data. RAM cache: 1,800 small images.
-                extra={"flipud": 0.5, "cache": "ram", "patience": 1000})
+    run = train(
+        data_yaml,
+        model=model,
+        epochs=epochs,
+        imgsz=NEU_IMGSZ,
+        batch=16,
+        device="cpu",
+        project=work / "runs",
+        name="neu",
+        hours=hours,
+        workers=0,
+        # Steel strip has no up/down: vertical flips are free extra data. RAM cache: 1,800 small images.
+        extra={"flipud": 0.5, "cache": "ram", "patience": 1000},
+    )
     (work / "last_run.txt").write_text(str(run))
     return run
 
@@ -54,19 +64,28 @@ def train_stage(dataset: Path, work: Path, hours: float, epochs: int, model: str
 def finish_stage(work: Path, out: Path, run: Path | None = None, dataset: Path | None = None) -> Path:
     from training.export import export_run
 
-    run = run or Path((work / "last_run.txt").read_text().strip()) if (work / "last_run.txt").exists() else (
-        run or work / "runs" / "neu")
+    run = (
+        run or Path((work / "last_run.txt").read_text().strip())
+        if (work / "last_run.txt").exists()
+        else (run or work / "runs" / "neu")
+    )
     card_path = export_run(
-        run, out_dir=out, imgsz=NEU_IMGSZ, eval_data=work / "data" / "data.yaml", eval_split="val",
+        run,
+        out_dir=out,
+        imgsz=NEU_IMGSZ,
+        eval_data=work / "data" / "data.yaml",
+        eval_split="val",
         dataset_citation=CITATION,
-        description="Hot-rolled steel strip surface defects (NEU-DET, 6 classes), YOLOv8n trained from scratch.",
+        description="Hot-rolled steel strip surface defects (NEU-DET, 6 classes), YOLOv8n from scratch.",
     )
     print(json.dumps(json.loads(card_path.read_text())["metrics"], indent=2))
     return card_path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("stage", choices=["train", "finish"])
     parser.add_argument("--dataset", type=Path, default=Path("../shared/datasets/neu-det"))
     parser.add_argument("--work", type=Path, default=Path("runs/neu"))

@@ -1,0 +1,292 @@
+"""Training commands: `dataset import|split|stats|synth`, `train`, `evaluate`, `export`,
+`model list|show|promote`.
+
+Every command checks its input first and says in plain words what is wrong (exit code 2); torch and
+Ultralytics are imported only inside the commands that need them, so `edge-inspect --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+dataset_app = typer.Typer(
+    help="Import, split, inspect and synthesise labelled image datasets.", no_args_is_help=True
+)
+model_app = typer.Typer(
+    help="The model registry (models/): list, show, promote to a line.", no_args_is_help=True
+)
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    """Turn our input errors into one readable line and exit code 2 (no traceback for users)."""
+    from training.errors import TrainingInputError
+    from vision.errors import VisionError
+
+    try:
+        yield
+    except (TrainingInputError, VisionError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+# ------------------------------------------------------------------------------------------ dataset
+@dataset_app.command("import")
+def dataset_import(
+    src: Annotated[Path, typer.Argument(help="Source: VOC folder, COCO .json (or its folder), YOLO folder.")],
+    dst: Annotated[Path, typer.Argument(help="Destination folder for the canonical dataset.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="voc, coco or yolo.")],
+    classes: Annotated[
+        str | None, typer.Option(help="Comma-separated class list (fixes names and order).")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="COCO: folder the file_name entries are relative to.")
+    ] = None,
+    val: Annotated[float | None, typer.Option(help="Also split: validation fraction.")] = None,
+    test: Annotated[float, typer.Option(help="Test fraction (with --val).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Split seed (with --val).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty destination.")] = False,
+) -> None:
+    """Convert a labelled dataset into the checked Ultralytics layout, with a report of every problem."""
+    from training.datasets import import_dataset, split_dataset
+
+    with _plain_errors():
+        class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+        report = import_dataset(
+            src,
+            dst,
+            fmt=fmt.lower(),
+            classes=class_list,
+            images_dir=images,  # type: ignore[arg-type]
+            overwrite=overwrite,
+        )
+        typer.echo(report.to_text())
+        typer.echo(f"Report: {dst / 'import_report.txt'} and import_report.json")
+        if val is not None:
+            _print_split(split_dataset(dst, val=val, test=test, seed=seed))
+
+
+def _print_split(result: Any) -> None:
+    typer.echo("Split: " + ", ".join(f"{k} {v} images" for k, v in result.counts.items()))
+    for split, per_class in result.class_images.items():
+        typer.echo(f"  {split:<6}" + "  ".join(f"{k}: {v}" for k, v in per_class.items()))
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"Wrote {result.data_yaml}")
+
+
+@dataset_app.command("split")
+def dataset_split(
+    data: Annotated[Path, typer.Argument(help="Imported dataset folder (or its data.yaml).")],
+    val: Annotated[float, typer.Option(help="Validation fraction.")] = 0.2,
+    test: Annotated[float, typer.Option(help="Test fraction.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed: same files + same seed = same split.")] = 0,
+) -> None:
+    """Deterministic split, stratified so each class appears in each part."""
+    from training.datasets import split_dataset
+
+    with _plain_errors():
+        _print_split(split_dataset(data, val=val, test=test, seed=seed))
+
+
+@dataset_app.command("stats")
+def dataset_stats_cmd(
+    data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
+    plot: Annotated[Path | None, typer.Option(help="PNG to write (default: DATA/stats.png).")] = None,
+) -> None:
+    """Images and boxes per class per split, and box sizes; printed and saved as a PNG plot."""
+    from training.datasets import load_data_yaml
+    from training.stats import dataset_stats, plot_stats
+
+    with _plain_errors():
+        stats = dataset_stats(data)
+        typer.echo(stats.to_text())
+        out = plot or load_data_yaml(data)[0].parent / "stats.png"
+        typer.echo(f"Plot: {plot_stats(stats, out)}")
+
+
+@dataset_app.command("synth")
+def dataset_synth(
+    dst: Annotated[Path, typer.Argument(help="Destination folder (Ultralytics layout + data.yaml).")],
+    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 200,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 320,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    val: Annotated[float, typer.Option(help="Validation fraction.")] = 0.2,
+    ok_fraction: Annotated[float, typer.Option(help="Fraction of defect-free parts.")] = 0.25,
+) -> None:
+    """Synthetic textured surfaces with scratches, pits, cracks and stains (exact boxes)."""
+    from training.synth import CLASSES, write_dataset
+
+    if n < 1 or size < 16 or not 0 <= val < 1 or not 0 <= ok_fraction <= 1:
+        typer.echo("error: need --n >= 1, --size >= 16, 0 <= --val < 1, 0 <= --ok-fraction <= 1", err=True)
+        raise typer.Exit(2)
+    data_yaml = write_dataset(
+        dst, n=n, size=(size, size), seed=seed, val_fraction=val, ok_probability=ok_fraction
+    )
+    typer.echo(f"Wrote {n} images ({', '.join(CLASSES)}) and {data_yaml}")
+
+
+# ------------------------------------------------------------------------------------------ train etc.
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
+    model: Annotated[
+        str, typer.Option(help="yolov8n.yaml, yolo11n.yaml, yolo26n.yaml or PATH.pt.")
+    ] = "yolov8n.yaml",
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 100,
+    imgsz: Annotated[int, typer.Option(help="Training image size (multiple of 32).")] = 320,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu, 0 (first GPU), 0,1 ...")] = "cpu",
+    hours: Annotated[float | None, typer.Option(help="Wall-time budget; overrides --epochs.")] = None,
+    project: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs/train"),
+    name: Annotated[str, typer.Option(help="Run name (a number is added if it exists).")] = "exp",
+    workers: Annotated[int | None, typer.Option(help="Data-loader workers (default 0 on CPU).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run whose last.pt is given as --model.")] = False,
+) -> None:
+    """Train a detector offline (Ultralytics); progress is printed, checkpoints saved every epoch."""
+    import os
+
+    from training.train import train
+
+    os.environ.setdefault("YOLO_VERBOSE", "True")  # show the per-epoch progress bars
+    with _plain_errors():
+        run = train(
+            data,
+            model=model,
+            epochs=epochs,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            project=project,
+            name=name,
+            resume=resume,
+            hours=hours,
+            workers=workers,
+        )
+        typer.echo(f"Run folder: {run} (export with `edge-inspect export {run}`)")
+
+
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="Exported .onnx model.")],
+    data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "val",
+    conf: Annotated[float, typer.Option(help="Decision confidence for escape / false-reject rates.")] = 0.25,
+    target_escape: Annotated[float, typer.Option(help="Target image escape rate (0.01 = 1%).")] = 0.01,
+    out: Annotated[Path | None, typer.Option(help="Folder for evaluation.json and the plots.")] = None,
+    providers: Annotated[str, typer.Option(help="ONNX Runtime providers: cpu, cuda, auto...")] = "cpu",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Run the ONNX model through the edge runtime over a split: mAP, per class, escape/false-reject."""
+    from training.evaluate import evaluate
+
+    with _plain_errors():
+        out_dir = out or model.parent / "eval" / f"{model.stem}-{split}"
+        report = evaluate(
+            model,
+            data,
+            split=split,
+            decision_conf=conf,
+            target_escape_rate=target_escape,
+            out_dir=out_dir,
+            providers=providers,
+        )
+        typer.echo(json.dumps(report.to_dict(), indent=2) if json_out else report.summary())
+        typer.echo(f"Plots and JSON: {out_dir}", err=json_out)
+
+
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Training run folder (or a .pt checkpoint).")],
+    out: Annotated[Path, typer.Option(help="Model folder to write (e.g. models/my-line).")],
+    imgsz: Annotated[int, typer.Option(help="Model input size.")] = 320,
+    data: Annotated[
+        Path | None, typer.Option(help="Evaluation dataset (default: the training data).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Evaluation split.")] = "val",
+    int8: Annotated[bool, typer.Option(help="Also write an INT8 model (static quantization).")] = False,
+    calib: Annotated[Path | None, typer.Option(help="Dataset for INT8 calibration (train split).")] = None,
+    description: Annotated[str, typer.Option(help="One line for the model card.")] = "",
+    citation: Annotated[str, typer.Option(help="Dataset citation / licence for the card.")] = "",
+) -> None:
+    """Export to ONNX, evaluate it with the edge runtime and write the model card model.json."""
+    from training.export import export_run
+
+    with _plain_errors():
+        card = export_run(
+            run,
+            out,
+            imgsz=imgsz,
+            eval_data=data,
+            eval_split=split,
+            int8=int8,
+            calib_data=calib,
+            description=description,
+            dataset_citation=citation,
+        )
+        typer.echo(f"Wrote {card.parent / 'model.onnx'} and {card}")
+
+
+# ------------------------------------------------------------------------------------------ registry
+@model_app.command("list")
+def model_list(registry: Annotated[Path, typer.Option(help="Registry folder.")] = Path("models")) -> None:
+    """One line per model in the registry."""
+    from training.registry import list_models
+
+    with _plain_errors():
+        models = list_models(registry)
+        if not models:
+            typer.echo(f"no models in {registry}")
+        for m in models:
+            typer.echo(m.summary())
+
+
+@model_app.command("show")
+def model_show(
+    model: Annotated[str, typer.Argument(help="Registry name, model folder or .onnx path.")],
+    registry: Annotated[Path, typer.Option(help="Registry folder.")] = Path("models"),
+) -> None:
+    """Print a model's card."""
+    from training.registry import resolve_model
+
+    with _plain_errors():
+        typer.echo(json.dumps(resolve_model(model, registry).card, indent=2))
+
+
+@model_app.command("promote")
+def model_promote(
+    model: Annotated[str, typer.Argument(help="Registry name, model folder or .onnx path.")],
+    line: Annotated[Path, typer.Option(help="Line file, e.g. configs/lines/line1.yaml.")],
+    registry: Annotated[Path, typer.Option(help="Registry folder.")] = Path("models"),
+    data: Annotated[
+        Path | None, typer.Option(help="Evaluation set for the comparison (default: card's).")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Evaluation split (default: card's).")] = None,
+    force: Annotated[bool, typer.Option(help="Promote even if worse than the current model.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the card, needed with --force).")] = "",
+) -> None:
+    """Put MODEL on a line: refused if its classes do not fit the line's rules or it is worse."""
+    from training.registry import promote
+
+    if force and not reason:
+        typer.echo("error: --force needs --reason (it is recorded in the model card)", err=True)
+        raise typer.Exit(2)
+    with _plain_errors():
+        result = promote(model, line, registry=registry, data=data, split=split, force=force, reason=reason)
+        typer.echo(result.message)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands to the root `edge-inspect` app."""
+    app.add_typer(dataset_app, name="dataset")
+    commands: dict[str, Callable[..., None]] = {
+        "train": train_cmd,
+        "evaluate": evaluate_cmd,
+        "export": export_cmd,
+    }
+    for name, fn in commands.items():
+        app.command(name)(fn)
+    app.add_typer(model_app, name="model")
