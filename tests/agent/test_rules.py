@@ -44,14 +44,18 @@ def test_per_class_min_confidence_overrides_recipe_default() -> None:
 
 
 def test_max_count_per_class_tolerates_some_defects() -> None:
-    d = dets([("stain", 0.9, (0, 0, 5, 5)), ("stain", 0.9, (10, 10, 15, 15)), ("stain", 0.9, (20, 20, 25, 25))])
+    d = dets(
+        [("stain", 0.9, (0, 0, 5, 5)), ("stain", 0.9, (10, 10, 15, 15)), ("stain", 0.9, (20, 20, 25, 25))]
+    )
     assert judge(d, RecipeRules(classes={"stain": ClassRule(max_count=3)})).verdict == "OK"
     j = judge(d, RecipeRules(classes={"stain": ClassRule(max_count=2)}))
     assert j.verdict == "NG" and j.reasons == ["stain: 3 found, at most 2 allowed"]
 
 
 def test_size_limits_in_pixels_use_the_longest_side() -> None:
-    d = dets([("scratch", 0.9, (0, 0, 3, 20)), ("scratch", 0.9, (0, 0, 3, 3)), ("scratch", 0.9, (0, 0, 200, 2))])
+    d = dets(
+        [("scratch", 0.9, (0, 0, 3, 20)), ("scratch", 0.9, (0, 0, 3, 3)), ("scratch", 0.9, (0, 0, 200, 2))]
+    )
     rules = RecipeRules(classes={"scratch": ClassRule(min_size=5, max_size=100)})
     assert countable(d, rules).tolist() == [True, False, False]
 
@@ -73,8 +77,13 @@ def test_min_size_larger_than_max_size_is_rejected() -> None:
 
 
 def test_roi_include_and_exclude_judge_box_centres() -> None:
-    d = dets([("crack", 0.9, (10, 10, 20, 20)), ("crack", 0.9, (60, 60, 70, 70)), ("crack", 0.9, (30, 30, 40, 40))])
-    roi = Roi(include=[[(0, 0), (50, 0), (50, 50), (0, 50)]], exclude=[[(30, 30), (45, 30), (45, 45), (30, 45)]])
+    d = dets(
+        [("crack", 0.9, (10, 10, 20, 20)), ("crack", 0.9, (60, 60, 70, 70)), ("crack", 0.9, (30, 30, 40, 40))]
+    )
+    roi = Roi(
+        include=[[(0, 0), (50, 0), (50, 50), (0, 50)]],
+        exclude=[[(30, 30), (45, 30), (45, 45), (30, 45)]],
+    )
     # first: inside include; second: outside include; third: inside the exclude hole
     assert countable(d, RecipeRules(roi=roi)).tolist() == [True, False, False]
 
