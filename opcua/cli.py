@@ -15,8 +15,9 @@ from pathlib import Path
 
 import typer
 
-opcua_app = typer.Typer(name="opcua", help="OPC UA server: certificates, trusted clients, users.",
-                        no_args_is_help=True)
+opcua_app = typer.Typer(
+    name="opcua", help="OPC UA server: certificates, trusted clients, users.", no_args_is_help=True
+)
 
 PKI_OPTION = typer.Option(Path("pki"), "--pki-dir", help="Folder with own/, trusted/, rejected/.")
 
@@ -24,7 +25,9 @@ PKI_OPTION = typer.Option(Path("pki"), "--pki-dir", help="Folder with own/, trus
 @opcua_app.command("cert")
 def cert(
     pki_dir: Path = PKI_OPTION,
-    application_uri: str = typer.Option("urn:edge-inspect:opcua:server", help="Must equal opcua.application_uri."),
+    application_uri: str = typer.Option(
+        "urn:edge-inspect:opcua:server", help="Must equal opcua.application_uri."
+    ),
     hostname: list[str] = typer.Option(None, "--hostname", help="DNS name or IP clients use (repeatable)."),
     common_name: str = typer.Option("edge-inspect", help="Certificate subject CN."),
     days: int = typer.Option(365 * 5, min=1, help="Validity in days."),
@@ -35,17 +38,28 @@ def cert(
 
     cert_path, key_path = pki_dir / "own" / "cert.der", pki_dir / "own" / "key.pem"
     if (cert_path.exists() or key_path.exists()) and not force:
-        typer.echo(f"error: {cert_path} or {key_path} already exists; use --force to replace them "
-                   "(clients that trusted the old certificate must trust the new one)", err=True)
+        typer.echo(
+            f"error: {cert_path} or {key_path} already exists; use --force to replace them "
+            "(clients that trusted the old certificate must trust the new one)",
+            err=True,
+        )
         raise typer.Exit(1)
     hosts = hostname or [socket.gethostname(), "localhost"]
-    made = make_certificate(cert_path, key_path, application_uri=application_uri, common_name=common_name,
-                            hostnames=hosts, days=days)
+    made = make_certificate(
+        cert_path,
+        key_path,
+        application_uri=application_uri,
+        common_name=common_name,
+        hostnames=hosts,
+        days=days,
+    )
     for sub in ("trusted", "rejected"):
         (pki_dir / sub).mkdir(parents=True, exist_ok=True)
     typer.echo(f"wrote {cert_path} and {key_path} (mode 600)")
-    typer.echo(f"  subject {made.subject.rfc4514_string()}, uri {application_uri}, hosts {', '.join(hosts)}, "
-               f"valid until {made.not_valid_after_utc:%Y-%m-%d}")
+    typer.echo(
+        f"  subject {made.subject.rfc4514_string()}, uri {application_uri}, hosts {', '.join(hosts)}, "
+        f"valid until {made.not_valid_after_utc:%Y-%m-%d}"
+    )
     typer.echo(f"  give {cert_path} to the MES/SCADA admins so their clients can trust this server")
 
 
@@ -60,8 +74,14 @@ def client_cert(
     from opcua.security import make_certificate, trust_certificate
 
     cert_path, key_path = out_dir / "cert.der", out_dir / "key.pem"
-    make_certificate(cert_path, key_path, application_uri=application_uri, common_name=common_name,
-                     hostnames=["localhost"], server=False)
+    make_certificate(
+        cert_path,
+        key_path,
+        application_uri=application_uri,
+        common_name=common_name,
+        hostnames=["localhost"],
+        server=False,
+    )
     typer.echo(f"wrote {cert_path} and {key_path}")
     if trust_into is not None:
         typer.echo(f"trusted as {trust_certificate(cert_path, trust_into / 'trusted')}")
@@ -69,8 +89,13 @@ def client_cert(
 
 @opcua_app.command("hash-password")
 def hash_password_command(
-    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
-                                 help="Prompted when not given (avoid putting it in shell history)."),
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="Prompted when not given (avoid putting it in shell history).",
+    ),
 ) -> None:
     """Print the scrypt hash to put in `opcua.users[].password_hash`."""
     from opcua.config import hash_password
@@ -89,7 +114,9 @@ def rejected(pki_dir: Path = PKI_OPTION) -> None:
     from opcua.security import load_certificate_file
 
     folder = pki_dir / "rejected"
-    files = sorted(folder.glob("*.der"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.exists() else []
+    files = (
+        sorted(folder.glob("*.der"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.exists() else []
+    )
     if not files:
         typer.echo(f"no rejected certificates in {folder}")
         return
@@ -100,12 +127,15 @@ def rejected(pki_dir: Path = PKI_OPTION) -> None:
             typer.echo(f"{path}: not a certificate")
             continue
         try:
-            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-                .get_values_for_type(x509.UniformResourceIdentifier)
+            uris = cert.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value.get_values_for_type(x509.UniformResourceIdentifier)
         except x509.ExtensionNotFound:
             uris = []
-        typer.echo(f"{path}\n  subject {cert.subject.rfc4514_string()}  uri {', '.join(uris) or '-'}\n"
-                   f"  valid {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}")
+        typer.echo(
+            f"{path}\n  subject {cert.subject.rfc4514_string()}  uri {', '.join(uris) or '-'}\n"
+            f"  valid {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}"
+        )
 
 
 @opcua_app.command("trust")

@@ -39,14 +39,27 @@ HANDLE = ua.NodeId(ua.ObjectIds.Handle)
 # Our NodeIds for the Machine Vision types, grouped so automatic ids (which count up from the
 # largest numeric id present) never collide with them: everything with a fixed id is created first.
 _MV_IDS = {
-    "BinaryIdBaseDataType": 3019, "RecipeIdExternalDataType": 3020, "RecipeIdInternalDataType": 3013,
-    "ConfigurationIdDataType": 3014, "MeasIdDataType": 3015, "JobIdDataType": 3016,
-    "PartIdDataType": 3017, "ProductIdDataType": 3018, "ResultIdDataType": 3021,
-    "ProcessingTimesDataType": 3005, "ResultDataType": 3006, "ResultStateDataType": 3009,
+    "BinaryIdBaseDataType": 3019,
+    "RecipeIdExternalDataType": 3020,
+    "RecipeIdInternalDataType": 3013,
+    "ConfigurationIdDataType": 3014,
+    "MeasIdDataType": 3015,
+    "JobIdDataType": 3016,
+    "PartIdDataType": 3017,
+    "ProductIdDataType": 3018,
+    "ResultIdDataType": 3021,
+    "ProcessingTimesDataType": 3005,
+    "ResultDataType": 3006,
+    "ResultStateDataType": 3009,
     "TriStateBooleanDataType": 3023,
-    "VisionSystemType": 1002, "VisionStateMachineType": 1026, "VisionAutomaticModeStateMachineType": 1021,
-    "RecipeManagementType": 1003, "ResultManagementType": 1004, "ResultFolderType": 1005,
-    "ResultReadyEventType": 1024, "ResultType": 2002,
+    "VisionSystemType": 1002,
+    "VisionStateMachineType": 1026,
+    "VisionAutomaticModeStateMachineType": 1021,
+    "RecipeManagementType": 1003,
+    "ResultManagementType": 1004,
+    "ResultFolderType": 1005,
+    "ResultReadyEventType": 1024,
+    "ResultType": 2002,
 }
 _APP_IDS = {"DefectDataType": 3001, "InspectionContentDataType": 3002}
 _ENCODING_OFFSET = 2000  # Default Binary encoding of type i=N gets i=N+2000
@@ -85,13 +98,21 @@ class VisionSystemNodes:
     plc: dict[str, Node]
 
 
-def _field(name: str, dtype: ua.NodeId | ua.VariantType, *, array: bool = False,
-           optional: bool = False) -> ua.StructureField:
+def _field(
+    name: str, dtype: ua.NodeId | ua.VariantType, *, array: bool = False, optional: bool = False
+) -> ua.StructureField:
     return new_struct_field(name, dtype, array=array, optional=optional)
 
 
-async def _struct(server: Server, ns: int, ids: dict[str, int], name: str, fields: list[ua.StructureField],
-                  parent: ua.NodeId | None = None, abstract: bool = False) -> ua.NodeId:
+async def _struct(
+    server: Server,
+    ns: int,
+    ids: dict[str, int],
+    name: str,
+    fields: list[ua.StructureField],
+    parent: ua.NodeId | None = None,
+    abstract: bool = False,
+) -> ua.NodeId:
     """A structure data type with its full definition written out.
 
     Subtypes repeat their parent's fields: a subtype whose definition is empty breaks clients'
@@ -101,15 +122,21 @@ async def _struct(server: Server, ns: int, ids: dict[str, int], name: str, field
     nodeid = ua.NodeId(ids[name], ns)
     dtype = await base.add_data_type(nodeid, ua.QualifiedName(name, ns))
     if abstract:
-        await dtype.write_attribute(ua.AttributeIds.IsAbstract, ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
+        await dtype.write_attribute(
+            ua.AttributeIds.IsAbstract, ua.DataValue(ua.Variant(True, ua.VariantType.Boolean))
+        )
     sdef = ua.StructureDefinition()
     sdef.BaseDataType = base.nodeid
-    sdef.StructureType = (ua.StructureType.StructureWithOptionalFields if any(f.IsOptional for f in fields)
-                          else ua.StructureType.Structure)
+    sdef.StructureType = (
+        ua.StructureType.StructureWithOptionalFields
+        if any(f.IsOptional for f in fields)
+        else ua.StructureType.Structure
+    )
     sdef.Fields = fields
     if not abstract:
-        enc = await create_encoding(dtype, ua.NodeId(ids[name] + _ENCODING_OFFSET, ns),
-                                    ua.QualifiedName("Default Binary", 0))
+        enc = await create_encoding(
+            dtype, ua.NodeId(ids[name] + _ENCODING_OFFSET, ns), ua.QualifiedName("Default Binary", 0)
+        )
         sdef.DefaultEncodingId = enc.nodeid
     await dtype.write_data_type_definition(sdef)
     return nodeid
@@ -125,10 +152,12 @@ async def build_types(server: Server, mv: int, app: int) -> MvTypes:
 
     # simple subtypes
     result_state = await server.get_node(ua.NodeId(ua.ObjectIds.Int32)).add_data_type(
-        ua.NodeId(_MV_IDS["ResultStateDataType"], mv), ua.QualifiedName("ResultStateDataType", mv))
+        ua.NodeId(_MV_IDS["ResultStateDataType"], mv), ua.QualifiedName("ResultStateDataType", mv)
+    )
     ids["ResultStateDataType"] = result_state.nodeid
     tri = await server.get_node(ua.NodeId(ua.ObjectIds.Enumeration)).add_data_type(
-        ua.NodeId(_MV_IDS["TriStateBooleanDataType"], mv), ua.QualifiedName("TriStateBooleanDataType", mv))
+        ua.NodeId(_MV_IDS["TriStateBooleanDataType"], mv), ua.QualifiedName("TriStateBooleanDataType", mv)
+    )
     edef = ua.EnumDefinition()
     for value, label in enumerate(("FALSE_0", "TRUE_1", "DONTCARE_2")):
         edef.Fields.append(ua.EnumField(Value=value, DisplayName=ua.LocalizedText(label), Name=label))
@@ -136,7 +165,10 @@ async def build_types(server: Server, mv: int, app: int) -> MvTypes:
     ids["TriStateBooleanDataType"] = tri.nodeid
 
     # identifier structures (OPC 40100-1 §12)
-    described = [_field("Id", TRIMMED_STRING), _field("Description", ua.VariantType.LocalizedText, optional=True)]
+    described = [
+        _field("Id", TRIMMED_STRING),
+        _field("Description", ua.VariantType.LocalizedText, optional=True),
+    ]
     for name in ("MeasIdDataType", "PartIdDataType", "ProductIdDataType"):
         ids[name] = await _struct(server, mv, _MV_IDS, name, described)
     for name in ("JobIdDataType", "ResultIdDataType"):
@@ -148,73 +180,105 @@ async def build_types(server: Server, mv: int, app: int) -> MvTypes:
         _field("HashAlgorithm", ua.VariantType.String, optional=True),
         _field("Description", ua.VariantType.LocalizedText, optional=True),
     ]
-    ids["BinaryIdBaseDataType"] = await _struct(server, mv, _MV_IDS, "BinaryIdBaseDataType", binary_id,
-                                                abstract=True)
+    ids["BinaryIdBaseDataType"] = await _struct(
+        server, mv, _MV_IDS, "BinaryIdBaseDataType", binary_id, abstract=True
+    )
     for name in ("RecipeIdExternalDataType", "RecipeIdInternalDataType", "ConfigurationIdDataType"):
         ids[name] = await _struct(server, mv, _MV_IDS, name, binary_id, parent=ids["BinaryIdBaseDataType"])
-    ids["ProcessingTimesDataType"] = await _struct(server, mv, _MV_IDS, "ProcessingTimesDataType", [
-        _field("StartTime", ua.NodeId(ua.ObjectIds.UtcTime)),
-        _field("EndTime", ua.NodeId(ua.ObjectIds.UtcTime)),
-        _field("AcquisitionDuration", ua.NodeId(ua.ObjectIds.Duration), optional=True),
-        _field("ProcessingDuration", ua.NodeId(ua.ObjectIds.Duration), optional=True),
-    ])
-    ids["ResultDataType"] = await _struct(server, mv, _MV_IDS, "ResultDataType", [
-        _field("ResultId", arr("ResultIdDataType")),
-        _field("HasTransferableDataOnFile", ua.VariantType.Boolean, optional=True),
-        _field("IsPartial", ua.VariantType.Boolean),
-        _field("IsSimulated", ua.VariantType.Boolean, optional=True),
-        _field("ResultState", arr("ResultStateDataType")),
-        _field("MeasId", arr("MeasIdDataType"), optional=True),
-        _field("PartId", arr("PartIdDataType"), optional=True),
-        _field("ExternalRecipeId", arr("RecipeIdExternalDataType"), optional=True),
-        _field("InternalRecipeId", arr("RecipeIdInternalDataType")),
-        _field("ProductId", arr("ProductIdDataType"), optional=True),
-        _field("ExternalConfigurationId", arr("ConfigurationIdDataType"), optional=True),
-        _field("InternalConfigurationId", arr("ConfigurationIdDataType")),
-        _field("JobId", arr("JobIdDataType")),
-        _field("CreationTime", ua.NodeId(ua.ObjectIds.UtcTime)),
-        _field("ProcessingTimes", arr("ProcessingTimesDataType"), optional=True),
-        _field("ResultContent", ua.NodeId(ua.ObjectIds.BaseDataType), array=True, optional=True),
-    ])
+    ids["ProcessingTimesDataType"] = await _struct(
+        server,
+        mv,
+        _MV_IDS,
+        "ProcessingTimesDataType",
+        [
+            _field("StartTime", ua.NodeId(ua.ObjectIds.UtcTime)),
+            _field("EndTime", ua.NodeId(ua.ObjectIds.UtcTime)),
+            _field("AcquisitionDuration", ua.NodeId(ua.ObjectIds.Duration), optional=True),
+            _field("ProcessingDuration", ua.NodeId(ua.ObjectIds.Duration), optional=True),
+        ],
+    )
+    ids["ResultDataType"] = await _struct(
+        server,
+        mv,
+        _MV_IDS,
+        "ResultDataType",
+        [
+            _field("ResultId", arr("ResultIdDataType")),
+            _field("HasTransferableDataOnFile", ua.VariantType.Boolean, optional=True),
+            _field("IsPartial", ua.VariantType.Boolean),
+            _field("IsSimulated", ua.VariantType.Boolean, optional=True),
+            _field("ResultState", arr("ResultStateDataType")),
+            _field("MeasId", arr("MeasIdDataType"), optional=True),
+            _field("PartId", arr("PartIdDataType"), optional=True),
+            _field("ExternalRecipeId", arr("RecipeIdExternalDataType"), optional=True),
+            _field("InternalRecipeId", arr("RecipeIdInternalDataType")),
+            _field("ProductId", arr("ProductIdDataType"), optional=True),
+            _field("ExternalConfigurationId", arr("ConfigurationIdDataType"), optional=True),
+            _field("InternalConfigurationId", arr("ConfigurationIdDataType")),
+            _field("JobId", arr("JobIdDataType")),
+            _field("CreationTime", ua.NodeId(ua.ObjectIds.UtcTime)),
+            _field("ProcessingTimes", arr("ProcessingTimesDataType"), optional=True),
+            _field("ResultContent", ua.NodeId(ua.ObjectIds.BaseDataType), array=True, optional=True),
+        ],
+    )
 
     # vendor structures carried in ResultContent
-    ids["DefectDataType"] = await _struct(server, app, _APP_IDS, "DefectDataType", [
-        _field("Camera", ua.VariantType.String),
-        _field("ClassName", ua.VariantType.String),
-        _field("ClassId", ua.VariantType.Int32),
-        _field("Confidence", ua.VariantType.Double),
-        _field("Xyxy", ua.VariantType.Double, array=True),
-        _field("AreaPx", ua.VariantType.Double),
-        _field("AreaMm2", ua.VariantType.Double),  # NaN when the line has no mm calibration
-        _field("CountsForVerdict", ua.VariantType.Boolean),
-    ])
-    ids["InspectionContentDataType"] = await _struct(server, app, _APP_IDS, "InspectionContentDataType", [
-        _field("Verdict", ua.VariantType.String),
-        _field("Reasons", ua.VariantType.String, array=True),
-        _field("DefectCount", ua.VariantType.UInt32),
-        _field("Defects", arr("DefectDataType"), array=True),
-        _field("Site", ua.VariantType.String),
-        _field("Line", ua.VariantType.String),
-        _field("Seq", ua.VariantType.Int64),
-        _field("ModelName", ua.VariantType.String),
-        _field("ModelVersion", ua.VariantType.String),
-        _field("BodyJson", ua.VariantType.String),  # the whole result body, schemas/result.schema.json
-    ])
+    ids["DefectDataType"] = await _struct(
+        server,
+        app,
+        _APP_IDS,
+        "DefectDataType",
+        [
+            _field("Camera", ua.VariantType.String),
+            _field("ClassName", ua.VariantType.String),
+            _field("ClassId", ua.VariantType.Int32),
+            _field("Confidence", ua.VariantType.Double),
+            _field("Xyxy", ua.VariantType.Double, array=True),
+            _field("AreaPx", ua.VariantType.Double),
+            _field("AreaMm2", ua.VariantType.Double),  # NaN when the line has no mm calibration
+            _field("CountsForVerdict", ua.VariantType.Boolean),
+        ],
+    )
+    ids["InspectionContentDataType"] = await _struct(
+        server,
+        app,
+        _APP_IDS,
+        "InspectionContentDataType",
+        [
+            _field("Verdict", ua.VariantType.String),
+            _field("Reasons", ua.VariantType.String, array=True),
+            _field("DefectCount", ua.VariantType.UInt32),
+            _field("Defects", arr("DefectDataType"), array=True),
+            _field("Site", ua.VariantType.String),
+            _field("Line", ua.VariantType.String),
+            _field("Seq", ua.VariantType.Int64),
+            _field("ModelName", ua.VariantType.String),
+            _field("ModelVersion", ua.VariantType.String),
+            _field("BodyJson", ua.VariantType.String),  # the whole result body, schemas/result.schema.json
+        ],
+    )
 
     # object, variable and event types (fixed ids first, children after)
     base_object = server.get_node(ua.NodeId(ua.ObjectIds.BaseObjectType))
     fsm = server.get_node(ua.NodeId(ua.ObjectIds.FiniteStateMachineType))
     folder_type = server.get_node(ua.NodeId(ua.ObjectIds.FolderType))
-    for name, parent in (("VisionSystemType", base_object), ("VisionStateMachineType", fsm),
-                         ("VisionAutomaticModeStateMachineType", fsm), ("RecipeManagementType", base_object),
-                         ("ResultManagementType", base_object), ("ResultFolderType", folder_type)):
+    for name, parent in (
+        ("VisionSystemType", base_object),
+        ("VisionStateMachineType", fsm),
+        ("VisionAutomaticModeStateMachineType", fsm),
+        ("RecipeManagementType", base_object),
+        ("ResultManagementType", base_object),
+        ("ResultFolderType", folder_type),
+    ):
         node = await parent.add_object_type(ua.NodeId(_MV_IDS[name], mv), ua.QualifiedName(name, mv))
         ids[name] = node.nodeid
     result_type = await server.get_node(ua.NodeId(ua.ObjectIds.BaseDataVariableType)).add_variable_type(
-        ua.NodeId(_MV_IDS["ResultType"], mv), ua.QualifiedName("ResultType", mv), ids["ResultDataType"])
+        ua.NodeId(_MV_IDS["ResultType"], mv), ua.QualifiedName("ResultType", mv), ids["ResultDataType"]
+    )
     ids["ResultType"] = result_type.nodeid
     event_type = await server.get_node(ua.NodeId(ua.ObjectIds.BaseEventType)).add_object_type(
-        ua.NodeId(_MV_IDS["ResultReadyEventType"], mv), ua.QualifiedName("ResultReadyEventType", mv))
+        ua.NodeId(_MV_IDS["ResultReadyEventType"], mv), ua.QualifiedName("ResultReadyEventType", mv)
+    )
     ids["ResultReadyEventType"] = event_type.nodeid
 
     # Python classes for the structures, then the event fields with typed, non-null defaults
@@ -235,8 +299,12 @@ def _event_fields(types: MvTypes, result: Any) -> list[tuple[str, Any, ua.Varian
     ids, x = types.ids, ua.VariantType.ExtensionObject
     return [
         ("ResultId", result.ResultId, x, ids["ResultIdDataType"]),
-        ("HasTransferableDataOnFile", result.HasTransferableDataOnFile, ua.VariantType.Boolean,
-         ua.NodeId(ua.ObjectIds.Boolean)),
+        (
+            "HasTransferableDataOnFile",
+            result.HasTransferableDataOnFile,
+            ua.VariantType.Boolean,
+            ua.NodeId(ua.ObjectIds.Boolean),
+        ),
         ("IsPartial", result.IsPartial, ua.VariantType.Boolean, ua.NodeId(ua.ObjectIds.Boolean)),
         ("IsSimulated", result.IsSimulated, ua.VariantType.Boolean, ua.NodeId(ua.ObjectIds.Boolean)),
         ("ResultState", result.ResultState, ua.VariantType.Int32, ids["ResultStateDataType"]),
@@ -261,10 +329,21 @@ def event_field_values(types: MvTypes, result: Any) -> dict[str, tuple[Any, ua.V
 def placeholder_result(types: MvTypes) -> Any:
     """A typed, complete ResultDataType used before the first result (never null fields)."""
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return result_to_ua(types, {
-        "result_id": "", "seq": 0, "site": "", "line": "", "part_id": "", "recipe": "", "verdict": "",
-        "model": {"name": "", "version": ""}, "timestamp": epoch.isoformat(), "timings_ms": {},
-    })
+    return result_to_ua(
+        types,
+        {
+            "result_id": "",
+            "seq": 0,
+            "site": "",
+            "line": "",
+            "part_id": "",
+            "recipe": "",
+            "verdict": "",
+            "model": {"name": "", "version": ""},
+            "timestamp": epoch.isoformat(),
+            "timings_ms": {},
+        },
+    )
 
 
 def _parse_time(value: Any) -> datetime:
@@ -278,22 +357,32 @@ def content_to_ua(types: MvTypes, body: ResultBody) -> Any:
     defects = []
     for d in body.get("defects") or []:
         area_mm2 = d.get("area_mm2")
-        defects.append(types.new(
-            "DefectDataType",
-            Camera=str(d.get("camera", "")), ClassName=str(d.get("class", d.get("class_name", ""))),
-            ClassId=int(d.get("class_id", -1)), Confidence=float(d.get("confidence", 0.0)),
-            Xyxy=[float(v) for v in d.get("xyxy", [])], AreaPx=float(d.get("area_px", 0.0)),
-            AreaMm2=float(area_mm2) if area_mm2 is not None else float("nan"),
-            CountsForVerdict=bool(d.get("counts_for_verdict", True)),
-        ))
+        defects.append(
+            types.new(
+                "DefectDataType",
+                Camera=str(d.get("camera", "")),
+                ClassName=str(d.get("class", d.get("class_name", ""))),
+                ClassId=int(d.get("class_id", -1)),
+                Confidence=float(d.get("confidence", 0.0)),
+                Xyxy=[float(v) for v in d.get("xyxy", [])],
+                AreaPx=float(d.get("area_px", 0.0)),
+                AreaMm2=float(area_mm2) if area_mm2 is not None else float("nan"),
+                CountsForVerdict=bool(d.get("counts_for_verdict", True)),
+            )
+        )
     model = body.get("model") or {}
     return types.new(
         "InspectionContentDataType",
-        Verdict=str(body.get("verdict", "")), Reasons=[str(r) for r in body.get("reasons") or []],
+        Verdict=str(body.get("verdict", "")),
+        Reasons=[str(r) for r in body.get("reasons") or []],
         DefectCount=sum(1 for d in body.get("defects") or [] if d.get("counts_for_verdict", True)),
-        Defects=defects, Site=str(body.get("site", "")), Line=str(body.get("line", "")),
-        Seq=int(body.get("seq") or 0), ModelName=str(model.get("name", "")),
-        ModelVersion=str(model.get("version", "")), BodyJson=json.dumps(body, default=str),
+        Defects=defects,
+        Site=str(body.get("site", "")),
+        Line=str(body.get("line", "")),
+        Seq=int(body.get("seq") or 0),
+        ModelName=str(model.get("name", "")),
+        ModelVersion=str(model.get("version", "")),
+        BodyJson=json.dumps(body, default=str),
     )
 
 
@@ -318,15 +407,23 @@ def result_to_ua(types: MvTypes, body: ResultBody) -> Any:
         ExternalRecipeId=new("RecipeIdExternalDataType", Id=recipe),
         InternalRecipeId=new("RecipeIdInternalDataType", Id=recipe),
         ProductId=new("ProductIdDataType", Id=str(body.get("product_id") or "")),
-        ExternalConfigurationId=new("ConfigurationIdDataType", Id=str(model.get("name", "")),
-                                    Version=str(model.get("version", ""))),
-        InternalConfigurationId=new("ConfigurationIdDataType",
-                                    Id=str(model.get("sha256") or model.get("name", "")),
-                                    Version=str(model.get("version", ""))),
+        ExternalConfigurationId=new(
+            "ConfigurationIdDataType", Id=str(model.get("name", "")), Version=str(model.get("version", ""))
+        ),
+        InternalConfigurationId=new(
+            "ConfigurationIdDataType",
+            Id=str(model.get("sha256") or model.get("name", "")),
+            Version=str(model.get("version", "")),
+        ),
         JobId=new("JobIdDataType", Id=str(body.get("job_id") or "")),
         CreationTime=end,
-        ProcessingTimes=new("ProcessingTimesDataType", StartTime=end - timedelta(milliseconds=total_ms),
-                            EndTime=end, AcquisitionDuration=acquisition_ms, ProcessingDuration=total_ms),
+        ProcessingTimes=new(
+            "ProcessingTimesDataType",
+            StartTime=end - timedelta(milliseconds=total_ms),
+            EndTime=end,
+            AcquisitionDuration=acquisition_ms,
+            ProcessingDuration=total_ms,
+        ),
         ResultContent=[ua.Variant(content_to_ua(types, body), ua.VariantType.ExtensionObject)],
     )
 
@@ -344,14 +441,21 @@ def _arg(name: str, dtype: ua.NodeId, *, array: bool = False, description: str =
 def method_signatures(types: MvTypes) -> dict[str, tuple[str, list[ua.Argument], list[ua.Argument]]]:
     """name -> (parent component, input args, output args), after OPC 40100-1 §7 and §8."""
     i = types.ids
-    int32, uint32, boolean = (ua.NodeId(ua.ObjectIds.Int32), ua.NodeId(ua.ObjectIds.UInt32),
-                              ua.NodeId(ua.ObjectIds.Boolean))
+    int32, uint32, boolean = (
+        ua.NodeId(ua.ObjectIds.Int32),
+        ua.NodeId(ua.ObjectIds.UInt32),
+        ua.NodeId(ua.ObjectIds.Boolean),
+    )
     string = ua.NodeId(ua.ObjectIds.String)
     error = _arg("Error", int32, description="0 OK; < 0 application-specific (see docs/opcua.md)")
     cause = [_arg("Cause", int32), _arg("CauseDescription", string)]
-    start = [_arg("MeasId", i["MeasIdDataType"]), _arg("PartId", i["PartIdDataType"]),
-             _arg("RecipeId", i["RecipeIdExternalDataType"]), _arg("ProductId", i["ProductIdDataType"]),
-             _arg("Parameters", ua.NodeId(ua.ObjectIds.BaseDataType), array=True)]
+    start = [
+        _arg("MeasId", i["MeasIdDataType"]),
+        _arg("PartId", i["PartIdDataType"]),
+        _arg("RecipeId", i["RecipeIdExternalDataType"]),
+        _arg("ProductId", i["ProductIdDataType"]),
+        _arg("Parameters", ua.NodeId(ua.ObjectIds.BaseDataType), array=True),
+    ]
     return {
         "Halt": ("state_machine", cause, [error]),
         "Reset": ("state_machine", cause, [error]),
@@ -360,28 +464,61 @@ def method_signatures(types: MvTypes) -> dict[str, tuple[str, list[ua.Argument],
         "StartContinuous": ("automatic", start, [_arg("JobId", i["JobIdDataType"]), error]),
         "Stop": ("automatic", [], [error]),
         "Abort": ("automatic", cause, [error]),
-        "PrepareRecipe": ("recipes", [_arg("ExternalId", i["RecipeIdExternalDataType"]),
-                                      _arg("InternalIdIn", i["RecipeIdInternalDataType"])],
-                          [_arg("InternalIdOut", i["RecipeIdInternalDataType"]), _arg("IsCompleted", boolean),
-                           error]),
-        "GetRecipeListFiltered": ("recipes", [
-            _arg("ExternalId", i["RecipeIdExternalDataType"]), _arg("ProductId", i["ProductIdDataType"]),
-            _arg("IsPrepared", i["TriStateBooleanDataType"]), _arg("MaxResults", uint32),
-            _arg("StartIndex", uint32), _arg("Timeout", int32)],
-            [_arg("IsComplete", boolean), _arg("ResultCount", uint32), _arg("RecipeHandle", HANDLE),
-             _arg("RecipeList", i["RecipeIdInternalDataType"], array=True), error]),
-        "GetResultById": ("results", [_arg("ResultId", i["ResultIdDataType"]), _arg("Timeout", int32)],
-                          [_arg("ResultHandle", HANDLE), _arg("Result", i["ResultDataType"]), error]),
-        "GetResultListFiltered": ("results", [
-            _arg("ResultState", i["ResultStateDataType"]), _arg("MeasId", i["MeasIdDataType"]),
-            _arg("PartId", i["PartIdDataType"]), _arg("ExternalRecipeId", i["RecipeIdExternalDataType"]),
-            _arg("InternalRecipeId", i["RecipeIdInternalDataType"]),
-            _arg("ExternalConfigurationId", i["ConfigurationIdDataType"]),
-            _arg("InternalConfigurationId", i["ConfigurationIdDataType"]),
-            _arg("ProductId", i["ProductIdDataType"]), _arg("JobId", i["JobIdDataType"]),
-            _arg("MaxResults", uint32), _arg("StartIndex", uint32), _arg("Timeout", int32)],
-            [_arg("IsComplete", boolean), _arg("ResultCount", uint32), _arg("ResultHandle", HANDLE),
-             _arg("ResultList", i["ResultDataType"], array=True), error]),
+        "PrepareRecipe": (
+            "recipes",
+            [
+                _arg("ExternalId", i["RecipeIdExternalDataType"]),
+                _arg("InternalIdIn", i["RecipeIdInternalDataType"]),
+            ],
+            [_arg("InternalIdOut", i["RecipeIdInternalDataType"]), _arg("IsCompleted", boolean), error],
+        ),
+        "GetRecipeListFiltered": (
+            "recipes",
+            [
+                _arg("ExternalId", i["RecipeIdExternalDataType"]),
+                _arg("ProductId", i["ProductIdDataType"]),
+                _arg("IsPrepared", i["TriStateBooleanDataType"]),
+                _arg("MaxResults", uint32),
+                _arg("StartIndex", uint32),
+                _arg("Timeout", int32),
+            ],
+            [
+                _arg("IsComplete", boolean),
+                _arg("ResultCount", uint32),
+                _arg("RecipeHandle", HANDLE),
+                _arg("RecipeList", i["RecipeIdInternalDataType"], array=True),
+                error,
+            ],
+        ),
+        "GetResultById": (
+            "results",
+            [_arg("ResultId", i["ResultIdDataType"]), _arg("Timeout", int32)],
+            [_arg("ResultHandle", HANDLE), _arg("Result", i["ResultDataType"]), error],
+        ),
+        "GetResultListFiltered": (
+            "results",
+            [
+                _arg("ResultState", i["ResultStateDataType"]),
+                _arg("MeasId", i["MeasIdDataType"]),
+                _arg("PartId", i["PartIdDataType"]),
+                _arg("ExternalRecipeId", i["RecipeIdExternalDataType"]),
+                _arg("InternalRecipeId", i["RecipeIdInternalDataType"]),
+                _arg("ExternalConfigurationId", i["ConfigurationIdDataType"]),
+                _arg("InternalConfigurationId", i["ConfigurationIdDataType"]),
+                _arg("ProductId", i["ProductIdDataType"]),
+                _arg("JobId", i["JobIdDataType"]),
+                _arg("MaxResults", uint32),
+                _arg("StartIndex", uint32),
+                _arg("Timeout", int32),
+            ],
+            [
+                _arg("IsComplete", boolean),
+                _arg("ResultCount", uint32),
+                _arg("ResultHandle", HANDLE),
+                _arg("ResultList", i["ResultDataType"], array=True),
+                error,
+            ],
+        ),
     }
 
 
@@ -405,8 +542,9 @@ PLC_TAGS: dict[str, tuple[Any, ua.VariantType, bool]] = {
 }
 
 
-async def _state_machine_states(server: Server, sm: Node, mv: int, states: dict[str, int],
-                                out: dict[str, ua.NodeId]) -> tuple[Node, Node, Node]:
+async def _state_machine_states(
+    server: Server, sm: Node, mv: int, states: dict[str, int], out: dict[str, ua.NodeId]
+) -> tuple[Node, Node, Node]:
     for name, number in states.items():
         state = await sm.add_object(mv, name, objecttype=ua.NodeId(ua.ObjectIds.StateType))
         number_node = await state.get_child("0:StateNumber")
@@ -436,22 +574,30 @@ async def build_vision_system(server: Server, types: MvTypes, line: str) -> Visi
     """The `VisionSystem` object of one line, under Objects, named after the line."""
     mv, app = types.mv, types.app
     ids = types.ids
-    system = await server.nodes.objects.add_object(ua.NodeId(f"{line}", app), ua.QualifiedName(line, app),
-                                                   objecttype=ids["VisionSystemType"])
+    system = await server.nodes.objects.add_object(
+        ua.NodeId(f"{line}", app), ua.QualifiedName(line, app), objecttype=ids["VisionSystemType"]
+    )
 
     state_nodes: dict[str, ua.NodeId] = {}
     sm = await system.add_object(mv, "VisionStateMachine", objecttype=ids["VisionStateMachineType"])
-    current, current_id, current_number = await _state_machine_states(server, sm, mv, VISION_STATES, state_nodes)
-    automatic = await sm.add_object(mv, "AutomaticModeStateMachine",
-                                    objecttype=ids["VisionAutomaticModeStateMachineType"])
-    auto_state, auto_id, auto_number = await _state_machine_states(server, automatic, mv, AUTOMATIC_STATES,
-                                                                   state_nodes)
+    current, current_id, current_number = await _state_machine_states(
+        server, sm, mv, VISION_STATES, state_nodes
+    )
+    automatic = await sm.add_object(
+        mv, "AutomaticModeStateMachine", objecttype=ids["VisionAutomaticModeStateMachineType"]
+    )
+    auto_state, auto_id, auto_number = await _state_machine_states(
+        server, automatic, mv, AUTOMATIC_STATES, state_nodes
+    )
     recipes = await system.add_object(mv, "RecipeManagement", objecttype=ids["RecipeManagementType"])
     results = await system.add_object(mv, "ResultManagement", objecttype=ids["ResultManagementType"])
     folder = await results.add_object(mv, "Results", objecttype=ids["ResultFolderType"])
     latest_node = await folder.add_variable(
-        ua.NodeId(f"{line}.LatestResult", app), ua.QualifiedName("LatestResult", app),
-        ua.Variant(placeholder_result(types), ua.VariantType.ExtensionObject), datatype=ids["ResultDataType"])
+        ua.NodeId(f"{line}.LatestResult", app),
+        ua.QualifiedName("LatestResult", app),
+        ua.Variant(placeholder_result(types), ua.VariantType.ExtensionObject),
+        datatype=ids["ResultDataType"],
+    )
     # a ResultType variable (OPC 40100-1 §9.1) whose value is the whole ResultDataType
     base_variable = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
     await latest_node.delete_reference(base_variable, ua.ObjectIds.HasTypeDefinition, bidirectional=False)
@@ -465,15 +611,26 @@ async def build_vision_system(server: Server, types: MvTypes, line: str) -> Visi
     plc_folder = await system.add_folder(ua.NodeId(f"{line}.PLC", app), ua.QualifiedName("PLC", app))
     plc: dict[str, Node] = {}
     for name, (value, vtype, writable) in PLC_TAGS.items():
-        node = await plc_folder.add_variable(ua.NodeId(f"{line}.PLC.{name}", app), ua.QualifiedName(name, app),
-                                             ua.Variant(value, vtype))
+        node = await plc_folder.add_variable(
+            ua.NodeId(f"{line}.PLC.{name}", app), ua.QualifiedName(name, app), ua.Variant(value, vtype)
+        )
         if writable:
             await node.set_writable()
         plc[name] = node
 
     return VisionSystemNodes(
-        line=line, system=system, state_machine=sm, current_state=current, current_state_id=current_id,
-        current_state_number=current_number, automatic=automatic, automatic_state=auto_state,
-        automatic_state_id=auto_id, automatic_state_number=auto_number, state_nodes=state_nodes,
-        latest_result=latest_node, methods=methods, plc=plc,
+        line=line,
+        system=system,
+        state_machine=sm,
+        current_state=current,
+        current_state_id=current_id,
+        current_state_number=current_number,
+        automatic=automatic,
+        automatic_state=auto_state,
+        automatic_state_id=auto_id,
+        automatic_state_number=auto_number,
+        state_nodes=state_nodes,
+        latest_result=latest_node,
+        methods=methods,
+        plc=plc,
     )

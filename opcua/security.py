@@ -24,8 +24,7 @@ from typing import Any
 
 from asyncua import ua
 from asyncua.common.utils import ServiceError
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.crypto.permission_rules import SimpleRoleRuleset
+from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
 from asyncua.ua.ua_binary import struct_from_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -86,9 +85,15 @@ def make_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=True, key_encipherment=True,
-                data_encipherment=True, key_agreement=False, key_cert_sign=True, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -162,7 +167,7 @@ class TrustFolderValidator:
                 try:
                     cert.verify_directly_issued_by(anchor)
                     return True
-                except (ValueError, TypeError, Exception):  # noqa: BLE001 - any failure = not issued by it
+                except (ValueError, TypeError, Exception):
                     continue
         return False
 
@@ -178,15 +183,20 @@ class TrustFolderValidator:
         now = dt.datetime.now(dt.timezone.utc)
         if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
             self.reject(cert)
-            logger.warning("opcua: client certificate %s is outside its validity period; refused",
-                           cert.subject.rfc4514_string())
+            logger.warning(
+                "opcua: client certificate %s is outside its validity period; refused",
+                cert.subject.rfc4514_string(),
+            )
             raise ServiceError(ua.StatusCodes.BadCertificateTimeInvalid)
         if not self.is_trusted(cert):
             path = self.reject(cert)
             logger.warning(
                 "opcua: untrusted client certificate %s (application %s) refused and kept as %s; "
                 "approve it with `edge-inspect opcua trust %s`",
-                cert.subject.rfc4514_string(), app_description.ApplicationUri, path, path,
+                cert.subject.rfc4514_string(),
+                app_description.ApplicationUri,
+                path,
+                path,
             )
             raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
@@ -219,8 +229,9 @@ class PasswordUserManager:
         user = self._users.get(username or "")
         return user.role if user else None
 
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
         if not certificate:  # b"" on a channel without security
             # asyncua keeps the None channel open for discovery; no session may be activated on it
             self.refused += 1
@@ -240,8 +251,9 @@ class DemoUserManager:
     def role_of(self, username: str | None) -> str:
         return "operator"
 
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User:
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User:
         return User(role=UserRole.User, name=username or "anonymous")
 
 
@@ -274,7 +286,9 @@ class RoleRuleset(SimpleRoleRuleset):
             if all(m.MethodId in self.read_only_methods for m in params.MethodsToCall):
                 return True
         self.denied += 1
-        logger.warning("opcua: viewer %r may not %s", user.name, "write" if action_type_id == _WRITE else "call")
+        logger.warning(
+            "opcua: viewer %r may not %s", user.name, "write" if action_type_id == _WRITE else "call"
+        )
         return False
 
 

@@ -19,6 +19,7 @@ Example (demo profile, one line object that satisfies `opcua.backend.LineBackend
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -54,8 +55,7 @@ ERR_NOT_FOUND = -5  # GetResultById: no such result (ResultState of the returned
 DEMO_BANNER = (
     "\n" + "!" * 78 + "\n"
     "!!  OPC UA SERVER RUNNING WITH `security: none`: NO ENCRYPTION, NO AUTHENTICATION.        !!\n"
-    "!!  Anyone on the network can trigger inspections and change recipes. Demo benches only. !!\n"
-    + "!" * 78
+    "!!  Anyone on the network can trigger inspections and change recipes. Demo benches only. !!\n" + "!" * 78
 )
 
 
@@ -100,7 +100,9 @@ class _LineRuntime:
 class VisionServer:
     """asyncua server serving `lines` (LineBackend) and the result history in `store`."""
 
-    def __init__(self, config: OpcUaServerConfig, lines: Mapping[str, LineBackend], store: ResultStore) -> None:
+    def __init__(
+        self, config: OpcUaServerConfig, lines: Mapping[str, LineBackend], store: ResultStore
+    ) -> None:
         self.config = config
         self.backends = dict(lines)
         self.store = store
@@ -114,6 +116,7 @@ class VisionServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Future] = set()
         self._server_events: Any = None
         self._plc_index: dict[ua.NodeId, tuple[str, str]] = {}
         self.published = 0
@@ -181,8 +184,9 @@ class VisionServer:
         if cfg.security == "production":
             await server.load_certificate(str(cfg.cert_path))
             await server.load_private_key(str(cfg.key_path))
-            server.set_security_policy([SECURITY_POLICY_TYPES[p] for p in cfg.policies],
-                                       permission_ruleset=self.ruleset)
+            server.set_security_policy(
+                [SECURITY_POLICY_TYPES[p] for p in cfg.policies], permission_ruleset=self.ruleset
+            )
             server.set_identity_tokens([ua.UserNameIdentityToken])  # anonymous refused
             self.validator = TrustFolderValidator(cfg.trusted_dir, cfg.rejected_dir)
             server.set_certificate_validator(self.validator)
@@ -195,13 +199,15 @@ class VisionServer:
         mv = await server.register_namespace(MACHINE_VISION_NS)
         app = await server.register_namespace(cfg.namespace_uri)
         self.types = await model.build_types(server, mv, app)
-        self._server_events = await server.get_event_generator(self.types.ids["ResultReadyEventType"],
-                                                               ua.ObjectIds.Server)
+        self._server_events = await server.get_event_generator(
+            self.types.ids["ResultReadyEventType"], ua.ObjectIds.Server
+        )
         for name, backend in self.backends.items():
             nodes = await model.build_vision_system(server, self.types, name)
             gen = await server.get_event_generator(self.types.ids["ResultReadyEventType"], nodes.system)
-            rt = _LineRuntime(backend=backend, nodes=nodes, event_gen=gen, plc_last={"Trigger": False,
-                                                                                        "ResultAck": False})
+            rt = _LineRuntime(
+                backend=backend, nodes=nodes, event_gen=gen, plc_last={"Trigger": False, "ResultAck": False}
+            )
             self.lines[name] = rt
             self._link_methods(name, rt)
             for tag in ("Trigger", "ResultAck"):
@@ -214,20 +220,21 @@ class VisionServer:
         }
         server.subscribe_server_callback(CallbackType.PostWrite, self._on_client_write)
         await server.start()
-        self._tasks = [asyncio.create_task(self._publish_loop(), name="opcua-publish"),
-                       asyncio.create_task(self._poll_states(), name="opcua-states")]
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="opcua-publish"),
+            asyncio.create_task(self._poll_states(), name="opcua-states"),
+        ]
         self._wake.set()  # results submitted before start
-        logger.info("opcua: serving %d line(s) on %s (security: %s)", len(self.lines), self.endpoint_url,
-                    cfg.security)
+        logger.info(
+            "opcua: serving %d line(s) on %s (security: %s)", len(self.lines), self.endpoint_url, cfg.security
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         if self.server is not None:
             await self.server.stop()
 
@@ -253,12 +260,16 @@ class VisionServer:
         assert self.server is not None and self.types is not None
         rt = self.lines.get(str(body.get("line")))
         if rt is None:
-            logger.warning("opcua: result %s is for line %r, which this server does not serve",
-                           body.get("result_id"), body.get("line"))
+            logger.warning(
+                "opcua: result %s is for line %r, which this server does not serve",
+                body.get("result_id"),
+                body.get("line"),
+            )
             return
         value = model.result_to_ua(self.types, body)
         await self.server.write_attribute_value(
-            rt.nodes.latest_result.nodeid, ua.DataValue(ua.Variant(value, ua.VariantType.ExtensionObject)))
+            rt.nodes.latest_result.nodeid, ua.DataValue(ua.Variant(value, ua.VariantType.ExtensionObject))
+        )
         message = f"{body.get('verdict')} part {body.get('part_id')} (seq {body.get('seq')})"
         severity = 500 if body.get("verdict") == "NG" else 100
         for gen in (rt.event_gen, self._server_events):
@@ -273,7 +284,13 @@ class VisionServer:
 
     # -- state machine -----------------------------------------------------------------------------
     def _schedule_refresh(self, line: str) -> None:
-        asyncio.ensure_future(self._refresh(line))
+        self._spawn(self._refresh(line))
+
+    def _spawn(self, coro: Any) -> None:
+        # keep a reference until done: the loop holds tasks only weakly
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _poll_states(self) -> None:
         # Backstop for lines that change state without telling their listeners.
@@ -293,10 +310,12 @@ class VisionServer:
             await self._write(n.current_state_id, n.state_nodes[top], ua.VariantType.NodeId)
             await self._write(n.current_state_number, model.VISION_STATES[top], ua.VariantType.UInt32)
             await self._write(n.automatic_state, ua.LocalizedText(auto or ""), ua.VariantType.LocalizedText)
-            await self._write(n.automatic_state_id, n.state_nodes[auto] if auto else ua.NodeId(),
-                              ua.VariantType.NodeId)
-            await self._write(n.automatic_state_number, model.AUTOMATIC_STATES.get(auto or "", 0),
-                              ua.VariantType.UInt32)
+            await self._write(
+                n.automatic_state_id, n.state_nodes[auto] if auto else ua.NodeId(), ua.VariantType.NodeId
+            )
+            await self._write(
+                n.automatic_state_number, model.AUTOMATIC_STATES.get(auto or "", 0), ua.VariantType.UInt32
+            )
         await self._write_plc_ready(rt)
 
     async def _write(self, node: Any, value: Any, vtype: ua.VariantType) -> None:
@@ -307,15 +326,25 @@ class VisionServer:
     def _link_methods(self, line: str, rt: _LineRuntime) -> None:
         assert self.server is not None
         handlers: dict[str, Callable[..., Any]] = {
-            "Halt": self._halt, "Reset": self._reset, "SelectModeAutomatic": self._select_mode_automatic,
-            "StartSingleJob": self._start_single_job, "StartContinuous": self._start_continuous,
-            "Stop": self._stop, "Abort": self._abort, "PrepareRecipe": self._prepare_recipe,
-            "GetRecipeListFiltered": self._get_recipe_list, "GetResultById": self._get_result_by_id,
+            "Halt": self._halt,
+            "Reset": self._reset,
+            "SelectModeAutomatic": self._select_mode_automatic,
+            "StartSingleJob": self._start_single_job,
+            "StartContinuous": self._start_continuous,
+            "Stop": self._stop,
+            "Abort": self._abort,
+            "PrepareRecipe": self._prepare_recipe,
+            "GetRecipeListFiltered": self._get_recipe_list,
+            "GetResultById": self._get_result_by_id,
             "GetResultListFiltered": self._get_result_list,
         }
         for name, handler in handlers.items():
-            async def call(parent: ua.NodeId, *args: ua.Variant, _h: Callable[..., Any] = handler) -> list[ua.Variant]:
+
+            async def call(
+                parent: ua.NodeId, *args: ua.Variant, _h: Callable[..., Any] = handler
+            ) -> list[ua.Variant]:
                 return await _h(rt, *[a.Value for a in args])
+
             self.server.link_method(rt.nodes.methods[name], call)
 
     @staticmethod
@@ -331,8 +360,9 @@ class VisionServer:
         assert self.types is not None
         return ua.Variant(self.types.new("JobIdDataType", Id=job_id), ua.VariantType.ExtensionObject)
 
-    async def _start_single_job(self, rt: _LineRuntime, meas: Any, part: Any, recipe: Any, product: Any,
-                                parameters: Any = None) -> list[ua.Variant]:
+    async def _start_single_job(
+        self, rt: _LineRuntime, meas: Any, part: Any, recipe: Any, product: Any, parameters: Any = None
+    ) -> list[ua.Variant]:
         backend = rt.backend
         if backend.mode != "triggered":
             return [self._job_id(""), self._error(ERR_WRONG_MODE)]
@@ -340,13 +370,22 @@ class VisionServer:
             return [self._job_id(""), self._error(ERR_NOT_READY)]
         recipe_id = _id_of(recipe) or None
         if recipe_id is not None and recipe_id not in backend.recipes:
-            logger.warning("opcua: StartSingleJob on %s: unknown recipe %r (known: %s)", backend.name,
-                           recipe_id, backend.recipes)
+            logger.warning(
+                "opcua: StartSingleJob on %s: unknown recipe %r (known: %s)",
+                backend.name,
+                recipe_id,
+                backend.recipes,
+            )
             return [self._job_id(""), self._error(ERR_UNKNOWN_RECIPE)]
         job_id = uuid.uuid4().hex
         try:
-            future = backend.trigger(_id_of(part) or None, meas_id=_id_of(meas) or None, recipe=recipe_id,
-                                     product_id=_id_of(product) or None, job_id=job_id)
+            future = backend.trigger(
+                _id_of(part) or None,
+                meas_id=_id_of(meas) or None,
+                recipe=recipe_id,
+                product_id=_id_of(product) or None,
+                job_id=job_id,
+            )
         except Exception:
             logger.exception("opcua: StartSingleJob on %s refused by the line", backend.name)
             return [self._job_id(""), self._error(ERR_BACKEND)]
@@ -406,8 +445,12 @@ class VisionServer:
         name = _id_of(internal) or _id_of(external)
         out = ua.Variant(self.types.new("RecipeIdInternalDataType", Id=name), ua.VariantType.ExtensionObject)
         if name not in rt.backend.recipes:
-            logger.warning("opcua: PrepareRecipe on %s: unknown recipe %r (known: %s)", rt.backend.name, name,
-                           rt.backend.recipes)
+            logger.warning(
+                "opcua: PrepareRecipe on %s: unknown recipe %r (known: %s)",
+                rt.backend.name,
+                name,
+                rt.backend.recipes,
+            )
             return [out, ua.Variant(False), self._error(ERR_UNKNOWN_RECIPE)]
         try:
             await self._in_thread(rt.backend.set_recipe, name)
@@ -416,8 +459,16 @@ class VisionServer:
             return [out, ua.Variant(False), self._error(ERR_UNKNOWN_RECIPE)]
         return [out, ua.Variant(True), self._error(0)]
 
-    async def _get_recipe_list(self, rt: _LineRuntime, external: Any, product: Any, is_prepared: Any,
-                               max_results: int, start_index: int, timeout: int) -> list[ua.Variant]:
+    async def _get_recipe_list(
+        self,
+        rt: _LineRuntime,
+        external: Any,
+        product: Any,
+        is_prepared: Any,
+        max_results: int,
+        start_index: int,
+        timeout: int,
+    ) -> list[ua.Variant]:
         assert self.types is not None
         names = list(rt.backend.recipes)
         wanted = _id_of(external)
@@ -427,11 +478,15 @@ class VisionServer:
         if prepared in (0, 1):
             names = [n for n in names if (n == rt.backend.active_recipe) == bool(prepared)]
         limit = max_results or len(names)
-        page = names[start_index:start_index + limit]
+        page = names[start_index : start_index + limit]
         items = [self.types.new("RecipeIdInternalDataType", Id=n) for n in page]
-        return [ua.Variant(start_index + len(page) >= len(names)), ua.Variant(len(page), ua.VariantType.UInt32),
-                ua.Variant(0, ua.VariantType.UInt32), ua.Variant(items, ua.VariantType.ExtensionObject),
-                self._error(0)]
+        return [
+            ua.Variant(start_index + len(page) >= len(names)),
+            ua.Variant(len(page), ua.VariantType.UInt32),
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(items, ua.VariantType.ExtensionObject),
+            self._error(0),
+        ]
 
     async def _get_result_by_id(self, rt: _LineRuntime, result_id: Any, timeout: int = 0) -> list[ua.Variant]:
         assert self.types is not None
@@ -439,35 +494,74 @@ class VisionServer:
         if body is None or body.get("line") != rt.backend.name:
             empty = model.placeholder_result(self.types)
             empty.ResultState = 0  # "Undefined ... indicates an error" (OPC 40100-1 §12.19)
-            return [ua.Variant(0, ua.VariantType.UInt32), ua.Variant(empty, ua.VariantType.ExtensionObject),
-                    self._error(ERR_NOT_FOUND)]
+            return [
+                ua.Variant(0, ua.VariantType.UInt32),
+                ua.Variant(empty, ua.VariantType.ExtensionObject),
+                self._error(ERR_NOT_FOUND),
+            ]
         value = model.result_to_ua(self.types, body)
-        return [ua.Variant(0, ua.VariantType.UInt32), ua.Variant(value, ua.VariantType.ExtensionObject),
-                self._error(0)]
+        return [
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(value, ua.VariantType.ExtensionObject),
+            self._error(0),
+        ]
 
-    async def _get_result_list(self, rt: _LineRuntime, result_state: Any, meas: Any, part: Any, ext_recipe: Any,
-                               int_recipe: Any, ext_config: Any, int_config: Any, product: Any, job: Any,
-                               max_results: int, start_index: int, timeout: int = 0) -> list[ua.Variant]:
+    async def _get_result_list(
+        self,
+        rt: _LineRuntime,
+        result_state: Any,
+        meas: Any,
+        part: Any,
+        ext_recipe: Any,
+        int_recipe: Any,
+        ext_config: Any,
+        int_config: Any,
+        product: Any,
+        job: Any,
+        max_results: int,
+        start_index: int,
+        timeout: int = 0,
+    ) -> list[ua.Variant]:
         assert self.types is not None
         limit = int(max_results or 0) or self.config.max_results_per_call
         limit = min(limit, self.config.max_results_per_call)
-        equals = {k: v for k, v in (("meas_id", _id_of(meas)), ("product_id", _id_of(product)),
-                                    ("job_id", _id_of(job)), ("recipe", _id_of(int_recipe) or _id_of(ext_recipe)))
-                  if v}
+        equals = {
+            k: v
+            for k, v in (
+                ("meas_id", _id_of(meas)),
+                ("product_id", _id_of(product)),
+                ("job_id", _id_of(job)),
+                ("recipe", _id_of(int_recipe) or _id_of(ext_recipe)),
+            )
+            if v
+        }
         bodies: list[ResultBody] = []
         if int(result_state or 0) in (0, model.RESULT_STATE_COMPLETED):  # every journaled result is Completed
-            bodies = await self._in_thread(self.store.query, line=rt.backend.name, part_id=_id_of(part) or None,
-                                           limit=limit + 1, offset=int(start_index or 0), newest_first=False,
-                                           **equals)
+            bodies = await self._in_thread(
+                self.store.query,
+                line=rt.backend.name,
+                part_id=_id_of(part) or None,
+                limit=limit + 1,
+                offset=int(start_index or 0),
+                newest_first=False,
+                **equals,
+            )
         config_ids = {_id_of(ext_config), _id_of(int_config)} - {""}
         if config_ids:
-            bodies = [b for b in bodies if config_ids & {(b.get("model") or {}).get("name"),
-                                                         (b.get("model") or {}).get("sha256")}]
+            bodies = [
+                b
+                for b in bodies
+                if config_ids & {(b.get("model") or {}).get("name"), (b.get("model") or {}).get("sha256")}
+            ]
         complete = len(bodies) <= limit
         values = [model.result_to_ua(self.types, b) for b in bodies[:limit]]
-        return [ua.Variant(complete), ua.Variant(len(values), ua.VariantType.UInt32),
-                ua.Variant(0, ua.VariantType.UInt32), ua.Variant(values, ua.VariantType.ExtensionObject),
-                self._error(0)]
+        return [
+            ua.Variant(complete),
+            ua.Variant(len(values), ua.VariantType.UInt32),
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(values, ua.VariantType.ExtensionObject),
+            self._error(0),
+        ]
 
     # -- PLC handshake -----------------------------------------------------------------------------
     async def _on_client_write(self, event: Any, dispatcher: Any) -> None:
@@ -492,8 +586,13 @@ class VisionServer:
             return
         if not self._plc_ready(rt):
             rt.plc_refused += 1
-            logger.warning("opcua: PLC trigger on %s refused (busy=%s, result not acknowledged=%s, state=%s)",
-                           rt.backend.name, rt.plc_busy, rt.plc_result_ready, rt.states)
+            logger.warning(
+                "opcua: PLC trigger on %s refused (busy=%s, result not acknowledged=%s, state=%s)",
+                rt.backend.name,
+                rt.plc_busy,
+                rt.plc_result_ready,
+                rt.states,
+            )
             await self._write(rt.nodes.plc["TriggersRefused"], rt.plc_refused, ua.VariantType.UInt32)
             return
         rt.plc_busy = True
@@ -508,11 +607,13 @@ class VisionServer:
         future.add_done_callback(lambda f: self._from_thread(self._schedule_plc_done, rt, f))
 
     def _schedule_plc_done(self, rt: _LineRuntime, future: Future) -> None:
-        asyncio.ensure_future(self._plc_done(rt, future))
+        self._spawn(self._plc_done(rt, future))
 
     async def _plc_done(self, rt: _LineRuntime, future: Future) -> None:
         if future.exception() is not None:
-            logger.error("opcua: PLC-triggered inspection on %s failed: %s", rt.backend.name, future.exception())
+            logger.error(
+                "opcua: PLC-triggered inspection on %s failed: %s", rt.backend.name, future.exception()
+            )
             await self._plc_failed(rt)
             return
         body = future.result()
@@ -521,12 +622,16 @@ class VisionServer:
         inference_ms = float(timings.get("infer", timings.get("inference", timings.get("total", 0.0))))
         # data first, then ResultReady, then Busy low: a PLC that sees ResultReady reads consistent data
         await self._write(plc["Verdict"], str(body.get("verdict", "")), ua.VariantType.String)
-        await self._write(plc["DefectCount"], sum(1 for d in body.get("defects") or []
-                                                 if d.get("counts_for_verdict", True)), ua.VariantType.UInt32)
+        await self._write(
+            plc["DefectCount"],
+            sum(1 for d in body.get("defects") or [] if d.get("counts_for_verdict", True)),
+            ua.VariantType.UInt32,
+        )
         await self._write(plc["PartId"], str(body.get("part_id", "")), ua.VariantType.String)
         await self._write(plc["ResultSeq"], int(body.get("seq") or 0), ua.VariantType.Int64)
-        await self._write(plc["ModelVersion"], str((body.get("model") or {}).get("version", "")),
-                          ua.VariantType.String)
+        await self._write(
+            plc["ModelVersion"], str((body.get("model") or {}).get("version", "")), ua.VariantType.String
+        )
         await self._write(plc["InferenceMs"], inference_ms, ua.VariantType.Double)
         rt.plc_result_ready = True
         await self._write(plc["ResultReady"], True, ua.VariantType.Boolean)
@@ -542,8 +647,12 @@ class VisionServer:
         await self._refresh(rt.backend.name)
 
     def _plc_ready(self, rt: _LineRuntime) -> bool:
-        return (not rt.plc_busy and not rt.plc_result_ready and rt.backend.mode == "triggered"
-                and rt.states == ("Operational", "Ready"))
+        return (
+            not rt.plc_busy
+            and not rt.plc_result_ready
+            and rt.backend.mode == "triggered"
+            and rt.states == ("Operational", "Ready")
+        )
 
     async def _write_plc_ready(self, rt: _LineRuntime) -> None:
         await self._write(rt.nodes.plc["Ready"], self._plc_ready(rt), ua.VariantType.Boolean)
@@ -552,7 +661,9 @@ class VisionServer:
 class ServerThread:
     """Runs a `VisionServer` in its own thread with its own event loop."""
 
-    def __init__(self, config: OpcUaServerConfig, lines: Mapping[str, LineBackend], store: ResultStore) -> None:
+    def __init__(
+        self, config: OpcUaServerConfig, lines: Mapping[str, LineBackend], store: ResultStore
+    ) -> None:
         self.vision = VisionServer(config, lines, store)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -53,10 +53,20 @@ class JournalResultStore:
         result = self.journal.get_by_id(result_id) if result_id else None
         return result_body(result) if result is not None else None
 
-    def query(self, *, line: str | None = None, part_id: str | None = None, limit: int = 1000,
-              offset: int = 0, newest_first: bool = True, **equals: str) -> list[ResultBody]:
+    def query(
+        self,
+        *,
+        line: str | None = None,
+        part_id: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+        newest_first: bool = True,
+        **equals: str,
+    ) -> list[ResultBody]:
         if not equals:
-            rows = self.journal.query(line=line, part_id=part_id, limit=offset + limit, newest_first=newest_first)
+            rows = self.journal.query(
+                line=line, part_id=part_id, limit=offset + limit, newest_first=newest_first
+            )
             return [result_body(r) for r in rows[offset:]]
         # meas_id/job_id/product_id/recipe are not journal columns: filter the line's rows in pages.
         matched: list[ResultBody] = []
@@ -87,9 +97,18 @@ class LineAdapter:
     def set_recipe(self, name: str) -> None:
         self._line.set_recipe(name)
 
-    def trigger(self, part_id: str | None = None, *, meas_id: str | None = None, recipe: str | None = None,
-                product_id: str | None = None, job_id: str | None = None) -> Future:
-        inner = self._line.trigger(part_id, meas_id=meas_id, recipe=recipe, product_id=product_id, job_id=job_id)
+    def trigger(
+        self,
+        part_id: str | None = None,
+        *,
+        meas_id: str | None = None,
+        recipe: str | None = None,
+        product_id: str | None = None,
+        job_id: str | None = None,
+    ) -> Future:
+        inner = self._line.trigger(
+            part_id, meas_id=meas_id, recipe=recipe, product_id=product_id, job_id=job_id
+        )
         outer: Future = Future()
 
         def done(f: Future) -> None:

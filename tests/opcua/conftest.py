@@ -78,9 +78,13 @@ class Pki:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("pki")
     pki_dir = root / "server"
-    make_certificate(pki_dir / "own" / "cert.der", pki_dir / "own" / "key.pem",
-                     application_uri="urn:edge-inspect:opcua:server", common_name="edge-inspect-test",
-                     hostnames=["127.0.0.1", "localhost"])
+    make_certificate(
+        pki_dir / "own" / "cert.der",
+        pki_dir / "own" / "key.pem",
+        application_uri="urn:edge-inspect:opcua:server",
+        common_name="edge-inspect-test",
+        hostnames=["127.0.0.1", "localhost"],
+    )
     trusted = (root / "client" / "cert.der", root / "client" / "key.pem")
     make_certificate(*trusted, application_uri=CLIENT_URI, common_name="mes-client", hostnames=["localhost"])
     untrusted = (root / "stranger" / "cert.der", root / "stranger" / "key.pem")
@@ -95,9 +99,13 @@ def production_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Ite
     journal = ResultJournal(tmp_path_factory.mktemp("prod") / "journal.sqlite")
     lines = {"secure1": JournalLine("secure1", journal)}
     config = OpcUaServerConfig(
-        security="production", endpoint="opc.tcp://127.0.0.1:0/edge-inspect/", pki_dir=pki.dir,
-        users=[UserConfig(name="mes", role="operator", password_hash=hash_password(PASSWORDS["mes"])),
-               UserConfig(name="scada", role="viewer", password_hash=hash_password(PASSWORDS["scada"]))],
+        security="production",
+        endpoint="opc.tcp://127.0.0.1:0/edge-inspect/",
+        pki_dir=pki.dir,
+        users=[
+            UserConfig(name="mes", role="operator", password_hash=hash_password(PASSWORDS["mes"])),
+            UserConfig(name="scada", role="viewer", password_hash=hash_password(PASSWORDS["scada"])),
+        ],
     )
     running = _start(config, journal, lines)
     yield running

@@ -20,8 +20,14 @@ from edge_agent.result import Defect, InspectionResult, ModelInfo
 class JournalLine:
     """Triggered line: each trigger makes one result (NG when the part id ends with 'X')."""
 
-    def __init__(self, name: str, journal: ResultJournal, *, mode: str = "triggered",
-                 recipes: tuple[str, ...] = ("default", "strict")) -> None:
+    def __init__(
+        self,
+        name: str,
+        journal: ResultJournal,
+        *,
+        mode: str = "triggered",
+        recipes: tuple[str, ...] = ("default", "strict"),
+    ) -> None:
         self.name = name
         self.journal = journal
         self.state = "running"
@@ -43,13 +49,25 @@ class JournalLine:
             raise KeyError(f"line {self.name}: unknown recipe {name!r}; known: {self.recipes}")
         self.active_recipe = name
 
-    def trigger(self, part_id: str | None = None, *, meas_id: str | None = None, recipe: str | None = None,
-                product_id: str | None = None, job_id: str | None = None) -> Future:
+    def trigger(
+        self,
+        part_id: str | None = None,
+        *,
+        meas_id: str | None = None,
+        recipe: str | None = None,
+        product_id: str | None = None,
+        job_id: str | None = None,
+    ) -> Future:
         if self.state != "running":
             raise RuntimeError(f"line {self.name} is {self.state}")
         self._count += 1
-        request = dict(part_id=part_id or f"P{self._count:05d}", meas_id=meas_id, recipe=recipe or self.active_recipe,
-                       product_id=product_id, job_id=job_id)
+        request = dict(
+            part_id=part_id or f"P{self._count:05d}",
+            meas_id=meas_id,
+            recipe=recipe or self.active_recipe,
+            product_id=product_id,
+            job_id=job_id,
+        )
         self.triggers.append(request)
         return self._pool.submit(self._inspect, request)
 
@@ -81,14 +99,43 @@ class JournalLine:
         self._pool.shutdown(wait=True)
 
 
-def make_result(line: str, *, part_id: str, recipe: str = "default", meas_id: str | None = None,
-                product_id: str | None = None, job_id: str | None = None, site: str = "plant1") -> InspectionResult:
+def make_result(
+    line: str,
+    *,
+    part_id: str,
+    recipe: str = "default",
+    meas_id: str | None = None,
+    product_id: str | None = None,
+    job_id: str | None = None,
+    site: str = "plant1",
+) -> InspectionResult:
     ng = part_id.endswith("X")
-    defects = [Defect(camera="top", class_name="scratch", class_id=1, confidence=0.91,
-                      xyxy=[10.0, 12.0, 40.0, 30.0], area_px=540.0)] if ng else []
+    defects = (
+        [
+            Defect(
+                camera="top",
+                class_name="scratch",
+                class_id=1,
+                confidence=0.91,
+                xyxy=[10.0, 12.0, 40.0, 30.0],
+                area_px=540.0,
+            )
+        ]
+        if ng
+        else []
+    )
     return InspectionResult(
-        site=site, line=line, part_id=part_id, recipe=recipe, meas_id=meas_id, product_id=product_id,
-        job_id=job_id, trigger="triggered", verdict="NG" if ng else "OK", reasons=["scratch"] if ng else [],
-        defects=defects, model=ModelInfo(name="tiny", version="7", sha256="ab" * 32),
+        site=site,
+        line=line,
+        part_id=part_id,
+        recipe=recipe,
+        meas_id=meas_id,
+        product_id=product_id,
+        job_id=job_id,
+        trigger="triggered",
+        verdict="NG" if ng else "OK",
+        reasons=["scratch"] if ng else [],
+        defects=defects,
+        model=ModelInfo(name="tiny", version="7", sha256="ab" * 32),
         timings_ms={"capture": 1.5, "infer": 4.25, "total": 7.0},
     )

@@ -14,13 +14,21 @@ from tests.opcua.conftest import empty_args, namespaces, vision_node, wait_value
 
 
 async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, synthetic_images):
-    line = folder_line("cell1", synthetic_images, tiny_detect_onnx,
-                       trigger={"type": "triggered"},
-                       cameras=[{"name": "top", "source": {"type": "folder", "path": str(synthetic_images),
-                                                           "mode": "loop"}}],
-                       recipes={"default": {"min_confidence": 0.01}, "strict": {"min_confidence": 0.5}})
-    site = write_site(tmp_path, [line], publishers=[
-        {"type": "opcua", "security": "none", "endpoint": "opc.tcp://127.0.0.1:0/edge-inspect/"}])
+    line = folder_line(
+        "cell1",
+        synthetic_images,
+        tiny_detect_onnx,
+        trigger={"type": "triggered"},
+        cameras=[
+            {"name": "top", "source": {"type": "folder", "path": str(synthetic_images), "mode": "loop"}}
+        ],
+        recipes={"default": {"min_confidence": 0.01}, "strict": {"min_confidence": 0.5}},
+    )
+    site = write_site(
+        tmp_path,
+        [line],
+        publishers=[{"type": "opcua", "security": "none", "endpoint": "opc.tcp://127.0.0.1:0/edge-inspect/"}],
+    )
     agent = Agent(load_agent_config(site))
     await asyncio.to_thread(agent.start)
     try:
@@ -44,8 +52,13 @@ async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, syntheti
             await sub.subscribe_events(client.nodes.server, etype)
 
             job, error = await auto.call_method(
-                f"{ns.mv}:StartSingleJob", ua.MeasIdDataType(Id="M-42"), ua.PartIdDataType(Id="AGENT-1"),
-                ua.RecipeIdExternalDataType(Id="strict"), ua.ProductIdDataType(Id="PRD"), empty_args())
+                f"{ns.mv}:StartSingleJob",
+                ua.MeasIdDataType(Id="M-42"),
+                ua.PartIdDataType(Id="AGENT-1"),
+                ua.RecipeIdExternalDataType(Id="strict"),
+                ua.ProductIdDataType(Id="PRD"),
+                empty_args(),
+            )
             assert error == 0
             await asyncio.wait_for(got.wait(), 30)
             event = events[-1]
@@ -53,26 +66,37 @@ async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, syntheti
 
             stored = agent.journal.get_by_id(event.ResultId.Id)
             assert stored is not None
-            assert (stored.part_id, stored.job_id, stored.meas_id, stored.recipe) == ("AGENT-1", job.Id, "M-42",
-                                                                                     "strict")
+            assert (stored.part_id, stored.job_id, stored.meas_id, stored.recipe) == (
+                "AGENT-1",
+                job.Id,
+                "M-42",
+                "strict",
+            )
             content = event.ResultContent[0].Value
             assert content.Verdict == stored.verdict and content.DefectCount == sum(
-                d.counts_for_verdict for d in stored.defects)
+                d.counts_for_verdict for d in stored.defects
+            )
 
             results = await vision_node(client, "cell1", "mv:ResultManagement")
-            _, by_id, error = await results.call_method(f"{ns.mv}:GetResultById",
-                                                        ua.ResultIdDataType(Id=stored.result_id),
-                                                        ua.Variant(0, ua.VariantType.Int32))
+            _, by_id, error = await results.call_method(
+                f"{ns.mv}:GetResultById",
+                ua.ResultIdDataType(Id=stored.result_id),
+                ua.Variant(0, ua.VariantType.Int32),
+            )
             assert error == 0 and by_id.JobId.Id == job.Id
 
             recipes = await vision_node(client, "cell1", "mv:RecipeManagement")
-            _, _, error = await recipes.call_method(f"{ns.mv}:PrepareRecipe",
-                                                    ua.RecipeIdExternalDataType(Id="strict"),
-                                                    ua.RecipeIdInternalDataType(Id=""))
+            _, _, error = await recipes.call_method(
+                f"{ns.mv}:PrepareRecipe",
+                ua.RecipeIdExternalDataType(Id="strict"),
+                ua.RecipeIdInternalDataType(Id=""),
+            )
             assert error == 0 and agent.lines["cell1"].active_recipe == "strict"
 
-            plc = {n: await vision_node(client, "cell1", "app:PLC", f"app:{n}")
-                   for n in ("Ready", "Trigger", "ResultReady", "ResultSeq", "ResultAck")}
+            plc = {
+                n: await vision_node(client, "cell1", "app:PLC", f"app:{n}")
+                for n in ("Ready", "Trigger", "ResultReady", "ResultSeq", "ResultAck")
+            }
             await wait_value(plc["Ready"], True)
             await plc["Trigger"].write_value(ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
             await wait_value(plc["ResultReady"], True, timeout=30)

@@ -16,8 +16,21 @@ runner = CliRunner()
 
 def test_cert_makes_a_server_certificate_and_refuses_to_overwrite(tmp_path):
     pki = tmp_path / "pki"
-    result = runner.invoke(app, ["opcua", "cert", "--pki-dir", str(pki), "--hostname", "cell-7.plant",
-                                 "--hostname", "10.0.0.7", "--application-uri", "urn:plant:cell7"])
+    result = runner.invoke(
+        app,
+        [
+            "opcua",
+            "cert",
+            "--pki-dir",
+            str(pki),
+            "--hostname",
+            "cell-7.plant",
+            "--hostname",
+            "10.0.0.7",
+            "--application-uri",
+            "urn:plant:cell7",
+        ],
+    )
     assert result.exit_code == 0, result.output
     cert = load_certificate_file(pki / "own" / "cert.der")
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -36,8 +49,18 @@ def test_cert_makes_a_server_certificate_and_refuses_to_overwrite(tmp_path):
 
 def test_rejected_then_trust(tmp_path):
     pki = tmp_path / "pki"
-    made = runner.invoke(app, ["opcua", "client-cert", str(tmp_path / "mes"), "--application-uri", "urn:mes",
-                               "--common-name", "mes-prod"])
+    made = runner.invoke(
+        app,
+        [
+            "opcua",
+            "client-cert",
+            str(tmp_path / "mes"),
+            "--application-uri",
+            "urn:mes",
+            "--common-name",
+            "mes-prod",
+        ],
+    )
     assert made.exit_code == 0, made.output
     cert = load_certificate_file(tmp_path / "mes" / "cert.der")
     rejected = pki / "rejected" / certificate_file_name(cert)
@@ -49,7 +72,9 @@ def test_rejected_then_trust(tmp_path):
     trusted = runner.invoke(app, ["opcua", "trust", str(rejected), "--pki-dir", str(pki)])
     assert trusted.exit_code == 0, trusted.output
     assert (pki / "trusted" / rejected.name).exists() and not rejected.exists()
-    assert "no rejected certificates" in runner.invoke(app, ["opcua", "rejected", "--pki-dir", str(pki)]).output
+    assert (
+        "no rejected certificates" in runner.invoke(app, ["opcua", "rejected", "--pki-dir", str(pki)]).output
+    )
 
     garbage = tmp_path / "garbage.der"
     garbage.write_bytes(b"not a certificate")

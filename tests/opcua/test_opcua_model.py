@@ -26,7 +26,9 @@ async def test_standard_browse_paths_and_types(demo_server):
         assert ns.mv > 0 and ns.app > 0
         system = await vision_node(client, "line1")
         type_def = await system.read_type_definition()
-        assert (await client.get_node(type_def).read_browse_name()) == ua.QualifiedName("VisionSystemType", ns.mv)
+        assert (await client.get_node(type_def).read_browse_name()) == ua.QualifiedName(
+            "VisionSystemType", ns.mv
+        )
         for path in (
             ("mv:VisionStateMachine", "mv:Halt"),
             ("mv:VisionStateMachine", "mv:Reset"),
@@ -41,8 +43,9 @@ async def test_standard_browse_paths_and_types(demo_server):
         ):
             node = await vision_node(client, "line1", *path)
             assert await node.read_node_class() == ua.NodeClass.Method, path
-        start = await vision_node(client, "line1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine",
-                                  "mv:StartSingleJob")
+        start = await vision_node(
+            client, "line1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine", "mv:StartSingleJob"
+        )
         inputs = await (await start.get_child("0:InputArguments")).read_value()
         assert [a.Name for a in inputs] == ["MeasId", "PartId", "RecipeId", "ProductId", "Parameters"]
         outputs = await (await start.get_child("0:OutputArguments")).read_value()
@@ -51,17 +54,25 @@ async def test_standard_browse_paths_and_types(demo_server):
         latest = await vision_node(client, "line1", "mv:ResultManagement", "mv:Results", "app:LatestResult")
         latest_type = client.get_node(await latest.read_type_definition())
         assert await latest_type.read_browse_name() == ua.QualifiedName("ResultType", ns.mv)
-        current = await (await vision_node(client, "line1", "mv:VisionStateMachine")).get_child("0:CurrentState")
+        current = await (await vision_node(client, "line1", "mv:VisionStateMachine")).get_child(
+            "0:CurrentState"
+        )
         assert (await current.read_value()).Text == "Operational"
         auto = await vision_node(client, "line1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
         auto_state = await auto.get_child("0:CurrentState")
         assert (await auto_state.read_value()).Text == "Ready"
         assert await (await auto_state.get_child("0:Number")).read_value() == 6
-        free_auto = await vision_node(client, "free1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
-        assert (await (await free_auto.get_child("0:CurrentState")).read_value()).Text == "ContinuousExecution"
+        free_auto = await vision_node(
+            client, "free1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine"
+        )
+        assert (
+            await (await free_auto.get_child("0:CurrentState")).read_value()
+        ).Text == "ContinuousExecution"
 
 
-async def _subscribe_events(client: Client, source, etype, received: list, got: asyncio.Event, wanted: int = 1):
+async def _subscribe_events(
+    client: Client, source, etype, received: list, got: asyncio.Event, wanted: int = 1
+):
     class Handler:
         def event_notification(self, event):
             received.append(event)
@@ -86,18 +97,40 @@ async def test_start_single_job_result_and_event_on_server_object(demo_server):
 
         auto = await vision_node(client, "line1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
         job_id, error = await auto.call_method(
-            f"{ns.mv}:StartSingleJob", ua.MeasIdDataType(Id="M-1"), ua.PartIdDataType(Id="P-7X"),
-            ua.RecipeIdExternalDataType(Id="strict"), ua.ProductIdDataType(Id="PRD-1"), empty_args())
+            f"{ns.mv}:StartSingleJob",
+            ua.MeasIdDataType(Id="M-1"),
+            ua.PartIdDataType(Id="P-7X"),
+            ua.RecipeIdExternalDataType(Id="strict"),
+            ua.ProductIdDataType(Id="PRD-1"),
+            empty_args(),
+        )
         assert error == 0 and job_id.Id
         await asyncio.wait_for(got_server.wait(), 10)
         await asyncio.wait_for(got_system.wait(), 10)
 
     event = on_server[-1]
     assert event.JobId.Id == job_id.Id
-    fields = ("ResultId", "HasTransferableDataOnFile", "IsPartial", "IsSimulated", "ResultState", "MeasId",
-              "PartId", "ExternalRecipeId", "InternalRecipeId", "ProductId", "ExternalConfigurationId",
-              "InternalConfigurationId", "JobId", "CreationTime", "ProcessingTimes", "ResultContent",
-              "Message", "SourceNode", "Time")
+    fields = (
+        "ResultId",
+        "HasTransferableDataOnFile",
+        "IsPartial",
+        "IsSimulated",
+        "ResultState",
+        "MeasId",
+        "PartId",
+        "ExternalRecipeId",
+        "InternalRecipeId",
+        "ProductId",
+        "ExternalConfigurationId",
+        "InternalConfigurationId",
+        "JobId",
+        "CreationTime",
+        "ProcessingTimes",
+        "ResultContent",
+        "Message",
+        "SourceNode",
+        "Time",
+    )
     nulls = [name for name in fields if getattr(event, name, None) is None]
     assert nulls == [], f"null event fields: {nulls}"
     assert event.PartId.Id == "P-7X" and event.MeasId.Id == "M-1" and event.ProductId.Id == "PRD-1"
@@ -133,8 +166,9 @@ def test_latest_result_decodes_in_a_fresh_client_process(demo_server):
                         break
                     await asyncio.sleep(0.05)
                 content = v.ResultContent[0].Value
-                print(json.dumps({{"type": type(v).__name__, "result_id": v.ResultId.Id, "part": v.PartId.Id,
-                                  "job": v.JobId.Id, "verdict": content.Verdict, "defects": content.DefectCount,
+                print(json.dumps({{"type": type(v).__name__, "result_id": v.ResultId.Id,
+                                  "part": v.PartId.Id, "job": v.JobId.Id, "verdict": content.Verdict,
+                                  "defects": content.DefectCount,
                                   "area_mm2_nan": content.Defects[0].AreaMm2 != content.Defects[0].AreaMm2,
                                   "processing": v.ProcessingTimes.ProcessingDuration}}))
         asyncio.run(main())
@@ -142,34 +176,55 @@ def test_latest_result_decodes_in_a_fresh_client_process(demo_server):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     decoded = json.loads(out.stdout.strip().splitlines()[-1])
-    assert decoded == {"type": "ResultDataType", "result_id": stored.result_id, "part": "FRESH-1X",
-                       "job": "job-fresh", "verdict": "NG", "defects": 1, "area_mm2_nan": True,
-                       "processing": 7.0}
+    assert decoded == {
+        "type": "ResultDataType",
+        "result_id": stored.result_id,
+        "part": "FRESH-1X",
+        "job": "job-fresh",
+        "verdict": "NG",
+        "defects": 1,
+        "area_mm2_nan": True,
+        "processing": 7.0,
+    }
 
 
 async def test_result_history_from_the_journal(demo_server):
     journal = demo_server.journal
-    ids = [journal.append(make_result("line1", part_id=f"HIST-{i}", meas_id="batch-9")).result_id for i in range(5)]
+    ids = [
+        journal.append(make_result("line1", part_id=f"HIST-{i}", meas_id="batch-9")).result_id
+        for i in range(5)
+    ]
     journal.append(make_result("plc1", part_id="HIST-other-line", meas_id="batch-9"))
     async with Client(demo_server.url) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         results = await vision_node(client, "line1", "mv:ResultManagement")
 
-        handle, result, error = await results.call_method(f"{ns.mv}:GetResultById",
-                                                          ua.ResultIdDataType(Id=ids[2]), ua.Variant(0, ua.VariantType.Int32))
+        _handle, result, error = await results.call_method(
+            f"{ns.mv}:GetResultById", ua.ResultIdDataType(Id=ids[2]), ua.Variant(0, ua.VariantType.Int32)
+        )
         assert error == 0 and result.PartId.Id == "HIST-2" and result.ResultId.Id == ids[2]
-        _, missing, error = await results.call_method(f"{ns.mv}:GetResultById",
-                                                      ua.ResultIdDataType(Id="nope"), ua.Variant(0, ua.VariantType.Int32))
+        _, missing, error = await results.call_method(
+            f"{ns.mv}:GetResultById", ua.ResultIdDataType(Id="nope"), ua.Variant(0, ua.VariantType.Int32)
+        )
         assert error < 0 and missing.ResultState == 0
 
         async def page(start: int, count: int):
             return await results.call_method(
-                f"{ns.mv}:GetResultListFiltered", ua.Variant(0, ua.VariantType.Int32), ua.MeasIdDataType(Id="batch-9"),
-                ua.PartIdDataType(Id=""), ua.RecipeIdExternalDataType(Id=""), ua.RecipeIdInternalDataType(Id=""),
-                ua.ConfigurationIdDataType(Id=""), ua.ConfigurationIdDataType(Id=""), ua.ProductIdDataType(Id=""),
-                ua.JobIdDataType(Id=""), ua.Variant(count, ua.VariantType.UInt32),
-                ua.Variant(start, ua.VariantType.UInt32), ua.Variant(0, ua.VariantType.Int32))
+                f"{ns.mv}:GetResultListFiltered",
+                ua.Variant(0, ua.VariantType.Int32),
+                ua.MeasIdDataType(Id="batch-9"),
+                ua.PartIdDataType(Id=""),
+                ua.RecipeIdExternalDataType(Id=""),
+                ua.RecipeIdInternalDataType(Id=""),
+                ua.ConfigurationIdDataType(Id=""),
+                ua.ConfigurationIdDataType(Id=""),
+                ua.ProductIdDataType(Id=""),
+                ua.JobIdDataType(Id=""),
+                ua.Variant(count, ua.VariantType.UInt32),
+                ua.Variant(start, ua.VariantType.UInt32),
+                ua.Variant(0, ua.VariantType.Int32),
+            )
 
         complete, count, _, first, error = await page(0, 3)
         assert (complete, count, error) == (False, 3, 0)
@@ -187,22 +242,36 @@ async def test_recipes_prepare_and_list(demo_server):
 
         async def listing(prepared: int):
             return await recipes.call_method(
-                f"{ns.mv}:GetRecipeListFiltered", ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType(Id=""),
-                ua.Variant(prepared, ua.VariantType.Int32), ua.Variant(0, ua.VariantType.UInt32),
-                ua.Variant(0, ua.VariantType.UInt32), ua.Variant(0, ua.VariantType.Int32))
+                f"{ns.mv}:GetRecipeListFiltered",
+                ua.RecipeIdExternalDataType(Id=""),
+                ua.ProductIdDataType(Id=""),
+                ua.Variant(prepared, ua.VariantType.Int32),
+                ua.Variant(0, ua.VariantType.UInt32),
+                ua.Variant(0, ua.VariantType.UInt32),
+                ua.Variant(0, ua.VariantType.Int32),
+            )
 
-        complete, count, _, items, error = await listing(2)
+        complete, _count, _, items, error = await listing(2)
         assert complete and error == 0 and [r.Id for r in items] == ["default", "strict"]
         out, completed, error = await recipes.call_method(
-            f"{ns.mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="strict"), ua.RecipeIdInternalDataType(Id=""))
+            f"{ns.mv}:PrepareRecipe",
+            ua.RecipeIdExternalDataType(Id="strict"),
+            ua.RecipeIdInternalDataType(Id=""),
+        )
         assert (out.Id, completed, error) == ("strict", True, 0) and line.active_recipe == "strict"
         _, _, _, prepared, _ = await listing(1)
         assert [r.Id for r in prepared] == ["strict"]
         _, completed, error = await recipes.call_method(
-            f"{ns.mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="no-such"), ua.RecipeIdInternalDataType(Id=""))
+            f"{ns.mv}:PrepareRecipe",
+            ua.RecipeIdExternalDataType(Id="no-such"),
+            ua.RecipeIdInternalDataType(Id=""),
+        )
         assert error == -2 and completed is False and line.active_recipe == "strict"
-        await recipes.call_method(f"{ns.mv}:PrepareRecipe", ua.RecipeIdExternalDataType(Id="default"),
-                                  ua.RecipeIdInternalDataType(Id=""))
+        await recipes.call_method(
+            f"{ns.mv}:PrepareRecipe",
+            ua.RecipeIdExternalDataType(Id="default"),
+            ua.RecipeIdInternalDataType(Id=""),
+        )
 
 
 async def test_state_machine_follows_the_line_and_halt_reset(demo_server):
@@ -227,8 +296,13 @@ async def test_state_machine_follows_the_line_and_halt_reset(demo_server):
         assert line.state == "paused"
         automatic = await sm.get_child(f"{ns.mv}:AutomaticModeStateMachine")
         job, error = await automatic.call_method(
-            f"{ns.mv}:StartSingleJob", ua.MeasIdDataType(Id=""), ua.PartIdDataType(Id="P"),
-            ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType(Id=""), empty_args())
+            f"{ns.mv}:StartSingleJob",
+            ua.MeasIdDataType(Id=""),
+            ua.PartIdDataType(Id="P"),
+            ua.RecipeIdExternalDataType(Id=""),
+            ua.ProductIdDataType(Id=""),
+            empty_args(),
+        )
         assert error == -1 and job.Id == ""
         assert await sm.call_method(f"{ns.mv}:Reset", *cause) == 0
         await wait_value(top, ua.LocalizedText("Operational"))

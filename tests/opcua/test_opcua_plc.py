@@ -1,4 +1,7 @@
-"""The PLC tag handshake over TCP: Trigger rising edge -> Busy -> result -> ResultReady held until ResultAck."""
+"""The PLC tag handshake over TCP.
+
+Trigger rising edge -> Busy -> result -> ResultReady held until ResultAck.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,23 @@ async def _write(node, value: bool) -> None:
 async def test_plc_handshake_and_trigger_while_busy(demo_server):
     line = demo_server.lines["plc1"]
     async with Client(demo_server.url) as client:
-        tags = {name: await vision_node(client, "plc1", "app:PLC", f"app:{name}") for name in (
-            "Ready", "Trigger", "Busy", "ResultReady", "ResultAck", "Verdict", "DefectCount", "PartId",
-            "ResultSeq", "ModelVersion", "InferenceMs", "TriggersRefused")}
+        tags = {
+            name: await vision_node(client, "plc1", "app:PLC", f"app:{name}")
+            for name in (
+                "Ready",
+                "Trigger",
+                "Busy",
+                "ResultReady",
+                "ResultAck",
+                "Verdict",
+                "DefectCount",
+                "PartId",
+                "ResultSeq",
+                "ModelVersion",
+                "InferenceMs",
+                "TriggersRefused",
+            )
+        }
         await wait_value(tags["Ready"], True)
         assert await tags["ModelVersion"].read_value() == "7"
         refused_before = await tags["TriggersRefused"].read_value()

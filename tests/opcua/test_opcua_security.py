@@ -20,13 +20,25 @@ from tests.opcua.conftest import CLIENT_URI, PASSWORDS, empty_args, namespaces, 
 POLICIES = [SecurityPolicyBasic256Sha256, SecurityPolicyAes128Sha256RsaOaep, SecurityPolicyAes256Sha256RsaPss]
 
 
-async def _client(server, pki, *, user: str | None, password: str | None = None,
-                  cert: tuple[Path, Path] | None = None, policy=SecurityPolicyBasic256Sha256) -> Client:
+async def _client(
+    server,
+    pki,
+    *,
+    user: str | None,
+    password: str | None = None,
+    cert: tuple[Path, Path] | None = None,
+    policy=SecurityPolicyBasic256Sha256,
+) -> Client:
     client = Client(server.url, timeout=10)
     client.application_uri = CLIENT_URI
     cert_file, key_file = cert or pki.trusted_client
-    await client.set_security(policy, str(cert_file), str(key_file), server_certificate=str(pki.server_cert),
-                              mode=ua.MessageSecurityMode.SignAndEncrypt)
+    await client.set_security(
+        policy,
+        str(cert_file),
+        str(key_file),
+        server_certificate=str(pki.server_cert),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
     if user is not None:
         client.set_user(user)
         client.set_password(password if password is not None else PASSWORDS[user])
@@ -40,8 +52,13 @@ async def test_operator_connects_with_each_policy_and_may_trigger(production_ser
         ns = await namespaces(client)
         auto = await vision_node(client, "secure1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
         job, error = await auto.call_method(
-            f"{ns.mv}:StartSingleJob", ua.MeasIdDataType(Id=""), ua.PartIdDataType(Id=f"SEC-{policy.__name__}"),
-            ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType(Id=""), empty_args())
+            f"{ns.mv}:StartSingleJob",
+            ua.MeasIdDataType(Id=""),
+            ua.PartIdDataType(Id=f"SEC-{policy.__name__}"),
+            ua.RecipeIdExternalDataType(Id=""),
+            ua.ProductIdDataType(Id=""),
+            empty_args(),
+        )
         assert error == 0 and job.Id
         trigger = await vision_node(client, "secure1", "app:PLC", "app:ResultAck")
         await trigger.write_value(ua.DataValue(ua.Variant(False, ua.VariantType.Boolean)))
@@ -52,7 +69,10 @@ async def test_only_sign_and_encrypt_endpoints_are_offered(production_server):
     assert endpoints
     assert {e.SecurityMode for e in endpoints} == {ua.MessageSecurityMode.SignAndEncrypt}
     assert {e.SecurityPolicyUri.rsplit("#", 1)[-1] for e in endpoints} == {
-        "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"}
+        "Basic256Sha256",
+        "Aes128_Sha256_RsaOaep",
+        "Aes256_Sha256_RsaPss",
+    }
     for endpoint in endpoints:
         assert [t.TokenType for t in endpoint.UserIdentityTokens] == [ua.UserTokenType.UserName]
 
@@ -62,15 +82,22 @@ async def test_viewer_reads_but_may_not_control(production_server, pki):
     async with client:
         ns = await namespaces(client)
         results = await vision_node(client, "secure1", "mv:ResultManagement")
-        _, _, error = await results.call_method(f"{ns.mv}:GetResultById", ua.ResultIdDataType(Id="x"),
-                                                ua.Variant(0, ua.VariantType.Int32))
+        _, _, error = await results.call_method(
+            f"{ns.mv}:GetResultById", ua.ResultIdDataType(Id="x"), ua.Variant(0, ua.VariantType.Int32)
+        )
         assert error == -5  # the call ran (not found), i.e. viewers may query results
         latest = await vision_node(client, "secure1", "mv:ResultManagement", "mv:Results", "app:LatestResult")
         assert await latest.read_value() is not None
         auto = await vision_node(client, "secure1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
-            await auto.call_method(f"{ns.mv}:StartSingleJob", ua.MeasIdDataType(Id=""), ua.PartIdDataType(Id="V"),
-                                   ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType(Id=""), empty_args())
+            await auto.call_method(
+                f"{ns.mv}:StartSingleJob",
+                ua.MeasIdDataType(Id=""),
+                ua.PartIdDataType(Id="V"),
+                ua.RecipeIdExternalDataType(Id=""),
+                ua.ProductIdDataType(Id=""),
+                empty_args(),
+            )
         trigger = await vision_node(client, "secure1", "app:PLC", "app:Trigger")
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
             await trigger.write_value(ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
@@ -88,7 +115,10 @@ async def test_anonymous_is_refused(production_server, pki):
     client = await _client(production_server, pki, user=None)
     with pytest.raises(ua.UaStatusCodeError) as refused:
         await client.connect()
-    assert refused.value.code in (ua.StatusCodes.BadIdentityTokenRejected, ua.StatusCodes.BadIdentityTokenInvalid)
+    assert refused.value.code in (
+        ua.StatusCodes.BadIdentityTokenRejected,
+        ua.StatusCodes.BadIdentityTokenInvalid,
+    )
 
 
 async def test_no_session_over_a_channel_without_security(production_server):
@@ -99,8 +129,9 @@ async def test_no_session_over_a_channel_without_security(production_server):
         await client.send_hello()
         await client.open_secure_channel()
         session = ua.CreateSessionParameters()
-        session.ClientDescription = ua.ApplicationDescription(ApplicationUri=CLIENT_URI,
-                                                              ApplicationType=ua.ApplicationType.Client)
+        session.ClientDescription = ua.ApplicationDescription(
+            ApplicationUri=CLIENT_URI, ApplicationType=ua.ApplicationType.Client
+        )
         session.EndpointUrl = production_server.url
         session.SessionName = "plain"
         session.ClientNonce = b"n" * 32
@@ -108,8 +139,9 @@ async def test_no_session_over_a_channel_without_security(production_server):
         await client.uaclient.create_session(session)
         activate = ua.ActivateSessionParameters()
         activate.LocaleIds = ["en"]
-        activate.UserIdentityToken = ua.UserNameIdentityToken(PolicyId="username", UserName="mes",
-                                                              Password=PASSWORDS["mes"].encode())
+        activate.UserIdentityToken = ua.UserNameIdentityToken(
+            PolicyId="username", UserName="mes", Password=PASSWORDS["mes"].encode()
+        )
         with pytest.raises(ua.UaStatusCodeError) as refused:
             await client.uaclient.activate_session(activate)
         assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
@@ -131,7 +163,9 @@ async def test_untrusted_certificate_is_refused_kept_and_can_be_approved(product
     try:
         client = await _client(production_server, pki, user="mes", cert=pki.untrusted_client)
         async with client:
-            state = await (await vision_node(client, "secure1", "mv:VisionStateMachine")).get_child("0:CurrentState")
+            state = await (await vision_node(client, "secure1", "mv:VisionStateMachine")).get_child(
+                "0:CurrentState"
+            )
             await wait_value(state, ua.LocalizedText("Operational"))
     finally:
         trusted.unlink()
@@ -140,11 +174,15 @@ async def test_untrusted_certificate_is_refused_kept_and_can_be_approved(product
 def test_config_refuses_plain_passwords_and_userless_production():
     with pytest.raises(ValidationError, match="password_hash"):
         UserConfig(name="mes", role="operator", password_hash="secret")
-    with pytest.raises(ValidationError, match="opcua.users"):
+    with pytest.raises(ValidationError, match=r"opcua\.users"):
         OpcUaServerConfig(security="production", users=[])
     with pytest.raises(ValidationError, match="duplicate"):
         h = hash_password("x")
-        OpcUaServerConfig(users=[UserConfig(name="a", role="viewer", password_hash=h),
-                                 UserConfig(name="a", role="operator", password_hash=h)])
+        OpcUaServerConfig(
+            users=[
+                UserConfig(name="a", role="viewer", password_hash=h),
+                UserConfig(name="a", role="operator", password_hash=h),
+            ]
+        )
     with pytest.raises(ValidationError, match="role"):
         UserConfig(name="mes", role="admin", password_hash=hash_password("x"))
