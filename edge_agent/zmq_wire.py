@@ -52,6 +52,10 @@ Encoding = Literal["json", "msgpack"]
 MessageKind = Literal["result", "status", "heartbeat"]
 
 
+# One encoder for all: json.dumps(..., separators=...) would build a new encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 class WireError(ValueError):
     """A message that does not follow the edge-inspect wire format."""
 
@@ -75,7 +79,7 @@ def topic_prefix(site: str | None = None, line: str | None = None) -> str:
 
 def encode_body(obj: Any, encoding: Encoding) -> bytes:
     if encoding == "json":
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return _JSON.encode(obj).encode()
     import msgpack  # optional dependency, imported only by sites that choose it
 
     return msgpack.packb(obj, use_bin_type=True)
@@ -105,7 +109,7 @@ def _header(
     timestamp: datetime,
     is_historical: bool,
 ) -> bytes:
-    return json.dumps(
+    return _JSON.encode(
         {
             "schema_version": WIRE_SCHEMA_VERSION,
             "kind": kind,
@@ -119,8 +123,7 @@ def _header(
             "part_id": part_id,
             "timestamp": timestamp.isoformat(),
             "is_historical": is_historical,
-        },
-        separators=(",", ":"),
+        }
     ).encode()
 
 
@@ -185,7 +188,7 @@ def encode_event(
 
 def encode_control(kind: str, payload: dict[str, Any]) -> list[bytes]:
     """A ROUTER control message (replay_end, snapshot_end, trigger_reply, error): `[kind, JSON]`."""
-    return [kind.encode(), json.dumps(payload, separators=(",", ":")).encode()]
+    return [kind.encode(), _JSON.encode(payload).encode()]
 
 
 @dataclass(frozen=True)

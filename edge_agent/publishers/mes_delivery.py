@@ -41,6 +41,9 @@ from edge_agent.zmq_wire import Encoding, encode_result
 
 log = logging.getLogger(__name__)
 
+#: while the MES is not connected, how often to try again (sends fail at once, so this is cheap)
+_RETRY_UNCONNECTED_S = 0.05
+
 
 class MesDeliveryConfig(ClientSecurity):
     """`publishers: - type: mes` in the agent config."""
@@ -62,7 +65,7 @@ class _InFlight:
     result: InspectionResult
     due: float  # monotonic time of the next (re)send
     backoff: float
-    attempts: int = 0
+    sends: int = 0  # sends that reached a connected MES (0 = never sent yet)
 
 
 class MesDeliveryPublisher(Publisher):
@@ -207,27 +210,31 @@ class MesDeliveryPublisher(Publisher):
             entry = _InFlight(result=result, due=0.0, backoff=self.config.resend_initial_s)
             self._in_flight[result.seq] = entry
             self._next_seq = result.seq
-            self._send(entry)
 
-    def _send(self, entry: _InFlight) -> None:
+    def _resend_due(self) -> None:
+        """Send what is due (new entries have due=0). Stops at the first refusal: the MES is not there."""
         now = time.monotonic()
+        for entry in list(self._in_flight.values()):
+            if entry.due > now:
+                continue
+            if not self._send(entry, now):
+                for waiting in self._in_flight.values():
+                    if waiting.due <= now:
+                        waiting.due = now + _RETRY_UNCONNECTED_S
+                return
+
+    def _send(self, entry: _InFlight, now: float) -> bool:
         frames = encode_result(entry.result, boot_id=self.context.boot_id, encoding=self.config.encoding)
         try:
             self._dealer.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:  # MES not connected (IMMEDIATE) or its queue full: try again after the back-off
-            pass
-        else:
-            self.counters["sent" if entry.attempts == 0 else "resent"] += 1
-        entry.attempts += 1
-        if entry.attempts > 1:
+        except zmq.Again:  # not connected (IMMEDIATE) or the MES's queue is full: no back-off growth
+            return False
+        self.counters["sent" if entry.sends == 0 else "resent"] += 1
+        if entry.sends > 0:
             entry.backoff = min(entry.backoff * 2, self.config.resend_max_s)
+        entry.sends += 1
         entry.due = now + entry.backoff
-
-    def _resend_due(self) -> None:
-        now = time.monotonic()
-        for entry in list(self._in_flight.values()):
-            if entry.due <= now:
-                self._send(entry)
+        return True
 
     def _read_acks(self) -> None:
         acked_any = False
