@@ -391,7 +391,8 @@ def import_dataset(
             continue
         seen_hashes[digest] = item.image
         h, w = img.shape[:2]
-        where = item.label_file or item.image
+        # COCO keeps every label in one JSON: name the image, so the report says which one.
+        where = item.image if fmt == "coco" else (item.label_file or item.image)
         if item.declared_size and all(item.declared_size) and item.declared_size != (w, h):
             report.add(
                 where,
