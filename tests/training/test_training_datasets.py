@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from training_helpers import NEU_DET, Planted
 from typer.testing import CliRunner
 
 from training.datasets import (
@@ -20,8 +21,6 @@ from training.datasets import (
 from training.errors import TrainingInputError
 from training.stats import dataset_stats, plot_stats
 from training.synth import CLASSES
-
-from training_helpers import NEU_DET, Planted
 
 
 def _check_report(planted: Planted, dst: Path, fmt: str) -> None:
@@ -102,7 +101,7 @@ def test_import_refuses_bad_input_with_plain_words(tmp_path: Path, yolo_broken: 
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
-    with pytest.raises(TrainingInputError, match="bad.json: not valid JSON"):
+    with pytest.raises(TrainingInputError, match=r"bad\.json: not valid JSON"):
         import_dataset(bad_json, tmp_path / "out2", fmt="coco")
 
 

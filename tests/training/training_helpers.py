@@ -1,6 +1,6 @@
-"""Helpers and fixtures for the training tests: small labelled datasets in VOC, COCO and YOLO form, made by our own
-synthetic generator, each with a known set of defects planted on purpose (missing image, corrupt image,
-box outside the image, zero-area box, unknown class, duplicate image)."""
+"""Helpers and fixtures for the training tests: small labelled datasets in VOC, COCO and YOLO form,
+made by our own synthetic generator, each with problems planted on purpose (missing image, corrupt
+image, box outside the image, zero-area box, unknown class, duplicate image)."""
 
 from __future__ import annotations
 
@@ -178,7 +178,8 @@ def yolo_broken(tmp_path: Path) -> Planted:
         for name, x1, y1, x2, y2 in boxes:
             cid = CLASSES.index(name) if name in CLASSES else 7  # unknown id
             rows.append(
-                f"{cid} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                f"{cid} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
             )
         return "\n".join(rows) + "\n"
 
