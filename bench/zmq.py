@@ -59,7 +59,7 @@ while count < expected and sub.poll(5000):
         count += 1
         last = time.monotonic()
         first = first or last
-print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
+print(json.dumps({"count": count, "first": first, "last": last, "cpu": time.process_time()}), flush=True)
 """
 
 
@@ -99,12 +99,16 @@ def bench_pub(n: int, encoding: str, workdir: Path) -> None:
     sub.stdout.readline()  # ready
     while publisher.stats()["subscriptions"] < 1:
         time.sleep(0.01)
+    cpu0 = time.process_time()
     start = time.monotonic()
     for result in results:
         publisher.notify(result)
     notify_s = time.monotonic() - start
     report = json.loads(sub.stdout.readline())
     sub.wait()
+    while publisher.stats()["backlog"]:
+        time.sleep(0.001)
+    agent_cpu_us = (time.process_time() - cpu0) / n * 1e6  # notify + encode + send, all threads
     stats = publisher.stats()
     publisher.stop()
     journal.close()
@@ -113,6 +117,9 @@ def bench_pub(n: int, encoding: str, workdir: Path) -> None:
           f"({notify_s / n * 1e6:.1f} us each); received by the subscriber process "
           f"{report['count']:,} at {report['count'] / delivered_s:,.0f} results/s; "
           f"dropped {stats['dropped']:.0f}")
+    print(f"           CPU per result: agent side {agent_cpu_us:.1f} us "
+          f"(= {1e6 / agent_cpu_us:,.0f}/s per core), "
+          f"subscriber {report['cpu'] / max(report['count'], 1) * 1e6:.1f} us")
 
 
 # -- 2. acknowledged delivery -------------------------------------------------------------------------

@@ -15,8 +15,11 @@ message cannot block the line's delivery forever).
 `notify()` only wakes the delivery thread (one byte on a local socket pair, skipped when a wake-up is
 already pending); it never touches the network.
 
-Durability: the cursor is written on the publisher's own SQLite connection with `synchronous=NORMAL`.
-After a power loss the cursor may be a little behind: those results are resent and deduplicated.
+Durability: reads use the publisher's own SQLite connection (WAL readers never wait for the writer). The
+cursor is written through the daemon's journal object (its lock, its durability setting), at most every
+`cursor_flush_s` while busy, so a burst of acks costs one small write, not one per ack, and never starves
+journal appends. After a crash the cursor may be up to `cursor_flush_s` behind: those results are sent
+again and the MES deduplicates them.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class MesDeliveryConfig(ClientSecurity):
     resend_initial_s: float = Field(default=1.0, gt=0)
     resend_max_s: float = Field(default=30.0, gt=0)
     encoding: Encoding = "json"
+    #: while results keep coming, persist the acknowledged position at most this often
+    cursor_flush_s: float = Field(default=0.2, ge=0)
 
 
 @dataclass
@@ -93,7 +98,10 @@ class MesDeliveryPublisher(Publisher):
         self._reader: ResultJournal | None = None
         self._in_flight: dict[int, _InFlight] = {}  # seq -> entry, in seq order
         self._next_seq = 0  # highest seq read from the journal and put in flight
-        self.cursor = 0
+        self.cursor = 0  # highest seq with everything at or below it acknowledged (in memory)
+        self._persisted_cursor = 0
+        self._persisted_at = 0.0
+        self._journal: ResultJournal | None = None
         self.counters = {"sent": 0, "resent": 0, "delivered": 0, "duplicates": 0, "rejected": 0,
                          "stray_acks": 0}
 
@@ -101,7 +109,8 @@ class MesDeliveryPublisher(Publisher):
     def start(self, journal: ResultJournal) -> None:
         # Own connection: the delivery thread's reads and cursor writes never hold the writer's lock.
         self._reader = ResultJournal(journal.path)
-        self.cursor = self._next_seq = self._reader.cursor(self.name)
+        self._journal = journal
+        self.cursor = self._next_seq = self._persisted_cursor = self._reader.cursor(self.name)
         self._zctx = zmq.Context()
         self._dealer = self._zctx.socket(zmq.DEALER)
         self._dealer.linger = 0
@@ -190,6 +199,11 @@ class MesDeliveryPublisher(Publisher):
                 self._wake_pending = False
             if self._dealer in ready:
                 self._read_acks()
+            self._persist_cursor()
+        try:
+            self._persist_cursor(force=True)
+        except Exception:  # journal already closed: the MES deduplicates what gets resent next start
+            log.exception("mes delivery %s: could not save cursor %d at stop", self.name, self.cursor)
 
     def _poll_timeout_ms(self) -> int:
         # Wake for the earliest resend; at most every 0.5 s to notice results journaled without notify()
@@ -264,12 +278,15 @@ class MesDeliveryPublisher(Publisher):
                     self.counters["rejected"] += 1
                     log.error("MES rejected result %s (seq %s): kept in its quarantine", result_id, seq)
         if acked_any:
-            self._advance_cursor()
+            # Results go in flight in seq order, so all below the oldest one still in flight are acked.
+            self.cursor = (next(iter(self._in_flight)) - 1) if self._in_flight else self._next_seq
 
-    def _advance_cursor(self) -> None:
-        assert self._reader is not None
-        # Results are put in flight in seq order, so all below the oldest one still in flight are acked.
-        cursor = (next(iter(self._in_flight)) - 1) if self._in_flight else self._next_seq
-        if cursor > self.cursor:
-            self._reader.set_cursor(self.name, cursor)
-            self.cursor = cursor
+    def _persist_cursor(self, force: bool = False) -> None:
+        if self.cursor <= self._persisted_cursor:
+            return
+        now = time.monotonic()
+        idle = not self._in_flight  # nothing more is coming soon: write now
+        if force or idle or now - self._persisted_at >= self.config.cursor_flush_s:
+            assert self._journal is not None
+            self._journal.set_cursor(self.name, self.cursor)
+            self._persisted_cursor, self._persisted_at = self.cursor, now
