@@ -103,7 +103,8 @@ class MesDeliveryPublisher(Publisher):
         self._persisted_at = 0.0
         self._journal: ResultJournal | None = None
         self.counters = {"sent": 0, "resent": 0, "delivered": 0, "duplicates": 0, "rejected": 0,
-                         "stray_acks": 0}
+                         "stray_acks": 0,
+                         "expired_undelivered": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, journal: ResultJournal) -> None:
@@ -171,6 +172,7 @@ class MesDeliveryPublisher(Publisher):
             "delivered": c["delivered"],
             "duplicates": c["duplicates"],
             "rejected": c["rejected"],
+            "expired_undelivered": c["expired_undelivered"],
             "dropped": 0,  # guaranteed: never drops, the backlog grows instead
             "in_flight": len(self._in_flight),
             "backlog": backlog,
@@ -221,6 +223,13 @@ class MesDeliveryPublisher(Publisher):
             return
         for result in self._reader.since(self._next_seq, limit=free):
             assert result.seq is not None
+            if result.seq > self._next_seq + 1:
+                # Seqs have no holes except rows deleted by journal retention before they were delivered.
+                missing = result.seq - self._next_seq - 1
+                self.counters["expired_undelivered"] += missing
+                log.error("mes delivery %s: %d results (seq %d..%d) were removed by journal retention "
+                          "before the MES acknowledged them", self.name, missing, self._next_seq + 1,
+                          result.seq - 1)
             entry = _InFlight(result=result, due=0.0, backoff=self.config.resend_initial_s)
             self._in_flight[result.seq] = entry
             self._next_seq = result.seq

@@ -209,3 +209,21 @@ def test_store_reopened_after_receiver_restart_keeps_dedup(tmp_path: Path) -> No
     assert again.store_batch([StoreItem(result=result, boot_id="b2")]) == ["duplicate"]
     assert again.count() == 1
     again.close()
+
+
+def test_results_removed_by_retention_before_delivery_are_counted(tmp_path: Path, journal, publisher_context):
+    for i in range(10):
+        journal.append(make_result("line-1", i))
+    journal.enforce_retention(max_rows=4)  # a long MES outage outlived the journal's retention
+    receiver = MesReceiver("tcp://127.0.0.1:*", tmp_path / "mes.sqlite", PLAIN, durability="normal")
+    receiver.start()
+    publisher = _delivery(receiver.endpoint, publisher_context)
+    publisher.start(journal)
+    try:
+        wait_for(lambda: publisher.stats()["backlog"] == 0, what="delivery of what is left")
+        stats = publisher.stats()
+        assert stats["expired_undelivered"] == 6 and stats["delivered"] == 4
+        assert sorted(receiver.store.result_ids()) == sorted(_journal_ids(journal))
+    finally:
+        publisher.stop()
+        receiver.stop()
