@@ -231,7 +231,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _metrics_entry(report: Any) -> dict[str, Any]:
+def _metrics_entry(report: Any, card_dir: Path) -> dict[str, Any]:
     d = report.to_dict()
     keep = (
         "split",
@@ -253,6 +253,10 @@ def _metrics_entry(report: Any) -> dict[str, Any]:
         "plots",
     )
     out = {k: d[k] for k in keep}
+    # plot paths relative to the card, so a copied model folder stays self-describing
+    out["plots"] = {
+        k: str(Path(v).resolve().relative_to(card_dir.resolve())) for k, v in out["plots"].items()
+    }
     out["per_class"] = {c["name"]: {k: v for k, v in c.items() if k != "name"} for c in d["classes"]}
     return out
 
@@ -363,7 +367,7 @@ def export_run(
             out_dir=out / "eval" / "fp32",
             threads=threads,
         )
-        metrics["fp32"] = _metrics_entry(report)
+        metrics["fp32"] = _metrics_entry(report, out)
         speed["fp32_ms_per_image"] = round(report.ms_per_image, 2)
         dataset.update(
             {
@@ -393,7 +397,7 @@ def export_run(
                 out_dir=out / "eval" / "int8",
                 threads=threads,
             )
-            metrics["int8"] = _metrics_entry(report8)
+            metrics["int8"] = _metrics_entry(report8, out)
             speed["int8_ms_per_image"] = round(report8.ms_per_image, 2)
             print(report8.summary())
     card = build_card(fp32, run_dir, description, dataset, metrics, speed, int8_path)

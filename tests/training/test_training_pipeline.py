@@ -80,7 +80,7 @@ def test_export_writes_onnx_int8_and_card(trained: dict[str, Path]) -> None:
     assert card["training"]["args"]["epochs"] == 1 and card["training"]["epochs_completed"] == 1
     assert {"ultralytics", "torch", "onnxruntime", "onnx"} <= set(card["versions"])
     for name in ("pr_curve", "confusion_matrix"):
-        assert Path(card["metrics"]["fp32"]["plots"][name]).read_bytes()[:4] == b"\x89PNG"
+        assert (folder / card["metrics"]["fp32"]["plots"][name]).read_bytes()[:4] == b"\x89PNG"
     # the INT8 file is a real quantized graph that runs through the edge runtime
     img = read_image(next((trained["data"].parent / "images" / "val").iterdir()))
     assert int8.predict(img, conf=0.001).detections.xyxy.shape[1] == 4

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 NEU_IMGSZ = 224  # images are 200 px; Ultralytics needs a multiple of 32
@@ -61,20 +62,21 @@ def train_stage(dataset: Path, work: Path, hours: float, epochs: int, model: str
     return run
 
 
-def finish_stage(work: Path, out: Path, run: Path | None = None, dataset: Path | None = None) -> Path:
+def finish_stage(work: Path, out: Path, run: Path | None = None) -> Path:
+    """Export + evaluate + card. Works on a finished run or on one still training/interrupted
+    (its best.pt is rewritten after every epoch)."""
     from training.export import export_run
 
-    run = (
-        run or Path((work / "last_run.txt").read_text().strip())
-        if (work / "last_run.txt").exists()
-        else (run or work / "runs" / "neu")
-    )
+    if run is None:
+        last_run = work / "last_run.txt"  # written when training ends
+        run = Path(last_run.read_text().strip()) if last_run.exists() else work / "runs" / "neu"
     card_path = export_run(
         run,
         out_dir=out,
         imgsz=NEU_IMGSZ,
         eval_data=work / "data" / "data.yaml",
         eval_split="val",
+        int8=True,  # calibrated on the training split; the card compares FP32 and INT8
         dataset_citation=CITATION,
         description="Hot-rolled steel strip surface defects (NEU-DET, 6 classes), YOLOv8n from scratch.",
     )
@@ -83,6 +85,7 @@ def finish_stage(work: Path, out: Path, run: Path | None = None, dataset: Path |
 
 
 def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("YOLO_VERBOSE", "True")  # show Ultralytics' progress bars
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
