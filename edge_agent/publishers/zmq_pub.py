@@ -224,6 +224,7 @@ class ZmqPublisher(Publisher):
             "requests": c["requests"],
             "replayed": c["replayed"],
             "triggers": c["triggers"],
+            "denied_clients": self._curve.authorized.denied if self._curve is not None else 0,
         }
 
     # -- sender thread: queue -> XPUB ------------------------------------------------------------
