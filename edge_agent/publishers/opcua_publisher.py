@@ -68,13 +68,12 @@ class JournalResultStore:
                 line=line, part_id=part_id, limit=offset + limit, newest_first=newest_first
             )
             return [result_body(r) for r in rows[offset:]]
-        # meas_id/job_id/product_id/recipe are not journal columns: filter the line's rows in pages.
-        matched: list[ResultBody] = []
-        cursor = 0
-        iterator = self.journal.iter_since(cursor, line=line)
-        rows = list(iterator)
+        # meas_id/job_id/product_id/recipe are not journal columns: scan the line's rows (oldest first
+        # lazily, stopping once the page is full; newest first has to read them all).
+        rows = self.journal.iter_since(0, line=line)
         if newest_first:
-            rows.reverse()
+            rows = reversed(list(rows))
+        matched: list[ResultBody] = []
         for r in rows:
             if part_id is not None and r.part_id != part_id:
                 continue

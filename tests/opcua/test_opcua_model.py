@@ -168,7 +168,8 @@ def test_latest_result_decodes_in_a_fresh_client_process(demo_server):
                 content = v.ResultContent[0].Value
                 print(json.dumps({{"type": type(v).__name__, "result_id": v.ResultId.Id,
                                   "part": v.PartId.Id, "job": v.JobId.Id, "verdict": content.Verdict,
-                                  "defects": content.DefectCount,
+                                  "defects": content.DefectCount, "recipe": v.InternalRecipeId.Id,
+                                  "config_version": v.ExternalConfigurationId.Version,
                                   "area_mm2_nan": content.Defects[0].AreaMm2 != content.Defects[0].AreaMm2,
                                   "processing": v.ProcessingTimes.ProcessingDuration}}))
         asyncio.run(main())
@@ -183,6 +184,8 @@ def test_latest_result_decodes_in_a_fresh_client_process(demo_server):
         "job": "job-fresh",
         "verdict": "NG",
         "defects": 1,
+        "recipe": "default",
+        "config_version": "7",
         "area_mm2_nan": True,
         "processing": 7.0,
     }

@@ -13,8 +13,11 @@ from asyncua.crypto.security_policies import (
 )
 from pydantic import ValidationError
 
+from edge_agent.journal import ResultJournal
+from edge_agent.publishers.opcua_publisher import JournalResultStore
 from opcua.config import OpcUaServerConfig, UserConfig, hash_password
 from opcua.security import trust_certificate
+from opcua.server import ServerThread
 from tests.opcua.conftest import CLIENT_URI, PASSWORDS, empty_args, namespaces, vision_node, wait_value
 
 POLICIES = [SecurityPolicyBasic256Sha256, SecurityPolicyAes128Sha256RsaOaep, SecurityPolicyAes256Sha256RsaPss]
@@ -186,3 +189,15 @@ def test_config_refuses_plain_passwords_and_userless_production():
         )
     with pytest.raises(ValidationError, match="role"):
         UserConfig(name="mes", role="admin", password_hash=hash_password("x"))
+
+
+def test_production_without_a_certificate_fails_with_the_fix(tmp_path):
+    config = OpcUaServerConfig(
+        security="production",
+        endpoint="opc.tcp://127.0.0.1:0/x/",
+        pki_dir=tmp_path / "pki",
+        users=[UserConfig(name="mes", role="operator", password_hash=hash_password("x" * 8))],
+    )
+    server = ServerThread(config, {}, JournalResultStore(ResultJournal(tmp_path / "j.sqlite")))
+    with pytest.raises(FileNotFoundError, match="edge-inspect opcua cert"):
+        server.start()
