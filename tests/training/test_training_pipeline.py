@@ -242,3 +242,20 @@ def test_promote_better_model_via_cli(registry_with_demo: Path, tmp_path: Path) 
         ["model", "promote", "tiny", "--line", str(line), "--registry", str(registry_with_demo), "--force"],
     )
     assert res.exit_code == 2 and "--reason" in res.output
+
+
+def test_cli_evaluate_and_plain_errors(trained: dict[str, Path], tmp_path: Path) -> None:
+    from edge_agent.cli import app
+
+    runner = CliRunner()
+    onnx = trained["card"].parent / "model.onnx"
+    res = runner.invoke(app, ["evaluate", str(onnx), str(trained["data"]), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert "mAP50" in res.output and "escape rate" in res.output
+    assert (tmp_path / "ev" / "confusion_matrix.png").is_file()
+    res = runner.invoke(app, ["train", str(trained["data"]), "--model", "yolov8n.pt"])
+    assert res.exit_code == 2 and "cannot be downloaded" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "no weights/best.pt" in res.output
+    res = runner.invoke(app, ["model", "show", "nope", "--registry", str(tmp_path)])
+    assert res.exit_code == 2 and "no model.json" in res.output
