@@ -75,9 +75,11 @@ def dataset_stats(data: str | Path) -> DatasetStats:
     splits: dict[str, SplitStats] = {}
     rel_sizes: dict[str, np.ndarray] = {}
     rel_wh: dict[str, np.ndarray] = {}
+    seen_entries: list[object] = []
     for split in SPLITS:
-        if not cfg.get(split):
-            continue
+        if not cfg.get(split) or cfg[split] in seen_entries:
+            continue  # before `dataset split`, train and val both name every image: count them once
+        seen_entries.append(cfg[split])
         st = SplitStats(
             images_per_class=dict.fromkeys(names.values(), 0),
             boxes_per_class=dict.fromkeys(names.values(), 0),
