@@ -347,3 +347,50 @@ async def test_every_result_reaches_a_subscriber_while_the_server_loop_is_blocke
     assert burst == [f"BURST-{i}" for i in range(n)]  # none lost, in order
     assert value.ResultId.Id == bodies[-1]["result_id"]
     assert not math.isnan(value.ProcessingTimes.ProcessingDuration)
+
+
+async def test_free_run_line_stop_and_start_continuous(demo_server):
+    line = demo_server.lines["free1"]
+    async with Client(demo_server.url) as client:
+        await client.load_data_type_definitions()
+        ns = await namespaces(client)
+        auto = await vision_node(client, "free1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
+        state = await auto.get_child("0:CurrentState")
+        await wait_value(state, ua.LocalizedText("ContinuousExecution"))
+        assert await auto.call_method(f"{ns.mv}:Stop") == 0
+        await wait_value(state, ua.LocalizedText("Ready"))
+        assert line.state == "paused"
+        start_args = (
+            ua.MeasIdDataType(Id=""),
+            ua.PartIdDataType(Id=""),
+            ua.RecipeIdExternalDataType(Id=""),
+            ua.ProductIdDataType(Id=""),
+            empty_args(),
+        )
+        job, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *start_args)
+        assert error == -3 and job.Id == ""  # single jobs are for triggered lines
+        job, error = await auto.call_method(f"{ns.mv}:StartContinuous", *start_args)
+        assert error == 0 and job.Id
+        await wait_value(state, ua.LocalizedText("ContinuousExecution"))
+        assert line.state == "running"
+
+        # a result of free1 lands on free1 only
+        stored = demo_server.journal.append(make_result("free1", part_id="FREE-1"))
+        demo_server.server.submit_result(stored.model_dump(mode="json", by_alias=True))
+        free_latest = await vision_node(
+            client, "free1", "mv:ResultManagement", "mv:Results", "app:LatestResult"
+        )
+        for _ in range(200):
+            if (await free_latest.read_value()).PartId.Id == "FREE-1":
+                break
+            await asyncio.sleep(0.02)
+        assert (await free_latest.read_value()).ResultId.Id == stored.result_id
+        plc_latest = await vision_node(
+            client, "plc1", "mv:ResultManagement", "mv:Results", "app:LatestResult"
+        )
+        assert (await plc_latest.read_value()).PartId.Id != "FREE-1"
+        triggered = await vision_node(
+            client, "line1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine"
+        )
+        _, error = await triggered.call_method(f"{ns.mv}:StartContinuous", *start_args)
+        assert error == -3
