@@ -60,6 +60,10 @@ from edge_agent.zmq_wire import Encoding, encode_control, encode_event, encode_r
 log = logging.getLogger(__name__)
 
 
+class _ClientGone(Exception):
+    """A ROUTER client disconnected or stopped reading in the middle of an answer."""
+
+
 class ZmqPublisherConfig(ServerSecurity):
     """`publishers: - type: zmq` in the agent config."""
 
@@ -77,6 +81,8 @@ class ZmqPublisherConfig(ServerSecurity):
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     #: most results one replay answer carries (the client asks again while `more` is true)
     replay_max_batch: int = Field(default=1000, ge=1, le=100_000)
+    #: a ROUTER client that stops reading for this long in the middle of an answer is given up
+    client_send_timeout_s: float = Field(default=5.0, gt=0)
     #: serve `{"op": "trigger"}` requests (one inspection per request) for triggered lines
     allow_trigger: bool = False
 
@@ -96,6 +102,7 @@ class ZmqPublisher(Publisher):
         # notify() side: deque.append/popleft are atomic, so no lock on the hot path
         self._queue: deque[tuple[float, str, Any]] = deque()
         self._wake = threading.Event()
+        self._drop_lock = threading.Lock()  # notify() runs on every line's thread; only drops take it
         self._stopping = threading.Event()
         self._prev_seq: dict[str, int | None] = {}  # line -> seq of its last result notified this boot
         self._last_status: dict[str, dict[str, Any]] = {}
@@ -116,6 +123,7 @@ class ZmqPublisher(Publisher):
             "replayed": 0,
             "triggers": 0,
             "bad_requests": 0,
+            "abandoned": 0,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -136,6 +144,10 @@ class ZmqPublisher(Publisher):
             if self.config.router_endpoint is not None:
                 self._router = self._bind(zmq.ROUTER, self.config.router_endpoint, "router_endpoint")
                 self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown peer -> error, not silence
+                # A whole replay page fits in the client's pipe; a client that stops reading mid-answer
+                # is given up after client_send_timeout_s instead of holding the service for everyone.
+                self._router.sndhwm = 2 * self.config.replay_max_batch + 100
+                self._router.sndtimeo = int(self.config.client_send_timeout_s * 1000)
                 self.router_endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         except Exception:
             self._close_sockets()
@@ -202,7 +214,8 @@ class ZmqPublisher(Publisher):
 
     def _enqueue(self, kind: str, item: Any) -> None:
         if len(self._queue) >= self.config.queue_size:
-            self.counters["dropped_queue"] += 1
+            with self._drop_lock:
+                self.counters["dropped_queue"] += 1
             return
         self._queue.append((time.monotonic(), kind, item))
         self._wake.set()
@@ -224,6 +237,7 @@ class ZmqPublisher(Publisher):
             "requests": c["requests"],
             "replayed": c["replayed"],
             "triggers": c["triggers"],
+            "abandoned_answers": c["abandoned"],
             "denied_clients": self._curve.authorized.denied if self._curve is not None else 0,
         }
 
@@ -302,14 +316,19 @@ class ZmqPublisher(Publisher):
                         identity, *request = self._router.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._handle_request(identity, request)
+                    try:
+                        self._handle_request(identity, request)
+                    except _ClientGone as exc:  # stop answering it; the client asks again when back
+                        self.counters["abandoned"] += 1
+                        log.warning("router %s: answer abandoned, client gone or not reading: %s",
+                                    self.name, exc)
 
     def _reply(self, identity: bytes, frames: list[bytes]) -> None:
         assert self._router is not None
         try:
             self._router.send_multipart([identity, *frames])
-        except zmq.ZMQError as exc:  # the client went away (ROUTER_MANDATORY): nothing to deliver to
-            log.info("router %s: reply to a gone client dropped: %s", self.name, exc)
+        except zmq.ZMQError as exc:  # client gone (ROUTER_MANDATORY) or not reading (SNDTIMEO)
+            raise _ClientGone(str(exc)) from exc
 
     def _error(self, identity: bytes, req_id: Any, message: str) -> None:
         self.counters["bad_requests"] += 1
@@ -416,16 +435,22 @@ class ZmqPublisher(Publisher):
     def _send_trigger_replies(self) -> None:
         while self._trigger_replies:
             identity, req_id, future = self._trigger_replies.popleft()
-            error = future.exception()
-            if error is not None:
-                self._reply(identity, encode_control("trigger_reply", {
-                    "ok": False, "error": str(error), "req_id": req_id,
-                    "result_id": None, "seq": None, "verdict": None}))
-                continue
-            result: InspectionResult = future.result()
-            if result.seq is not None:
-                self._reply(identity, encode_result(
-                    result, boot_id=self.context.boot_id, is_historical=False, encoding=self.config.encoding))
+            try:
+                self._send_trigger_reply(identity, req_id, future)
+            except _ClientGone as exc:  # the result is journaled: the client finds it by replay
+                log.warning("router %s: trigger reply (req_id %s) not delivered: %s", self.name, req_id, exc)
+
+    def _send_trigger_reply(self, identity: bytes, req_id: Any, future: Future) -> None:
+        error = future.exception()
+        if error is not None:
             self._reply(identity, encode_control("trigger_reply", {
-                "ok": True, "error": None, "req_id": req_id,
-                "result_id": result.result_id, "seq": result.seq, "verdict": result.verdict}))
+                "ok": False, "error": str(error), "req_id": req_id,
+                "result_id": None, "seq": None, "verdict": None}))
+            return
+        result: InspectionResult = future.result()
+        if result.seq is not None:
+            self._reply(identity, encode_result(
+                result, boot_id=self.context.boot_id, is_historical=False, encoding=self.config.encoding))
+        self._reply(identity, encode_control("trigger_reply", {
+            "ok": True, "error": None, "req_id": req_id,
+            "result_id": result.result_id, "seq": result.seq, "verdict": result.verdict}))

@@ -277,3 +277,24 @@ def test_replay_reader_is_its_own_connection(tmp_path: Path, publisher_context) 
     finally:
         publisher.stop()
         journal.close()
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_router(journal, publisher_context) -> None:
+    for i in range(1000):
+        journal.append(make_result("line-1", i))
+    publisher = _publisher(journal, publisher_context, client_send_timeout_s=0.3)
+    ctx = zmq.Context()
+    greedy = ctx.socket(zmq.DEALER)
+    greedy.linger = 0
+    greedy.rcvhwm = 1
+    greedy.connect(publisher.router_endpoint)
+    try:
+        for _ in range(8):  # 8 pages of 1000 results, never read: more than any pipe holds
+            greedy.send(b'{"op": "replay", "since": 0}')
+        wait_for(lambda: publisher.stats()["abandoned_answers"] >= 1, what="the greedy client given up")
+        answer = _ask(publisher.router_endpoint, b'{"op": "snapshot", "req_id": 5}')
+        assert answer[-1][0] == b"snapshot_end" and json.loads(answer[-1][1])["last_seq"] == 1000
+    finally:
+        greedy.close()
+        ctx.term()
+        publisher.stop()
