@@ -258,6 +258,7 @@ class LineRuntime:
         self._part_counter = itertools.count(1)
         self._threads: list[threading.Thread] = []
         self._done_times: deque[float] = deque(maxlen=256)
+        self._inspecting = False  # a part between "frames taken" and "result queued"
         self.counts = {"inspected": 0, "ok": 0, "ng": 0, "errors": 0, "triggers": 0, "trigger_failures": 0}
         self.last_error: str | None = None
         self.last_reload: dict[str, Any] | None = None
@@ -287,13 +288,21 @@ class LineRuntime:
         if self._paused.is_set():
             return "paused"
         states = [c.state for c in self._cameras]
-        if states and all(s == "ended" for s in states) and not any(c.backlog() for c in self._cameras):
-            return "stopped"  # file sources read once and all inspected: nothing more to do
+        if states and all(s == "ended" for s in states) and self._drained():
+            return "stopped"  # file sources read once and every part journaled: nothing more to do
         if "reconnecting" in states:
             return "degraded"  # a camera was lost (or never opened): retried with back-off
         if "connecting" in states:
             return "starting"
         return "running"
+
+    def _drained(self) -> bool:
+        """No frame waiting, none being inspected, every result journaled."""
+        return (
+            not any(c.backlog() for c in self._cameras)
+            and not self._inspecting
+            and self._results.unfinished_tasks == 0
+        )
 
     def set_recipe(self, name: str) -> None:
         if name not in self.config.recipes:
@@ -498,13 +507,16 @@ class LineRuntime:
                 if self.state == "stopped":
                     self._stop.wait(0.1)
                     continue
-                frames = self._gather(last_ready, timeout=0.5)
-                if isinstance(frames, str):
-                    continue  # camera states already tell why; free-run just waits
-                last_ready.update({cam: f.t_ready for cam, f in frames.items()})
-                self._inspect_and_queue(
-                    frames, self._next_part_id(), self.active_recipe, "free_run", {}, None
-                )
+                self._inspecting = True
+                try:
+                    frames = self._gather(last_ready, timeout=0.5)
+                    if isinstance(frames, str):
+                        continue  # camera states already tell why; free-run just waits
+                    last_ready.update({cam: f.t_ready for cam, f in frames.items()})
+                    part_id = self._next_part_id()
+                    self._inspect_and_queue(frames, part_id, self.active_recipe, "free_run", {}, None)
+                finally:
+                    self._inspecting = False
             else:
                 try:
                     req = self._triggers.get(timeout=0.1)
@@ -586,6 +598,7 @@ class LineRuntime:
                 raise
             for pending, result in zip(batch, stored, strict=True):
                 self._after_commit(pending, result)
+                self._results.task_done()
 
     def _after_commit(self, pending: _Pending, result: InspectionResult) -> None:
         self.counts["inspected"] += 1

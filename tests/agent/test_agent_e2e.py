@@ -76,7 +76,7 @@ def test_every_result_reaches_a_zeromq_subscriber(
     assert [Path(r.frames[0].source_ref).name for r in results] == [p.name for p in images]
     first = results[0]
     assert first.site == "test-site" and first.line == "l1" and first.recipe == "default"
-    assert first.model.name == "yolov8n" and first.model.sha256 and first.model.version
+    assert first.model.name == Path(tiny_detect_onnx).stem and first.model.sha256 and first.model.version
     assert {"capture", "preprocess", "inference", "postprocess", "rules", "total"} <= set(first.timings_ms)
     assert first.frames[0].width == 128 and first.frames[0].height == 96
     assert [m.header["prev_seq"] for m in received] == [None, 1, 2, 3, 4, 5]
