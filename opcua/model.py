@@ -291,7 +291,59 @@ async def build_types(server: Server, mv: int, app: int) -> MvTypes:
     for name, value, vtype, dtype in _event_fields(types, placeholder_result(types)):
         prop = await event_type.add_property(mv, name, value, varianttype=vtype, datatype=dtype)
         await prop.set_modelling_rule(True)
+    await _declare_type_members(server, types)
     return types
+
+
+async def _declare_type_members(server: Server, types: MvTypes) -> None:
+    """The InstanceDeclarations of the object types, so type-aware clients see what instances have.
+
+    States are defined once on their state machine type (no modelling rule), as OPC 10000-16 does;
+    an instance's `CurrentState/Id` points at them.
+    """
+    mv, ids = types.mv, types.ids
+    node = {
+        name: server.get_node(ids[name])
+        for name in (
+            "VisionSystemType",
+            "VisionStateMachineType",
+            "VisionAutomaticModeStateMachineType",
+            "RecipeManagementType",
+            "ResultManagementType",
+        )
+    }
+    for owner, states in (
+        ("VisionStateMachineType", VISION_STATES),
+        ("VisionAutomaticModeStateMachineType", AUTOMATIC_STATES),
+    ):
+        for name, number in states.items():
+            state = await node[owner].add_object(mv, name, objecttype=ua.NodeId(ua.ObjectIds.StateType))
+            await (await state.get_child("0:StateNumber")).write_value(
+                ua.Variant(number, ua.VariantType.UInt32)
+            )
+            ids[f"state:{name}"] = state.nodeid
+    owners = {
+        "state_machine": "VisionStateMachineType",
+        "automatic": "VisionAutomaticModeStateMachineType",
+        "recipes": "RecipeManagementType",
+        "results": "ResultManagementType",
+    }
+    for name, (owner, inputs, outputs) in method_signatures(types).items():
+        method = await node[owners[owner]].add_method(mv, name, None, inputs, outputs)
+        await method.set_modelling_rule(True)
+        for prop in await method.get_properties():
+            await prop.set_modelling_rule(True)
+    for owner, name, type_name, mandatory in (
+        ("VisionSystemType", "VisionStateMachine", "VisionStateMachineType", True),
+        ("VisionSystemType", "RecipeManagement", "RecipeManagementType", False),
+        ("VisionSystemType", "ResultManagement", "ResultManagementType", False),
+        ("VisionStateMachineType", "AutomaticModeStateMachine", "VisionAutomaticModeStateMachineType", False),
+        ("ResultManagementType", "Results", "ResultFolderType", False),
+    ):
+        child = await _typed_object(
+            node[owner], ua.NodeId(NamespaceIndex=mv), ua.QualifiedName(name, mv), ids[type_name]
+        )
+        await child.set_modelling_rule(mandatory)
 
 
 def _event_fields(types: MvTypes, result: Any) -> list[tuple[str, Any, ua.VariantType, ua.NodeId]]:
@@ -542,82 +594,114 @@ PLC_TAGS: dict[str, tuple[Any, ua.VariantType, bool]] = {
 }
 
 
-async def _state_machine_states(
-    server: Server, sm: Node, mv: int, states: dict[str, int], out: dict[str, ua.NodeId]
-) -> tuple[Node, Node, Node]:
-    for name, number in states.items():
-        state = await sm.add_object(mv, name, objecttype=ua.NodeId(ua.ObjectIds.StateType))
-        number_node = await state.get_child("0:StateNumber")
-        await number_node.write_value(ua.Variant(number, ua.VariantType.UInt32))
-        out[name] = state.nodeid
-    # CurrentState and its Id come with the FiniteStateMachineType instance; Number is optional
-    current = await _child_or_none(sm, "0:CurrentState")
-    if current is None:
-        current = await sm.add_variable(0, "CurrentState", ua.LocalizedText(""), ua.VariantType.LocalizedText)
-    current_id = await _child_or_none(current, "0:Id")
-    if current_id is None:
-        current_id = await current.add_property(0, "Id", ua.NodeId(), ua.VariantType.NodeId)
-    current_number = await _child_or_none(current, "0:Number")
-    if current_number is None:
-        current_number = await current.add_property(0, "Number", ua.Variant(0, ua.VariantType.UInt32))
-    return current, current_id, current_number
+async def _retype(node: Node, old: int | ua.NodeId, new: ua.NodeId) -> None:
+    old_id = old if isinstance(old, ua.NodeId) else ua.NodeId(old)
+    await node.delete_reference(old_id, ua.ObjectIds.HasTypeDefinition, bidirectional=False)
+    await node.add_reference(new, ua.ObjectIds.HasTypeDefinition, bidirectional=False)
 
 
-async def _child_or_none(node: Node, path: str) -> Node | None:
-    try:
-        return await node.get_child(path)
-    except ua.UaStatusCodeError:
-        return None
+async def _typed_object(parent: Node, nodeid: ua.NodeId, bname: ua.QualifiedName, type_id: ua.NodeId) -> Node:
+    """An object of type `type_id` without instantiating the type's declarations: we build the members."""
+    obj = await parent.add_object(nodeid, bname)
+    await _retype(obj, ua.ObjectIds.BaseObjectType, type_id)
+    return obj
+
+
+async def _current_state(sm: Node, nodeid: str, app: int) -> tuple[Node, Node, Node]:
+    """`CurrentState` (FiniteStateVariableType) with its `Id` and `Number` properties."""
+    current = await sm.add_variable(
+        ua.NodeId(nodeid, app),
+        ua.QualifiedName("CurrentState", 0),
+        ua.LocalizedText(""),
+        ua.VariantType.LocalizedText,
+    )
+    await _retype(current, ua.ObjectIds.BaseDataVariableType, ua.NodeId(ua.ObjectIds.FiniteStateVariableType))
+    current_id = await current.add_property(
+        ua.NodeId(f"{nodeid}.Id", app), ua.QualifiedName("Id", 0), ua.NodeId(), ua.VariantType.NodeId
+    )
+    number = await current.add_property(
+        ua.NodeId(f"{nodeid}.Number", app),
+        ua.QualifiedName("Number", 0),
+        ua.Variant(0, ua.VariantType.UInt32),
+    )
+    return current, current_id, number
 
 
 async def build_vision_system(server: Server, types: MvTypes, line: str) -> VisionSystemNodes:
-    """The `VisionSystem` object of one line, under Objects, named after the line."""
+    """The `VisionSystem` object of one line, under Objects, named after the line.
+
+    NodeIds are strings in the application namespace (`line1`, `line1.VisionStateMachine`, ...,
+    `line1.PLC.Trigger`); browse names of standard members are in the Machine Vision namespace.
+    """
     mv, app = types.mv, types.app
     ids = types.ids
-    system = await server.nodes.objects.add_object(
-        ua.NodeId(f"{line}", app), ua.QualifiedName(line, app), objecttype=ids["VisionSystemType"]
-    )
 
-    state_nodes: dict[str, ua.NodeId] = {}
-    sm = await system.add_object(mv, "VisionStateMachine", objecttype=ids["VisionStateMachineType"])
-    current, current_id, current_number = await _state_machine_states(
-        server, sm, mv, VISION_STATES, state_nodes
+    def nid(path: str = "") -> ua.NodeId:
+        return ua.NodeId(f"{line}.{path}" if path else line, app)
+
+    system = await _typed_object(
+        server.nodes.objects, nid(), ua.QualifiedName(line, app), ids["VisionSystemType"]
     )
-    automatic = await sm.add_object(
-        mv, "AutomaticModeStateMachine", objecttype=ids["VisionAutomaticModeStateMachineType"]
+    sm = await _typed_object(
+        system,
+        nid("VisionStateMachine"),
+        ua.QualifiedName("VisionStateMachine", mv),
+        ids["VisionStateMachineType"],
     )
-    auto_state, auto_id, auto_number = await _state_machine_states(
-        server, automatic, mv, AUTOMATIC_STATES, state_nodes
+    current, current_id, current_number = await _current_state(
+        sm, f"{line}.VisionStateMachine.CurrentState", app
     )
-    recipes = await system.add_object(mv, "RecipeManagement", objecttype=ids["RecipeManagementType"])
-    results = await system.add_object(mv, "ResultManagement", objecttype=ids["ResultManagementType"])
-    folder = await results.add_object(mv, "Results", objecttype=ids["ResultFolderType"])
+    automatic = await _typed_object(
+        sm,
+        nid("VisionStateMachine.AutomaticModeStateMachine"),
+        ua.QualifiedName("AutomaticModeStateMachine", mv),
+        ids["VisionAutomaticModeStateMachineType"],
+    )
+    auto_state, auto_id, auto_number = await _current_state(
+        automatic, f"{line}.VisionStateMachine.AutomaticModeStateMachine.CurrentState", app
+    )
+    recipes = await _typed_object(
+        system, nid("RecipeManagement"), ua.QualifiedName("RecipeManagement", mv), ids["RecipeManagementType"]
+    )
+    results = await _typed_object(
+        system, nid("ResultManagement"), ua.QualifiedName("ResultManagement", mv), ids["ResultManagementType"]
+    )
+    folder = await _typed_object(
+        results, nid("ResultManagement.Results"), ua.QualifiedName("Results", mv), ids["ResultFolderType"]
+    )
     latest_node = await folder.add_variable(
-        ua.NodeId(f"{line}.LatestResult", app),
+        nid("LatestResult"),
         ua.QualifiedName("LatestResult", app),
         ua.Variant(placeholder_result(types), ua.VariantType.ExtensionObject),
         datatype=ids["ResultDataType"],
     )
     # a ResultType variable (OPC 40100-1 §9.1) whose value is the whole ResultDataType
-    base_variable = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
-    await latest_node.delete_reference(base_variable, ua.ObjectIds.HasTypeDefinition, bidirectional=False)
-    await latest_node.add_reference(ids["ResultType"], ua.ObjectIds.HasTypeDefinition, bidirectional=False)
+    await _retype(latest_node, ua.ObjectIds.BaseDataVariableType, ids["ResultType"])
 
-    parents = {"state_machine": sm, "automatic": automatic, "recipes": recipes, "results": results}
+    parents = {
+        "state_machine": (sm, "VisionStateMachine"),
+        "automatic": (automatic, "VisionStateMachine.AutomaticModeStateMachine"),
+        "recipes": (recipes, "RecipeManagement"),
+        "results": (results, "ResultManagement"),
+    }
     methods: dict[str, Node] = {}
     for name, (parent, inputs, outputs) in method_signatures(types).items():
-        methods[name] = await parents[parent].add_method(mv, name, None, inputs, outputs)
+        owner, path = parents[parent]
+        methods[name] = await owner.add_method(
+            nid(f"{path}.{name}"), ua.QualifiedName(name, mv), None, inputs, outputs
+        )
 
-    plc_folder = await system.add_folder(ua.NodeId(f"{line}.PLC", app), ua.QualifiedName("PLC", app))
+    plc_folder = await system.add_folder(nid("PLC"), ua.QualifiedName("PLC", app))
     plc: dict[str, Node] = {}
     for name, (value, vtype, writable) in PLC_TAGS.items():
         node = await plc_folder.add_variable(
-            ua.NodeId(f"{line}.PLC.{name}", app), ua.QualifiedName(name, app), ua.Variant(value, vtype)
+            nid(f"PLC.{name}"), ua.QualifiedName(name, app), ua.Variant(value, vtype)
         )
         if writable:
             await node.set_writable()
         plc[name] = node
 
+    state_nodes = {name: ids[f"state:{name}"] for name in (*VISION_STATES, *AUTOMATIC_STATES)}
     return VisionSystemNodes(
         line=line,
         system=system,

@@ -62,6 +62,24 @@ async def test_standard_browse_paths_and_types(demo_server):
         auto_state = await auto.get_child("0:CurrentState")
         assert (await auto_state.read_value()).Text == "Ready"
         assert await (await auto_state.get_child("0:Number")).read_value() == 6
+        # CurrentState/Id points at the state declared on the type, which carries its StateNumber
+        ready = client.get_node(await (await auto_state.get_child("0:Id")).read_value())
+        assert await ready.read_browse_name() == ua.QualifiedName("Ready", ns.mv)
+        assert await (await ready.get_child("0:StateNumber")).read_value() == 6
+        auto_type = await client.get_node(ua.ObjectIds.FiniteStateMachineType).get_child(
+            f"{ns.mv}:VisionAutomaticModeStateMachineType"
+        )
+        auto_node = await vision_node(
+            client, "line1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine"
+        )
+        assert auto_node.nodeid == ua.NodeId("line1.VisionStateMachine.AutomaticModeStateMachine", ns.app)
+        assert (await auto_node.read_type_definition()) == auto_type.nodeid
+        declared = await auto_type.get_child(f"{ns.mv}:StartSingleJob")  # the type declares its members
+        rule = await declared.get_referenced_nodes(refs=ua.ObjectIds.HasModellingRule)
+        assert [r.nodeid for r in rule] == [ua.NodeId(ua.ObjectIds.ModellingRule_Mandatory)]
+        declared_inputs = await (await declared.get_child("0:InputArguments")).read_value()
+        assert [a.Name for a in declared_inputs] == [a.Name for a in inputs]
+
         free_auto = await vision_node(
             client, "free1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine"
         )
