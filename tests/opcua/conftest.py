@@ -36,6 +36,7 @@ class RunningServer:
     journal: ResultJournal
     lines: dict[str, JournalLine]
     config: OpcUaServerConfig
+    start_log: list[logging.LogRecord]
 
     @property
     def url(self) -> str:
@@ -46,8 +47,15 @@ def _start(config: OpcUaServerConfig, journal: ResultJournal, lines: dict[str, J
     server = ServerThread(config, lines, JournalResultStore(journal))
     for line in lines.values():
         line.sink = server.submit_result
-    server.start()
-    return RunningServer(server, journal, lines, config)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("opcua.server").addHandler(handler)
+    try:
+        server.start()
+    finally:
+        logging.getLogger("opcua.server").removeHandler(handler)
+    return RunningServer(server, journal, lines, config, records)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,10 @@ def test_production_without_a_certificate_fails_with_the_fix(tmp_path):
     server = ServerThread(config, {}, JournalResultStore(ResultJournal(tmp_path / "j.sqlite")))
     with pytest.raises(FileNotFoundError, match="edge-inspect opcua cert"):
         server.start()
+
+
+def test_demo_profile_warns_loudly_and_production_does_not(demo_server, production_server):
+    banners = [r for r in demo_server.start_log if "security: none" in r.getMessage()]
+    assert len(banners) == 1 and banners[0].levelno == logging.WARNING
+    assert "NO ENCRYPTION, NO AUTHENTICATION" in banners[0].getMessage()
+    assert not [r for r in production_server.start_log if "security: none" in r.getMessage()]
