@@ -94,6 +94,7 @@ class _LineRuntime:
     plc_result_ready: bool = False
     plc_last: dict[str, bool] | None = None
     plc_refused: int = 0
+    plc_ready_written: bool | None = None
     plc_errors: int = 0
 
 
@@ -117,6 +118,7 @@ class VisionServer:
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Future] = set()
+        self._unknown_lines: set[Any] = set()
         self._server_events: Any = None
         self._plc_index: dict[ua.NodeId, tuple[str, str]] = {}
         self.published = 0
@@ -128,15 +130,12 @@ class VisionServer:
         """Queue a journaled result for LatestResult + ResultReadyEvent. Never blocks; any thread."""
         self.submitted += 1
         self._pending.put(body)
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(wake.set)
+        if self._wake is not None:
+            self._from_thread(self._wake.set)
 
     def line_changed(self, line: str) -> None:
         """A line's state changed (call from any thread)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._schedule_refresh, line)
+        self._from_thread(self._schedule_refresh, line)
 
     @property
     def port(self) -> int:
@@ -260,11 +259,14 @@ class VisionServer:
         assert self.server is not None and self.types is not None
         rt = self.lines.get(str(body.get("line")))
         if rt is None:
-            logger.warning(
-                "opcua: result %s is for line %r, which this server does not serve",
-                body.get("result_id"),
-                body.get("line"),
-            )
+            if body.get("line") not in self._unknown_lines:  # once per line, not once per result
+                self._unknown_lines.add(body.get("line"))
+                logger.warning(
+                    "opcua: result %s is for line %r, which this server does not serve (serving: %s)",
+                    body.get("result_id"),
+                    body.get("line"),
+                    ", ".join(self.lines),
+                )
             return
         value = model.result_to_ua(self.types, body)
         await self.server.write_attribute_value(
@@ -395,9 +397,11 @@ class VisionServer:
         return [self._job_id(job_id), self._error(0)]
 
     def _from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn(*args)` on the server loop; from any thread, never blocking. No-op once stopped."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(fn, *args)
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                loop.call_soon_threadsafe(fn, *args)
 
     def _job_done(self, rt: _LineRuntime, future: Future) -> None:
         rt.jobs_in_flight = max(0, rt.jobs_in_flight - 1)
@@ -655,7 +659,10 @@ class VisionServer:
         )
 
     async def _write_plc_ready(self, rt: _LineRuntime) -> None:
-        await self._write(rt.nodes.plc["Ready"], self._plc_ready(rt), ua.VariantType.Boolean)
+        ready = self._plc_ready(rt)
+        if ready != rt.plc_ready_written:  # the 0.5 s state poll must not spam PLC subscriptions
+            rt.plc_ready_written = ready
+            await self._write(rt.nodes.plc["Ready"], ready, ua.VariantType.Boolean)
 
 
 class ServerThread:
