@@ -92,7 +92,7 @@ class Inspector:
                 conf=mc.conf,
                 iou=mc.iou,
             )
-            model.warmup()
+            model.warmup(runs=1)  # one run initialises ORT's lazy parts; more only delays the first part
             reference = read_image(mc.reference_image) if mc.reference_image else None
             if reference is not None:
                 model.predict(reference, tile=mc.tile)

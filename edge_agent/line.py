@@ -383,15 +383,18 @@ class LineRuntime:
     def start(self) -> None:
         """Load the model (unless given), start camera, inspector and journal threads. A model that does
         not load puts the line in state "error" (other lines are unaffected)."""
+        # cameras open and decode their first frame while the model loads: a shorter start
+        self._start_cameras()
         if self._inspector is None:
             try:
                 self._inspector = Inspector.load(self.config, self.site)
             except InspectorLoadError as exc:
                 self._fatal = str(exc)
                 log.error("line %s: %s", self.name, exc)
+                for cam in self._cameras:
+                    cam.stop()
                 self._emit_state()
                 return
-        self._start_cameras()
         for target, stage in ((self._inspect_loop, "inspect"), (self._journal_loop, "journal")):
             t = threading.Thread(target=self._guard(target), name=f"{self.name}/{stage}", daemon=True)
             self._threads.append(t)

@@ -1,0 +1,340 @@
+"""Agent benchmark: one free-run line on 640 px frames, the agent as a real process (`edge-inspect run`).
+
+    python bench/agent.py                        # untrained yolov8n exported at 640 (needs [train])
+    python bench/agent.py --model models/demo/model.onnx --seconds 30
+    python bench/agent.py --memory-frames 20000  # RSS over 20k frames (small model, see below)
+
+Measures, on this machine:
+1. raw ONNX Runtime FPS: `session.run` on a ready-made tensor, same model and ORT settings (the ceiling);
+2. end-to-end FPS of the agent: folder source (JPEG decode) → letterbox → ORT → decode → rules → journal
+   → ZeroMQ PUB, counted at a ZeroMQ subscriber in this process; ratio e2e/raw (goal >= 0.95);
+3. latency frame-ready → result received by the subscriber (p50/p99), at full load and paced at half the
+   raw rate. The frame-ready time is the result's timestamp minus its `timings_ms.total` (both taken in the
+   agent), the receive time is the subscriber's clock (same machine, same wall clock);
+4. resident memory (RSS) of the agent process sampled over `--memory-frames` results (should stay flat);
+   to reach 20k frames in minutes this run uses the same pipeline with the model exported at
+   `--memory-imgsz` (default 160): it measures the agent's leaks, not ONNX Runtime's arena;
+5. agent start (process spawn) to first journaled result, median of 3 (goal <= 2 s; no torch on that path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# bench/ holds zmq.py: drop the script folder from the path so `import zmq` finds pyzmq
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_untrained(imgsz: int, workdir: Path) -> Path:
+    """An untrained yolov8n exported to ONNX at `imgsz`: same compute as a trained one, no download."""
+    from training.offline import ultralytics_offline
+
+    ultralytics_offline(workdir / "settings")
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n.yaml")
+    pt = workdir / f"yolov8n-{imgsz}.pt"
+    model.save(str(pt))
+    out = Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=True))
+    target = workdir / f"yolov8n-{imgsz}.onnx"
+    out.replace(target)
+    return target
+
+
+def write_frames(folder: Path, n: int, size: int) -> None:
+    from training.synth import make_sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img, _ = make_sample(rng, (size, size))
+        cv2.imwrite(str(folder / f"frame_{i:03d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+
+
+def raw_fps(model_path: Path, frame: np.ndarray, seconds: float) -> float:
+    from vision import Model
+    from vision.preprocess import letterbox, to_input_tensor
+
+    model = Model(model_path)
+    model.warmup(5)
+    tensor = to_input_tensor([letterbox(frame, model.imgsz)[0]], model.input_dtype)
+    feed = {model.input_name: tensor}
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model.session.run(None, feed)
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def write_config(root: Path, frames: Path, model: Path, pub_port: int, max_fps: float | None) -> Path:
+    line = {
+        "name": "bench",
+        "cameras": [{"name": "top", "source": {"type": "folder", "path": str(frames), "mode": "loop"}}],
+        "trigger": {"type": "free_run", **({"max_fps": max_fps} if max_fps else {})},
+        "model": {"path": str(model), "conf": 0.25},
+        "recipes": {"default": {"min_confidence": 0.25}},
+    }
+    site = {
+        "site": "bench",
+        "lines": ["lines/bench.yaml"],
+        "journal": {"path": "journal.sqlite"},
+        "archive": {"path": "archive", "ok_sample_rate": 0.0},
+        "metrics": {"port": 0},
+        "reload": {"enabled": False},
+        "publishers": [
+            {
+                "type": "zmq",
+                "pub_endpoint": f"tcp://127.0.0.1:{pub_port}",
+                "router_endpoint": None,
+                "security": "plain",
+            }
+        ],
+    }
+    (root / "lines").mkdir(parents=True, exist_ok=True)
+    (root / "lines" / "bench.yaml").write_text(yaml.safe_dump(line, sort_keys=False))
+    (root / "agent.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
+    return root / "agent.yaml"
+
+
+def start_agent(site: Path, seconds: float | None = None) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_agent.cli",
+        "run",
+        "--config",
+        str(site),
+        "--quiet",
+        "--log-level",
+        "WARNING",
+    ]
+    if seconds is not None:
+        cmd += ["--for", str(seconds)]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+class Subscriber(threading.Thread):
+    """Receives every result on the PUB socket; records (receive wall time, frame-ready wall time)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        import zmq
+
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVTIMEO, 200)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        self.sock.subscribe(b"insp.v1/bench/bench/result")
+        self.samples: list[tuple[float, float, int]] = []  # (recv wall, latency s, seq)
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        import zmq
+
+        from edge_agent.zmq_wire import decode
+
+        while not self.stop_event.is_set():
+            try:
+                frames = self.sock.recv_multipart()
+            except zmq.Again:
+                continue
+            now = time.time()
+            result = decode(frames).result()
+            ready = result.timestamp.timestamp() - result.timings_ms.get("total", 0.0) / 1000
+            self.samples.append((now, now - ready, result.seq or 0))
+        self.sock.close(linger=0)
+
+
+def measure_run(root: Path, frames: Path, model: Path, seconds: float, max_fps: float | None) -> dict:
+    port = free_port()
+    site = write_config(root, frames, model, port, max_fps)
+    sub = Subscriber(port)
+    sub.start()
+    proc = start_agent(site)
+    try:
+        deadline = time.time() + 60
+        while not sub.samples and time.time() < deadline:
+            time.sleep(0.05)
+        if not sub.samples:
+            raise SystemExit(
+                f"no result within 60 s: {proc.stderr.read() if proc.poll() is not None else ''}"
+            )
+        warm = time.time() + 2.0  # skip warm-up
+        time.sleep(2.0 + seconds)
+        end = time.time()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        sub.stop_event.set()
+        sub.join()
+    window = [s for s in sub.samples if warm <= s[0] <= end]
+    fps = (len(window) - 1) / (window[-1][0] - window[0][0]) if len(window) > 1 else 0.0
+    lat = sorted(s[1] * 1000 for s in window)
+    seqs = [s[2] for s in sub.samples]
+    return {
+        "fps": fps,
+        "p50_ms": statistics.median(lat) if lat else float("nan"),
+        "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+        "received": len(seqs),
+        "gaps": sum(1 for a, b in itertools.pairwise(seqs) if b != a + 1),
+        "exit": proc.returncode,
+    }
+
+
+def journal_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def start_to_first_result(root: Path, frames: Path, model: Path) -> float:
+    site = write_config(root, frames, model, free_port(), None)
+    journal = root / "journal.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(journal) + suffix).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    proc = start_agent(site)
+    try:
+        while journal_count(journal) == 0:
+            if proc.poll() is not None:
+                raise SystemExit(f"agent exited: {proc.stderr.read()}")
+            time.sleep(0.005)
+        return time.perf_counter() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def memory_run(root: Path, frames: Path, model: Path, n_frames: int) -> list[tuple[int, float]]:
+    import psutil
+
+    site = write_config(root, frames, model, free_port(), None)
+    journal = root / "journal.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(journal) + suffix).unlink(missing_ok=True)
+    proc = start_agent(site)
+    ps = psutil.Process(proc.pid)
+    samples: list[tuple[int, float]] = []
+    step = max(1, n_frames // 20)
+    next_mark = step
+    try:
+        while True:
+            count = journal_count(journal)
+            if count >= next_mark:
+                samples.append((count, ps.memory_info().rss / 2**20))
+                next_mark += step
+            if count >= n_frames or proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return samples
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="ONNX model (default: untrained yolov8n exported at 640)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measurement window of each run")
+    ap.add_argument("--frames", type=int, default=48, help="distinct 640x640 JPEG frames, looped")
+    ap.add_argument("--memory-frames", type=int, default=20000, help="0 to skip the memory run")
+    ap.add_argument("--memory-imgsz", type=int, default=160)
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import psutil
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        frames = tmp / "frames"
+        write_frames(frames, args.frames, 640)
+        model = args.model or export_untrained(640, tmp)
+        frame = cv2.imread(str(next(frames.glob("*.jpg"))))
+        print(
+            f"machine: {platform.machine()}, {psutil.cpu_count(logical=False)} physical / "
+            f"{psutil.cpu_count()} logical cores, onnxruntime {ort.__version__}"
+        )
+        print(f"model: {model.name}; frames: {args.frames} x 640x640 JPEG, looped; window {args.seconds:g} s")
+        out: dict = {"date": datetime.now().isoformat(timespec="seconds"), "model": str(model)}
+
+        raw = raw_fps(model, frame, args.seconds)
+        full = measure_run(tmp / "run-full", frames, model, args.seconds, None)
+        paced = measure_run(tmp / "run-paced", frames, model, args.seconds, max_fps=round(raw / 2, 1))
+        out.update(raw_fps=raw, full=full, paced=paced, ratio=full["fps"] / raw)
+        print(f"raw ONNX Runtime      {raw:8.1f} FPS")
+        print(
+            f"agent end-to-end      {full['fps']:8.1f} FPS   ratio {full['fps'] / raw:.3f} (goal >= 0.95)  "
+            f"received {full['received']}, seq gaps {full['gaps']}"
+        )
+        print(f"latency ready→ZMQ sub full load: p50 {full['p50_ms']:.1f} ms  p99 {full['p99_ms']:.1f} ms")
+        print(
+            f"latency ready→ZMQ sub at {raw / 2:.0f} FPS: "
+            f"p50 {paced['p50_ms']:.1f} ms  p99 {paced['p99_ms']:.1f} ms"
+        )
+
+        starts = [start_to_first_result(tmp / f"run-start{i}", frames, model) for i in range(3)]
+        out["start_to_first_result_s"] = starts
+        print(
+            f"start → first result  {statistics.median(starts):.2f} s "
+            f"(median of {[round(s, 2) for s in starts]})"
+        )
+
+        if args.memory_frames:
+            small = (
+                args.model
+                if args.memory_imgsz == 640 and args.model
+                else export_untrained(args.memory_imgsz, tmp)
+            )
+            samples = memory_run(tmp / "run-mem", frames, small, args.memory_frames)
+            out["memory_mib"] = samples
+            if samples:
+                first = samples[min(1, len(samples) - 1)]
+                last = samples[-1]
+                print(
+                    f"RSS over {last[0]} frames (model at {args.memory_imgsz} px): "
+                    f"{first[1]:.1f} MiB at {first[0]} → {last[1]:.1f} MiB at {last[0]} "
+                    f"(max {max(s[1] for s in samples):.1f}); "
+                    f"slope {(last[1] - first[1]) / max(1, last[0] - first[0]) * 1000:+.3f} MiB per 1k frames"
+                )
+                print("  " + "  ".join(f"{n}:{m:.0f}" for n, m in samples))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
