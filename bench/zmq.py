@@ -181,31 +181,34 @@ def bench_acked(n: int, durability: str, window: int, workdir: Path) -> None:
 
 
 # -- 3. slow subscriber vs inference ------------------------------------------------------------------
-def bench_isolation(model_path: Path, frames: int, workdir: Path) -> None:
+def bench_isolation(model_path: Path, frames: int, rounds: int, workdir: Path) -> None:
+    """Alternate runs without and with a stalled subscriber (load on a shared machine drifts)."""
+    import statistics
+
     import numpy as np
 
     from vision import Model
 
     model = Model(model_path)
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    for _ in range(20):
+        model.predict(image)  # warm-up
 
-    def run(tag: str, stalled: bool) -> float:
-        journal = ResultJournal(workdir / f"iso-{tag}.sqlite")
+    def run(tag: str, stalled: bool) -> tuple[float, float]:
+        journal = ResultJournal(workdir / f"iso-{tag}-{uuid.uuid4().hex[:6]}.sqlite")
         context = PublisherContext(site="plant-a", boot_id=uuid.uuid4().hex, journal=journal)
         publisher = ZmqPublisher(ZmqPublisherConfig(pub_endpoint="tcp://127.0.0.1:*", router_endpoint=None,
-                                                    security="plain", send_hwm=10), context)
+                                                    security="plain", send_hwm=1), context)
         publisher.start(journal)
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
-        sub.rcvhwm = 10
+        sub.rcvhwm = 1
+        sub.rcvbuf = 4096  # small kernel buffer: the stall reaches the publisher quickly
         if stalled:
             sub.subscribe(b"")
             sub.connect(publisher.pub_endpoint)
             while publisher.stats()["subscriptions"] < 1:
                 time.sleep(0.01)
-        for _ in range(5):
-            model.predict(image)  # warm-up
         t0 = time.monotonic()
         for i in range(frames):
             model.predict(image)
@@ -213,20 +216,27 @@ def bench_isolation(model_path: Path, frames: int, workdir: Path) -> None:
         rate = frames / (time.monotonic() - t0)
         while publisher.stats()["backlog"]:
             time.sleep(0.01)
-        stats = publisher.stats()
+        dropped = publisher.stats()["dropped"]
         sub.close(0)
         ctx.term()
         publisher.stop()
         journal.close()
-        print(f"  {tag:28s}: {rate:7.1f} inspections/s (inference + journal + notify), "
-              f"sent {stats['sent']:.0f}, dropped {stats['dropped']:.0f}")
-        return rate
+        return rate, dropped
 
-    base = run("no subscriber", stalled=False)
-    slow = run("subscriber that never reads", stalled=True)
-    base2 = run("no subscriber (again)", stalled=False)
-    print(f"  ratio stalled / no subscriber: {slow / ((base + base2) / 2):.3f} "
-          f"(run-to-run noise: {base2 / base:.3f})")
+    free, slow, drops = [], [], []
+    for _ in range(rounds):
+        free.append(run("free", stalled=False)[0])
+        rate, dropped = run("stalled", stalled=True)
+        slow.append(rate)
+        drops.append(dropped)
+    print(f"  model {model_path}, 640x480 input, {frames} inspections per run, {rounds} rounds alternated")
+    print(f"  no subscriber              : median {statistics.median(free):7.1f} inspections/s "
+          f"(runs: {', '.join(f'{r:.0f}' for r in free)})")
+    print(f"  subscriber that never reads: median {statistics.median(slow):7.1f} inspections/s "
+          f"(runs: {', '.join(f'{r:.0f}' for r in slow)}); results dropped on the PUB side per run: "
+          f"{', '.join(f'{d:.0f}' for d in drops)}")
+    ratio = statistics.median(slow) / statistics.median(free)
+    print(f"  ratio stalled / no subscriber (medians): {ratio:.3f}")
 
 
 def tiny_model_path(workdir: Path) -> Path:
@@ -242,24 +252,27 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000, help="results through PUB")
     parser.add_argument("--acked-n", type=int, default=10_000, help="results through acknowledged delivery")
     parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--frames", type=int, default=300, help="inferences per isolation run")
+    parser.add_argument("--frames", type=int, default=1500, help="inspections per isolation run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated pairs of isolation runs")
     parser.add_argument("--model", type=Path, help="ONNX model for part 3 (default: train a tiny one)")
-    parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--skip-inference", action="store_true", help="parts 1 and 2 only")
+    parser.add_argument("--skip-pub", action="store_true", help="part 3 only")
     args = parser.parse_args()
 
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        print("1. live PUB stream")
-        for encoding in ("json", "msgpack"):
-            bench_pub(args.n, encoding, workdir)
-        print("2. acknowledged delivery to `edge-inspect mes listen` (separate process)")
-        for durability in ("normal", "full"):
-            bench_acked(args.acked_n, durability, args.window, workdir)
+        if not args.skip_pub:
+            print("1. live PUB stream")
+            for encoding in ("json", "msgpack"):
+                bench_pub(args.n, encoding, workdir)
+            print("2. acknowledged delivery to `edge-inspect mes listen` (separate process)")
+            for durability in ("normal", "full"):
+                bench_acked(args.acked_n, durability, args.window, workdir)
         if not args.skip_inference:
             print("3. a slow subscriber vs the inference rate")
             model = args.model or tiny_model_path(workdir)
-            bench_isolation(model, args.frames, workdir)
+            bench_isolation(model, args.frames, args.rounds, workdir)
 
 
 if __name__ == "__main__":

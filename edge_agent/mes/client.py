@@ -32,14 +32,14 @@ import json
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from edge_agent.result import InspectionResult
 from edge_agent.zmq_security import ClientSecurity, apply_curve_client
-from edge_agent.zmq_wire import WireMessage, decode, topic_prefix
+from edge_agent.zmq_wire import WireError, WireMessage, decode, topic_prefix
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class ClientCounters:
     duplicates_skipped: int = 0
     gaps_filled: int = 0
     requests: int = 0
-    other: dict[str, int] = field(default_factory=dict)
+    bad_messages: int = 0
 
 
 class StreamClient:
@@ -159,7 +159,13 @@ class StreamClient:
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
-            self._on_live(decode(self._sub.recv_multipart()))
+            frames = self._sub.recv_multipart()
+            try:
+                message = decode(frames)
+            except WireError:  # not ours (another publisher on the port?): skip it, count it
+                self.counters.bad_messages += 1
+                continue
+            self._on_live(message)
         return self._ready.popleft()
 
     def _on_live(self, message: WireMessage) -> None:

@@ -115,9 +115,11 @@ class ZmqPublisher(Publisher):
         self._journal: ResultJournal | None = None
         self._reader: ResultJournal | None = None
         self.counters = {
-            "sent": 0,
+            "sent": 0,  # results (status/heartbeat messages are counted apart)
             "dropped_queue": 0,
             "dropped_hwm": 0,
+            "events_sent": 0,
+            "events_dropped": 0,
             "subscriptions": 0,
             "requests": 0,
             "replayed": 0,
@@ -151,6 +153,8 @@ class ZmqPublisher(Publisher):
                 self.router_endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         except Exception:
             self._close_sockets()
+            self._reader.close()
+            self._reader = None
             raise
 
         self._threads = [threading.Thread(target=self._send_loop, name=f"{self.name}-pub", daemon=True)]
@@ -233,6 +237,8 @@ class ZmqPublisher(Publisher):
             "dropped_hwm": c["dropped_hwm"],
             "backlog": len(self._queue),
             "oldest_undelivered_s": oldest,
+            "events_sent": c["events_sent"],
+            "events_dropped": c["events_dropped"],
             "subscriptions": c["subscriptions"],
             "requests": c["requests"],
             "replayed": c["replayed"],
@@ -262,21 +268,22 @@ class ZmqPublisher(Publisher):
             if kind == "result":
                 result, prev = item
                 frames = encode_result(result, boot_id=boot_id, prev_seq=prev, encoding=encoding)
+                self._send(frames, "sent", "dropped_hwm")
             else:
                 line, status = item
                 frames = encode_event(
                     "status", status, site=self.context.site, line=line, boot_id=boot_id,
                     seq=self._prev_seq.get(line), encoding=encoding,
                 )
-            self._send(frames)
+                self._send(frames, "events_sent", "events_dropped")
 
-    def _send(self, frames: list[bytes]) -> None:
+    def _send(self, frames: list[bytes], sent_counter: str, dropped_counter: str) -> None:
         assert self._xpub is not None
         try:
             self._xpub.send_multipart(frames, flags=zmq.NOBLOCK)  # copying small frames is cheaper
-            self.counters["sent"] += 1
-        except zmq.Again:
-            self.counters["dropped_hwm"] += 1
+            self.counters[sent_counter] += 1
+        except zmq.Again:  # a subscriber's queue is full (XPUB_NODROP)
+            self.counters[dropped_counter] += 1
 
     def _read_subscriptions(self) -> None:
         assert self._xpub is not None
@@ -299,7 +306,8 @@ class ZmqPublisher(Publisher):
                 encode_event(
                     "heartbeat", payload, site=self.context.site, line=line, boot_id=self.context.boot_id,
                     seq=self._prev_seq.get(line), encoding=self.config.encoding,
-                )
+                ),
+                "events_sent", "events_dropped",
             )
 
     # -- ROUTER thread: snapshot / replay / trigger ----------------------------------------------

@@ -141,7 +141,7 @@ def test_resend_max_below_initial_is_refused(publisher_context) -> None:
 
 def _start_driver(journal_path: Path, endpoint: str, count: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "zmq" / "agent_driver.py"), str(journal_path),
+        [sys.executable, str(REPO / "tests" / "zmq" / "zmq_agent_driver.py"), str(journal_path),
          "--mes", endpoint, "--count", str(count)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )

@@ -1,6 +1,6 @@
 """A separate agent process for the crash tests: journals results and runs the real ZeroMQ publishers.
 
-Usage: python tests/zmq/agent_driver.py JOURNAL --mes tcp://127.0.0.1:PORT --count N [--pub-port P]
+Usage: python tests/zmq/zmq_agent_driver.py JOURNAL --mes tcp://127.0.0.1:PORT --count N [--pub-port P]
 
 It appends results one by one (journal commit, then notify() of every publisher, as the daemon does),
 printing `seq <n>` after each, then waits for the MES delivery backlog to drain and prints `drained`.
