@@ -74,7 +74,10 @@ class LiveDisplay:
             now = time.monotonic()
             if now - self._window_start >= 1.0:
                 if self._suppressed:
-                    typer.secho(f"  … {self._suppressed} more results in the last second", dim=True)
+                    more = self._suppressed
+                    typer.secho(
+                        f"  … {more} more result{'s' if more > 1 else ''} in the last second", dim=True
+                    )
                 self._window_start, self._lines_in_window, self._suppressed = now, 0, 0
             if self._lines_in_window >= self.max_lines_per_s:
                 self._suppressed += 1
@@ -158,6 +161,8 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if (log_level or cfg.site.log_level).upper() != "DEBUG":
+        logging.getLogger("asyncua").setLevel(logging.WARNING)  # it logs every node it creates at INFO
     display = LiveDisplay()
     agent = Agent(cfg, on_result=None if quiet else display.on_result, on_event=display.on_event)
     display.agent = agent
@@ -182,10 +187,15 @@ def _print_endpoints(agent: Any) -> None:
     if agent.metrics_server is not None:
         where.append(f"metrics {agent.metrics_server.url}/metrics")
     for pub in agent.publishers:
+        found = False
         for attr in ("pub_endpoint", "router_endpoint", "endpoint", "url"):
             value = getattr(pub, attr, None)
             if isinstance(value, str):
                 where.append(f"{pub.name} {attr.replace('_', ' ')} {value}")
+                found = True
+        config_endpoint = getattr(getattr(pub, "config", None), "endpoint", None)
+        if not found and isinstance(config_endpoint, str):
+            where.append(f"{pub.name} {config_endpoint}")
     if where:
         typer.secho("serving: " + "; ".join(where), err=True)
 
