@@ -298,3 +298,34 @@ def test_a_client_that_stops_reading_does_not_hold_the_router(journal, publisher
         greedy.close()
         ctx.term()
         publisher.stop()
+
+
+def test_trigger_requests_that_cannot_run_are_answered_with_the_reason(
+    journal, tiny_detect_onnx, synthetic_images
+) -> None:
+    from edge_agent.config import LineConfig
+    from edge_agent.line import LineRuntime
+
+    line = LineRuntime(
+        LineConfig.model_validate({
+            "name": "conveyor",
+            "cameras": [{"name": "top", "source": {"type": "folder", "path": str(synthetic_images)}}],
+            "trigger": {"type": "free_run"},
+            "model": {"path": str(tiny_detect_onnx)},
+            "recipes": {"default": {}},
+        }),
+        site=SITE, journal=journal,
+    )
+    context = PublisherContext(SITE, uuid.uuid4().hex, journal, {"conveyor": line})
+    publisher = _publisher(journal, context, allow_trigger=True)
+    try:
+        unknown = _ask(publisher.router_endpoint, b'{"op": "trigger", "line": "nope", "req_id": 1}')
+        assert unknown[-1][0] == b"error"
+        assert "unknown line 'nope'" in json.loads(unknown[-1][1])["error"]
+        assert "conveyor" in json.loads(unknown[-1][1])["error"]
+        refused = _ask(publisher.router_endpoint, b'{"op": "trigger", "line": "conveyor", "part_id": "P"}')
+        message = json.loads(refused[-1][1])["error"]
+        assert refused[-1][0] == b"error" and "refused the trigger" in message and "free_run" in message
+        assert journal.count() == 0
+    finally:
+        publisher.stop()
