@@ -52,7 +52,9 @@ class TriggeredTrigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["triggered"] = "triggered"
-    frame_timeout_s: float = Field(5.0, gt=0, description="a trigger fails if no frame arrives in this time")
+    frame_timeout_s: float = Field(
+        5.0, gt=0, description="no frame in this time: the part is answered NG, with the reason"
+    )
     fresh_frame: bool = Field(True, description="live cameras: use a frame captured after the trigger")
 
 

@@ -135,3 +135,28 @@ def test_zeromq_trigger_request_runs_one_inspection(
     assert result.part_id == "Z-1" and result.recipe == "strict"
     assert agent.journal.get(1).part_id == "Z-1"
     wait_until(lambda: agent.lines["press"].counts["inspected"] == 1)
+
+
+def test_cli_trigger_asks_the_running_agent(tmp_path, tiny_detect_onnx, synthetic_images, agent_factory):
+    from typer.testing import CliRunner
+
+    from edge_agent.cli import app
+
+    publisher = {
+        "type": "zmq",
+        "pub_endpoint": "tcp://127.0.0.1:*",
+        "router_endpoint": "tcp://127.0.0.1:*",
+        "security": "plain",
+        "allow_trigger": True,
+    }
+    site = write_site(tmp_path, [triggered_line("press", synthetic_images, tiny_detect_onnx)], [publisher])
+    agent = agent_factory(site)
+    agent.start()
+    endpoint = agent.publishers[0].router_endpoint
+    runner = CliRunner()
+    out = runner.invoke(app, ["trigger", "press", "--part-id", "CLI-1", "--endpoint", endpoint])
+    assert out.exit_code == 0, out.output
+    assert "CLI-1" in out.output and "[press]" in out.output
+    assert agent.journal.get(1).part_id == "CLI-1"
+    out = runner.invoke(app, ["trigger", "press", "--recipe", "nope", "--endpoint", endpoint])
+    assert out.exit_code == 1 and "unknown recipe 'nope'" in out.output
