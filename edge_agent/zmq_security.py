@@ -32,7 +32,7 @@ from typing import Literal
 
 import zmq
 import zmq.auth
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class CurveServerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    secret_key_file: Path
-    authorized_keys_dir: Path
+    secret_key_file: Path = Field(description="this server's .key_secret file (edge-inspect zmq keys)")
+    authorized_keys_dir: Path = Field(description="folder of the public .key files of allowed clients")
 
 
 class CurveClientConfig(BaseModel):
@@ -54,8 +54,8 @@ class CurveClientConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    secret_key_file: Path
-    server_public_key_file: Path
+    secret_key_file: Path = Field(description="this client's .key_secret file (edge-inspect zmq keys)")
+    server_public_key_file: Path = Field(description="the server's public .key file")
 
 
 class ServerSecurity(BaseModel):
@@ -63,7 +63,7 @@ class ServerSecurity(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    security: SecurityMode = "curve"
+    security: SecurityMode = Field("curve", description="curve (default) or plain (no encryption)")
     curve: CurveServerConfig | None = None
 
     @model_validator(mode="after")
@@ -81,7 +81,7 @@ class ServerSecurity(BaseModel):
 class ClientSecurity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    security: SecurityMode = "curve"
+    security: SecurityMode = Field("curve", description="curve (default) or plain (no encryption)")
     curve: CurveClientConfig | None = None
 
     @model_validator(mode="after")

@@ -49,20 +49,22 @@ _RETRY_UNCONNECTED_S = 0.05
 
 
 class MesDeliveryConfig(ClientSecurity):
-    """`publishers: - type: mes` in the agent config."""
+    """`publishers: - type: mes` in the site file: acknowledged delivery to the MES."""
 
     type: Literal["mes"] = "mes"
-    #: also the journal cursor name: renaming it resends the whole journal (deduplicated by the MES)
-    name: str = "mes"
-    #: the MES receiver's ROUTER (`edge-inspect mes listen --endpoint ...`)
-    endpoint: str = "tcp://127.0.0.1:5560"
-    #: most results sent and not yet acknowledged
-    window: int = Field(default=256, ge=1, le=100_000)
-    resend_initial_s: float = Field(default=1.0, gt=0)
-    resend_max_s: float = Field(default=30.0, gt=0)
-    encoding: Encoding = "json"
-    #: while results keep coming, persist the acknowledged position at most this often
-    cursor_flush_s: float = Field(default=0.2, ge=0)
+    name: str = Field(
+        "mes", description="also the journal cursor name: a new name resends the journal (MES dedups)"
+    )
+    endpoint: str = Field(
+        "tcp://127.0.0.1:5560", description="the MES receiver's ROUTER (edge-inspect mes listen --endpoint)"
+    )
+    window: int = Field(256, ge=1, le=100_000, description="most results sent and not yet acknowledged")
+    resend_initial_s: float = Field(1.0, gt=0, description="first resend after this; doubles each time")
+    resend_max_s: float = Field(30.0, gt=0, description="longest wait between resends")
+    encoding: Encoding = Field("json", description="body encoding: json or msgpack")
+    cursor_flush_s: float = Field(
+        0.2, ge=0, description="while results keep coming, save the acknowledged position this often"
+    )
 
 
 @dataclass

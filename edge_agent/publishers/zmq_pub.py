@@ -65,26 +65,29 @@ class _ClientGone(Exception):
 
 
 class ZmqPublisherConfig(ServerSecurity):
-    """`publishers: - type: zmq` in the agent config."""
+    """`publishers: - type: zmq` in the site file: live stream + snapshot/replay service."""
 
     type: Literal["zmq"] = "zmq"
-    name: str = "zmq"
-    #: XPUB live stream; `tcp://127.0.0.1:*` binds a free port (see `ZmqPublisher.pub_endpoint`)
-    pub_endpoint: str = "tcp://127.0.0.1:5556"
-    #: ROUTER for snapshot / replay / trigger requests; None = no ROUTER
-    router_endpoint: str | None = "tcp://127.0.0.1:5557"
-    encoding: Encoding = "json"
-    #: messages libzmq queues per subscriber before dropping
-    send_hwm: int = Field(default=10_000, ge=1)
-    #: results waiting between notify() and the sender thread before dropping
-    queue_size: int = Field(default=10_000, ge=1)
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
-    #: most results one replay answer carries (the client asks again while `more` is true)
-    replay_max_batch: int = Field(default=1000, ge=1, le=100_000)
-    #: a ROUTER client that stops reading for this long in the middle of an answer is given up
-    client_send_timeout_s: float = Field(default=5.0, gt=0)
-    #: serve `{"op": "trigger"}` requests (one inspection per request) for triggered lines
-    allow_trigger: bool = False
+    name: str = Field("zmq", description="instance name (metrics, logs)")
+    pub_endpoint: str = Field(
+        "tcp://127.0.0.1:5556", description="XPUB live stream; tcp://host:* binds a free port"
+    )
+    router_endpoint: str | None = Field(
+        "tcp://127.0.0.1:5557", description="ROUTER for snapshot/replay/trigger requests; null: none"
+    )
+    encoding: Encoding = Field("json", description="body encoding: json or msgpack (headers are JSON)")
+    send_hwm: int = Field(10_000, ge=1, description="messages queued per subscriber before drops")
+    queue_size: int = Field(10_000, ge=1, description="results between notify() and the sender before drops")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="one heartbeat per line this often")
+    replay_max_batch: int = Field(
+        1000, ge=1, le=100_000, description="most results in one replay answer (the client asks again)"
+    )
+    client_send_timeout_s: float = Field(
+        5.0, gt=0, description="a ROUTER client that stops reading mid-answer is given up after this"
+    )
+    allow_trigger: bool = Field(
+        False, description="serve {op: trigger} requests (one inspection each) for triggered lines"
+    )
 
 
 class ZmqPublisher(Publisher):

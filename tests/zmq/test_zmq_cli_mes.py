@@ -50,3 +50,36 @@ def test_mes_listen_refuses_to_run_without_keys_or_plain(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["mes", "listen", "--store", str(tmp_path / "r.sqlite")])
     assert result.exit_code != 0
     assert "--curve-secret" in result.output and "--plain" in result.output
+
+
+def test_zmq_tail_prints_replay_then_live(journal, publisher_context) -> None:
+    import json
+
+    from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig
+
+    publisher = ZmqPublisher(
+        ZmqPublisherConfig(pub_endpoint="tcp://127.0.0.1:*", router_endpoint="tcp://127.0.0.1:*",
+                           security="plain"),
+        publisher_context,
+    )
+    publisher.start(journal)
+    for i in range(3):
+        publisher.notify(journal.append(make_result("line-1", i)))
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "zmq", "tail", "--plain", "--since", "0",
+         "--pub", publisher.pub_endpoint, "--router", publisher.router_endpoint],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        assert tail.stdout is not None
+        replayed = [json.loads(tail.stdout.readline()) for _ in range(3)]
+        assert [(e["kind"], e["historical"], e["body"]["seq"]) for e in replayed] == [
+            ("result", True, 1), ("result", True, 2), ("result", True, 3)]
+        wait_for(lambda: publisher.stats()["subscriptions"] >= 1, what="tail subscribed")
+        publisher.notify(journal.append(make_result("line-1", 3, "NG")))
+        live = json.loads(tail.stdout.readline())
+        assert (live["historical"], live["body"]["seq"], live["body"]["verdict"]) == (False, 4, "NG")
+    finally:
+        tail.terminate()
+        tail.wait(10)
+        publisher.stop()
