@@ -204,3 +204,9 @@ def test_cli_config_schema_lists_sources_and_publishers() -> None:
     }
     titles = {item["title"] for item in site["properties"]["publishers"]["items"]["oneOf"]}
     assert "zmq publisher" in titles
+
+
+def test_committed_line_schema_is_current() -> None:
+    out = CliRunner().invoke(app, ["config", "schema", "line"])
+    committed = json.loads((REPO / "schemas" / "agent-line.schema.json").read_text())
+    assert json.loads(out.stdout) == committed, "regenerate: edge-inspect config schema line > schemas/..."
