@@ -42,6 +42,13 @@ from edge_agent.zmq_security import ClientSecurity, apply_curve_client
 from edge_agent.zmq_wire import WireError, WireMessage, decode, topic_prefix
 
 
+class JournalBehindError(RuntimeError):
+    """The agent's journal is behind what this client already processed: it was reset or replaced.
+
+    Seqs would restart from 1 and every new result would look like a duplicate, so the client stops
+    instead of silently skipping them. Decide what to do (usually: restart with `since_seq=0`)."""
+
+
 @dataclass(frozen=True)
 class StreamEvent:
     """One thing delivered to the application."""
@@ -185,6 +192,11 @@ class StreamClient:
             self._deliver_result(message, historical=False)
         elif message.kind == "heartbeat":
             seq = header.get("seq")
+            if seq is not None and seq < self.last_seq.get(line, 0):
+                raise JournalBehindError(
+                    f"line {line}: the agent's last seq is {seq} but this client already processed "
+                    f"{self.last_seq[line]}: the agent's journal was reset or replaced"
+                )
             if seq is not None and seq > last:
                 self._fill(line, last, int(seq))
             if self.include_heartbeats:
@@ -227,6 +239,11 @@ class StreamClient:
                 if line is not None:
                     request["line"] = line
                 messages, end = self._request(request)
+                if int(end["last_seq"]) < since:
+                    raise JournalBehindError(
+                        f"the agent's journal ends at seq {end['last_seq']} but this client already "
+                        f"processed up to {since}: the journal was reset or replaced"
+                    )
                 for message in messages:
                     self._deliver_historical(message)
                 position = int(end["covered_to"])

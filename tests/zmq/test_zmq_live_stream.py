@@ -329,3 +329,17 @@ def test_trigger_requests_that_cannot_run_are_answered_with_the_reason(
         assert journal.count() == 0
     finally:
         publisher.stop()
+
+
+def test_a_reset_journal_is_reported_not_silently_skipped(journal, publisher_context) -> None:
+    from edge_agent.mes.client import JournalBehindError
+
+    publisher = _publisher(journal, publisher_context)
+    try:
+        _journal_and_notify(journal, publisher, "line-1", 0, 5)
+        client = StreamClient(publisher.pub_endpoint, publisher.router_endpoint, since_seq=120)
+        with pytest.raises(JournalBehindError, match="ends at seq 5 but this client already processed"):
+            client.start()
+        client.close()
+    finally:
+        publisher.stop()
