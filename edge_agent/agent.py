@@ -31,6 +31,7 @@ from edge_agent.journal import ResultJournal
 from edge_agent.line import LineRuntime
 from edge_agent.metrics import AgentMetrics, MetricsServer
 from edge_agent.publishers.base import Publisher, PublisherContext
+from edge_agent.publishers.feed import PublisherFeed
 from edge_agent.result import InspectionResult
 from edge_agent.yamlconf import ConfigError
 
@@ -80,6 +81,7 @@ class Agent:
         self.journal: ResultJournal | None = None
         self.lines: dict[str, LineRuntime] = {}
         self.publishers: list[Publisher] = []
+        self.feeds: list[PublisherFeed] = []  # one per publisher: a blocking publisher cannot stall a line
         self.archive: Archive | None = None
         self.metrics = AgentMetrics()
         self.metrics_server: MetricsServer | None = None
@@ -135,6 +137,9 @@ class Agent:
                 where = f"{self.config.site_file}: publishers[{entry.index}] (type {entry.type})"
                 raise AgentStartError(f"{where}: cannot start: {exc}") from exc
             self.publishers.append(publisher)
+            feed = PublisherFeed(publisher)
+            feed.start()
+            self.feeds.append(feed)
 
         if site.metrics.enabled:
             self.metrics.attach(self)
@@ -182,6 +187,9 @@ class Agent:
             self.journal.close()
 
     def _stop_publishers(self, timeout: float = 5.0) -> None:
+        for feed in self.feeds:  # deliver what the lines produced before stopping, then close
+            feed.stop(timeout)
+        self.feeds = []
         for publisher in reversed(self.publishers):
             try:
                 publisher.stop(timeout)
@@ -223,11 +231,8 @@ class Agent:
     def _on_line_result(self, line: LineRuntime, result: InspectionResult, outcome: Outcome | None) -> None:
         """Runs on the line's journal thread right after the commit: fan out without blocking."""
         self.metrics.observe(result)
-        for publisher in self.publishers:
-            try:
-                publisher.notify(result)
-            except Exception:
-                log.exception("publisher %s: notify failed for seq %s", publisher.name, result.seq)
+        for feed in self.feeds:
+            feed.notify(result)  # never blocks; the feed thread calls publisher.notify()
         if outcome is not None and self.archive is not None:
             self.archive.submit(outcome)
         if self.on_result is not None:
@@ -236,11 +241,8 @@ class Agent:
     def _line_listener(self, line: LineRuntime) -> Callable[[str, dict[str, Any]], None]:
         def listener(event: str, payload: dict[str, Any]) -> None:
             status = payload if event == "state" else line.status()
-            for publisher in self.publishers:
-                try:
-                    publisher.publish_status(line.name, status)
-                except Exception:
-                    log.exception("publisher %s: publish_status failed", publisher.name)
+            for feed in self.feeds:
+                feed.publish_status(line.name, status)
             if self.on_event is not None:
                 self.on_event(line.name, event, payload)
 
@@ -262,7 +264,7 @@ class Agent:
                 n: {k: s[k] for k in ("state", "fps", "recipe", "counts", "last_error", "cameras")}
                 for n, s in lines.items()
             },
-            "publishers": {p.name: _safe_stats(p) for p in self.publishers},
+            "publishers": self.publisher_stats(),
         }
         if self.archive is not None:
             detail["archive"] = {
@@ -270,6 +272,13 @@ class Agent:
                 "last_error": self.archive.last_error,
             }
         return healthy, detail
+
+    def publisher_stats(self) -> dict[str, dict[str, float]]:
+        """Per publisher: its own stats() plus the agent's feed counters (feed_backlog, feed_dropped)."""
+        out = {}
+        for feed in list(self.feeds):
+            out[feed.publisher.name] = {**_safe_stats(feed.publisher), **feed.stats()}
+        return out
 
     # -- journal retention -------------------------------------------------------------------------
     def _retention_loop(self) -> None:
@@ -361,6 +370,7 @@ class Agent:
 
 
 def _safe_stats(publisher: Publisher) -> dict[str, float]:
+    """A publisher's own counters; a broken stats() must not break health or metrics."""
     try:
         return publisher.stats()
     except Exception as exc:

@@ -146,15 +146,12 @@ class _AgentCollector(Collector):
             "Publisher counters (sent, dropped, ...)",
             labels=["publisher", "stat"],
         )
-        for pub in list(agent.publishers):
-            try:
-                values = pub.stats()
-            except Exception:  # a broken publisher must not break the scrape
-                continue
-            backlog.add_metric([pub.name], float(values.get("backlog", 0.0)))
+        for name, values in agent.publisher_stats().items():
+            waiting = float(values.get("backlog", 0.0)) + float(values.get("feed_backlog", 0.0))
+            backlog.add_metric([name], waiting)
             for key, value in values.items():
                 if isinstance(value, (int, float)):
-                    stat.add_metric([pub.name, key], float(value))
+                    stat.add_metric([name, key], float(value))
         yield backlog
         yield stat
 
