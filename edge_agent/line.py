@@ -256,7 +256,8 @@ class LineRuntime:
         self._triggers: queue.Queue[_TriggerRequest] = queue.Queue()  # unbounded: triggers are never dropped
         self._results: queue.Queue[_Pending] = queue.Queue(maxsize=config.result_queue)
         self._part_counter = itertools.count(1)
-        self._threads: list[threading.Thread] = []
+        self._inspect_thread: threading.Thread | None = None
+        self._journal_thread: threading.Thread | None = None
         self._done_times: deque[float] = deque(maxlen=256)
         self._inspecting = False  # a part between "frames taken" and "result queued"
         self.counts = {"inspected": 0, "ok": 0, "ng": 0, "errors": 0, "triggers": 0, "trigger_failures": 0}
@@ -395,12 +396,22 @@ class LineRuntime:
                     cam.stop()
                 self._emit_state()
                 return
-        for target, stage in ((self._inspect_loop, "inspect"), (self._journal_loop, "journal")):
-            t = threading.Thread(target=self._guard(target), name=f"{self.name}/{stage}", daemon=True)
-            self._threads.append(t)
-            t.start()
+        self._ensure_threads()
         self._state = "running"
         self._emit_state()
+
+    def _ensure_threads(self) -> None:
+        """Start the inspector and journal threads, or restart one that crashed."""
+        if self._inspect_thread is None or not self._inspect_thread.is_alive():
+            self._inspect_thread = threading.Thread(
+                target=self._guard(self._inspect_loop), name=f"{self.name}/inspect", daemon=True
+            )
+            self._inspect_thread.start()
+        if self._journal_thread is None or not self._journal_thread.is_alive():
+            self._journal_thread = threading.Thread(
+                target=self._guard(self._journal_loop), name=f"{self.name}/journal", daemon=True
+            )
+            self._journal_thread.start()
 
     def _start_cameras(self) -> None:
         self._cameras = [CameraWorker(self.name, cam, self._emit_state) for cam in self.config.cameras]
@@ -415,8 +426,9 @@ class LineRuntime:
         deadline = time.monotonic() + timeout
         for cam in self._cameras:
             cam.stop(max(0.1, deadline - time.monotonic()))
-        for t in self._threads:
-            t.join(max(0.1, deadline - time.monotonic()))
+        for t in (self._inspect_thread, self._journal_thread):
+            if t is not None:
+                t.join(max(0.1, deadline - time.monotonic()))
         # triggers still queued get an answer, never silence
         while True:
             try:
@@ -463,17 +475,22 @@ class LineRuntime:
         cameras_changed = [c.model_dump() for c in config.cameras] != [
             c.model_dump() for c in self.config.cameras
         ]
+        # a line that never started (its model did not load) has no running cameras: start them now
+        never_ran = self._inspect_thread is None
         with self._lock:
-            old_cameras = self._cameras if cameras_changed else []
+            old_cameras = self._cameras if cameras_changed and not never_ran else []
             self.config = config
             self._inspector = inspector
             self._fatal = None
             if self.active_recipe not in config.recipes:
                 self.active_recipe = config.active_recipe or next(iter(config.recipes))
-            if cameras_changed:
+            if cameras_changed or never_ran:
                 self._start_cameras()
         for cam in old_cameras:
             cam.stop()
+        if not self._stop.is_set():
+            self._ensure_threads()  # first start, or restart after a crash
+            self._state = "running"
         self.last_reload = {"ok": True, "at": stamp, "model_version": inspector.model_info.version}
         self._emit(
             "reloaded", {"model": inspector.model_info.model_dump(), "cameras_restarted": cameras_changed}
@@ -575,7 +592,8 @@ class LineRuntime:
 
     # -- journal thread ---------------------------------------------------------------------------
     def _journal_loop(self) -> None:
-        inspector_thread = self._threads[0]
+        inspector_thread = self._inspect_thread
+        assert inspector_thread is not None
         while True:
             try:
                 first = self._results.get(timeout=0.1)

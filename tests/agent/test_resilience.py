@@ -229,3 +229,20 @@ def test_sigint_during_startup_of_a_broken_line_still_exits(tmp_path, synthetic_
     assert time.monotonic() - started < 60
     assert "[bad] state: error" in out.stderr and "no such model file" in out.stderr
     assert "good: stopped" in out.stderr and "6 parts" in out.stderr
+
+
+def test_line_whose_model_was_missing_recovers_when_it_appears(
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
+):
+    model = tmp_path / "models" / "model.onnx"  # not there yet (a model still being copied to the PC)
+    line = folder_line("late", synthetic_images, model)
+    other = folder_line("other", synthetic_images, tiny_detect_onnx)
+    agent = agent_factory(write_site(tmp_path, [line, other], reload={"enabled": True, "poll_s": 0.05}))
+    agent.start()
+    late = agent.lines["late"]
+    assert late.state == "error" and "no such model file" in late.status()["last_error"]
+    wait_until(lambda: agent.lines["other"].counts["inspected"] == 6)  # the other line is unaffected
+    model.parent.mkdir()
+    shutil.copy(tiny_detect_onnx, model)
+    wait_until(lambda: late.counts["inspected"] == 6)
+    assert late.status()["last_reload"]["ok"] and late.status()["last_error"] is None
