@@ -104,32 +104,36 @@ class MesDeliveryPublisher(Publisher):
         self._persisted_cursor = 0
         self._persisted_at = 0.0
         self._journal: ResultJournal | None = None
+        self._zctx: zmq.Context | None = None
+        self._dealer: zmq.Socket | None = None
         self.counters = {"sent": 0, "resent": 0, "delivered": 0, "duplicates": 0, "rejected": 0,
                          "stray_acks": 0,
                          "expired_undelivered": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, journal: ResultJournal) -> None:
-        # Own connection: the delivery thread's reads and cursor writes never hold the writer's lock.
+        # Own connection for reads: WAL readers never wait for, nor hold up, the journal's writer.
         self._reader = ResultJournal(journal.path)
         self._journal = journal
         self.cursor = self._next_seq = self._persisted_cursor = self._reader.cursor(self.name)
         self._zctx = zmq.Context()
-        self._dealer = self._zctx.socket(zmq.DEALER)
-        self._dealer.linger = 0
-        self._dealer.immediate = 1  # no queueing towards a peer that is not connected: we resend ourselves
-        self._dealer.sndhwm = self.config.window * 4
-        self._dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # notice a dead MES behind a silent network
-        self._dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
-        apply_curve_client(self._dealer, self.config)
+        dealer = self._dealer = self._zctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.immediate = 1  # no queueing towards a peer that is not connected: we resend ourselves
+        dealer.sndhwm = self.config.window * 4
+        dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # notice a dead MES behind a silent network
+        dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
         try:
-            self._dealer.connect(self.config.endpoint)
+            apply_curve_client(dealer, self.config)  # a missing/bad key file names itself
+            dealer.connect(self.config.endpoint)
         except zmq.ZMQError as exc:
-            self._dealer.close(0)
-            self._zctx.term()
+            self._close()
             raise RuntimeError(
                 f"publisher {self.name!r}: bad endpoint {self.config.endpoint!r}: {exc}"
             ) from exc
+        except Exception:
+            self._close()
+            raise
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-delivery", daemon=True)
         self._thread.start()
         log.info("mes delivery %s -> %s from cursor %d", self.name, self.config.endpoint, self.cursor)
@@ -141,10 +145,17 @@ class MesDeliveryPublisher(Publisher):
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout + 1.0)
-        self._dealer.close(0)
-        self._zctx.term()
+        self._close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _close(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(0)
+            self._dealer = None
+        if self._zctx is not None:
+            self._zctx.term()
+            self._zctx = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -184,6 +195,7 @@ class MesDeliveryPublisher(Publisher):
 
     # -- delivery thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        assert self._dealer is not None
         poller = zmq.Poller()
         poller.register(self._dealer, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
@@ -249,6 +261,7 @@ class MesDeliveryPublisher(Publisher):
                 return
 
     def _send(self, entry: _InFlight, now: float) -> bool:
+        assert self._dealer is not None
         frames = encode_result(entry.result, boot_id=self.context.boot_id, encoding=self.config.encoding)
         try:
             self._dealer.send_multipart(frames, flags=zmq.NOBLOCK)
@@ -262,6 +275,7 @@ class MesDeliveryPublisher(Publisher):
         return True
 
     def _read_acks(self) -> None:
+        assert self._dealer is not None
         acked_any = False
         while True:
             try:

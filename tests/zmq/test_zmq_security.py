@@ -175,3 +175,30 @@ def test_cli_zmq_keys(tmp_path: Path) -> None:
     assert len(load_public_key(tmp_path / "agent.key")) == 40
     again = runner.invoke(app, ["zmq", "keys", "agent", "--out", str(tmp_path)])
     assert again.exit_code == 1 and "exists already" in again.output
+
+
+def test_missing_key_files_stop_the_start_with_the_file_named(tmp_path: Path, journal, publisher_context):
+    missing = tmp_path / "nope.key_secret"
+    delivery = MesDeliveryPublisher(
+        MesDeliveryConfig(curve=CurveClientConfig(secret_key_file=missing, server_public_key_file=missing)),
+        publisher_context,
+    )
+    with pytest.raises(FileNotFoundError, match=r"nope\.key_secret"):
+        delivery.start(journal)
+    delivery.stop(timeout=0.1)  # safe after a failed start
+
+    publisher = ZmqPublisher(
+        ZmqPublisherConfig(pub_endpoint="tcp://127.0.0.1:*",
+                           curve=CurveServerConfig(secret_key_file=missing, authorized_keys_dir=tmp_path)),
+        publisher_context,
+    )
+    with pytest.raises(FileNotFoundError, match=r"nope\.key_secret"):
+        publisher.start(journal)
+    publisher.stop(timeout=0.1)
+
+
+def test_bad_endpoint_is_named(journal, publisher_context) -> None:
+    delivery = MesDeliveryPublisher(MesDeliveryConfig(security="plain", endpoint="tcpx://mes:5560"),
+                                    publisher_context)
+    with pytest.raises(RuntimeError, match=r"bad endpoint 'tcpx://mes:5560'"):
+        delivery.start(journal)
