@@ -32,6 +32,9 @@ class FolderSourceConfig(BaseModel):
     )
     poll_s: float = Field(0.2, gt=0, description="watch mode: how often to look for new files")
     settle_s: float = Field(0.2, ge=0, description="watch mode: a file must be unchanged this long")
+    include_existing: bool = Field(
+        False, description="watch mode: also inspect the files already there when the agent starts"
+    )
 
 
 class FolderSource(Source):
@@ -44,6 +47,7 @@ class FolderSource(Source):
         self._files: list[Path] = []
         self._pos = 0
         self._seen: set[Path] = set()
+        self._watch_started = False
         self._index = 0
         #: unreadable files skipped so far, and the last such error (for status and logs)
         self.skipped = 0
@@ -64,7 +68,11 @@ class FolderSource(Source):
             raise SourceError(f"folder source: {self.config.path} is not a folder")
         self._files = [] if self.config.mode == "watch" else self._list()
         if self.config.mode == "watch":
-            self._seen = set()
+            if not self._watch_started:
+                # files there before the start were handled by someone else (or an earlier run)
+                self._seen = set() if self.config.include_existing else set(self._list())
+                self._watch_started = True
+            # on a re-open after a loss, `_seen` is kept: nothing is inspected twice
         elif not self._files:
             raise SourceError(f"folder source: no files matching {self.config.glob} in {self.config.path}")
         self._pos = 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import zmq
 from agent_helpers import folder_line, wait_until, write_site
 
@@ -166,3 +167,28 @@ def test_live_source_latest_frame_wins_and_drops_are_counted(tmp_path, tiny_dete
     assert cam["dropped"] > runtime.counts["inspected"]
     assert cam["frames"] >= cam["dropped"] + runtime.counts["inspected"] - 1
     assert runtime.status()["queues"]["results"] <= 1
+
+
+def test_watched_folder_skips_old_files_and_survives_its_loss(tmp_path, synthetic_images):
+    from edge_agent.sources.base import SourceError
+    from edge_agent.sources.folder import FolderSource, FolderSourceConfig
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    images = sorted(synthetic_images.glob("*.png"))
+    drop_in(images[0], incoming)  # there before the start: not ours
+    config = FolderSourceConfig(path=incoming, mode="watch", poll_s=0.01, settle_s=0)
+    source = FolderSource(config, "top")
+    source.open()
+    drop_in(images[1], incoming)
+    assert Path(source.read().source_ref).name == images[1].name
+    # the share disappears: the source reports it lost; when it is back, nothing is inspected twice
+    staging = tmp_path / "elsewhere"
+    incoming.rename(staging)
+    with pytest.raises(SourceError, match="is not a folder"):
+        source.open()
+    staging.rename(incoming)
+    source.open()
+    drop_in(images[2], incoming)
+    assert Path(source.read().source_ref).name == images[2].name
+    source.close()
