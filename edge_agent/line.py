@@ -337,7 +337,8 @@ class LineRuntime:
             raise LineError(f"line {self.name!r} is stopped")
         future: concurrent.futures.Future = concurrent.futures.Future()
         extra = {"meas_id": meas_id, "product_id": product_id, "job_id": job_id}
-        self.counts["triggers"] += 1
+        with self._lock:  # trigger() is called from many threads (OPC UA, ZeroMQ, PLC)
+            self.counts["triggers"] += 1
         self._triggers.put(_TriggerRequest(future, time.monotonic(), part_id, recipe, extra))
         return future
 
