@@ -66,7 +66,7 @@ class LiveDisplay:
         self._window_start = time.monotonic()
         self._lines_in_window = 0
         self._suppressed = 0
-        self._last_summary = time.monotonic()
+        self._last_summary: float | None = None
         self.agent: Any = None
 
     def on_result(self, result: InspectionResult) -> None:
@@ -84,6 +84,8 @@ class LiveDisplay:
             else:
                 self._lines_in_window += 1
                 typer.echo(format_result_line(result))
+            if self._last_summary is None:
+                self._last_summary = now  # first summary one period after the first result
             if now - self._last_summary >= self.summary_every_s and self.agent is not None:
                 self._last_summary = now
                 typer.secho(format_summary(self.agent), fg=typer.colors.CYAN)
