@@ -95,4 +95,3 @@ class PublisherFeed:
 
     def stats(self) -> dict[str, float]:
         return {"feed_backlog": float(self.backlog()), "feed_dropped": float(self.dropped)}
-
