@@ -70,9 +70,8 @@ def resolve_publisher(kind: str) -> tuple[type[BaseModel], type[Publisher]]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         missing = getattr(exc, "name", None) or str(exc)
-        raise PublisherUnavailable(
-            f"publisher type {kind!r} is not available: cannot import {module_name} ({missing} is missing)"
-        ) from exc
+        why = "is not installed" if missing == module_name else f"needs {missing}, which is not installed"
+        raise PublisherUnavailable(f"publisher type {kind!r} is not available: {module_name} {why}") from exc
     if class_name:
         cls = getattr(module, class_name, None)
     else:

@@ -210,3 +210,21 @@ def test_committed_line_schema_is_current() -> None:
     out = CliRunner().invoke(app, ["config", "schema", "line"])
     committed = json.loads((REPO / "schemas" / "agent-line.schema.json").read_text())
     assert json.loads(out.stdout) == committed, "regenerate: edge-inspect config schema line > schemas/..."
+
+
+def test_publisher_whose_module_is_missing_gives_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent.publishers import registry
+
+    monkeypatch.setitem(registry._BUILTIN, "ghost", "edge_agent.publishers.ghost_publisher")
+    site = write_site(
+        tmp_path, [folder_line("a", tmp_path, tmp_path / "m.onnx")], publishers=[{"type": "ghost"}]
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_agent_config(site)
+    (text,) = issues_of(exc)
+    assert text.endswith(
+        "agent.yaml:16:3: publishers[0].type: publisher type 'ghost' is not available: "
+        "edge_agent.publishers.ghost_publisher is not installed"
+    )
