@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from edge_agent.journal import ResultJournal
     from edge_agent.result import InspectionResult
 
 config_app = typer.Typer(help="Check configuration files; print their JSON Schema.", no_args_is_help=True)
@@ -365,7 +366,7 @@ JournalOption = Annotated[
 ]
 
 
-def _open_journal(config: Path | None, journal: Path | None):
+def _open_journal(config: Path | None, journal: Path | None) -> ResultJournal:
     from edge_agent.journal import ResultJournal
 
     if journal is None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.config import FreeRunTrigger, LineConfig
+from edge_agent.config import CameraConfig, FreeRunTrigger, LineConfig
 from edge_agent.inspector import Inspector, InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
 from edge_agent.result import InspectionResult
@@ -51,7 +51,7 @@ class LineError(Exception):
 class CameraWorker:
     """Reads one camera on its own thread; see the module docstring for live vs file sources."""
 
-    def __init__(self, line: str, config: Any, on_change: Callable[[], None]) -> None:
+    def __init__(self, line: str, config: CameraConfig, on_change: Callable[[], None]) -> None:
         self.line = line
         self.config = config
         self.name: str = config.name
