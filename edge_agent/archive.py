@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edge_agent.config import ArchiveConfig
 from edge_agent.inspector import Outcome
+from edge_agent.result import InspectionResult
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,17 @@ class ArchiveStats:
     deleted_for_quota: int = 0
     bytes_used: int = 0
     degraded: bool = False
+
+
+def _verdict_banner(image: np.ndarray, result: InspectionResult) -> np.ndarray:
+    """Write the verdict and the first reason across the top of an annotated image."""
+    text = f"{result.verdict} {result.part_id}" + (f": {result.reasons[0]}" if result.reasons else "")
+    scale = max(0.4, image.shape[1] / 1000)
+    (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    colour = (40, 40, 220) if result.verdict == "NG" else (40, 160, 40)  # BGR: red / green
+    cv2.rectangle(image, (0, 0), (image.shape[1], th + base + 6), colour, -1)
+    cv2.putText(image, text, (4, th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
 
 
 class Archive:
@@ -135,7 +148,7 @@ class Archive:
             if self.config.annotated:
                 det = outcome.detections.get(cam)
                 if det is not None:
-                    images.append(("_annotated", annotate(frame.image, det)))
+                    images.append(("_annotated", _verdict_banner(annotate(frame.image, det), result)))
             for suffix, image in images:
                 path = folder / f"{stem}_{_UNSAFE.sub('_', cam)}{suffix}{ext}"
                 ok, buf = cv2.imencode(ext, image, params)
