@@ -183,9 +183,9 @@ def measure_run(root: Path, frames: Path, model: Path, seconds: float, max_fps: 
         while not sub.samples and time.time() < deadline:
             time.sleep(0.05)
         if not sub.samples:
-            raise SystemExit(
-                f"no result within 60 s: {proc.stderr.read() if proc.poll() is not None else ''}"
-            )
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+            raise SystemExit(f"no result within 60 s; agent said:\n{err}")
         warm = time.time() + 2.0  # skip warm-up
         time.sleep(2.0 + seconds)
         end = time.time()
@@ -282,7 +282,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         frames = tmp / "frames"
         write_frames(frames, args.frames, 640)
-        model = args.model or export_untrained(640, tmp)
+        model = args.model.resolve() if args.model else export_untrained(640, tmp)
         frame = cv2.imread(str(next(frames.glob("*.jpg"))))
         print(
             f"machine: {platform.machine()}, {psutil.cpu_count(logical=False)} physical / "
