@@ -5,6 +5,7 @@ Real Ultralytics training, real ONNX Runtime sessions, real files; about 30 s on
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,10 @@ from typer.testing import CliRunner
 from training.errors import TrainingInputError
 from training.synth import CLASSES, write_dataset
 
-pytestmark = pytest.mark.train
+pytestmark = [
+    pytest.mark.train,
+    pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="needs the [train] extra"),
+]
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO / "models" / "demo"
 
