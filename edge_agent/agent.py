@@ -283,7 +283,9 @@ class Agent:
     # -- journal retention -------------------------------------------------------------------------
     def _retention_loop(self) -> None:
         retention = self.config.site.journal.retention
-        while not self._stop.wait(retention.check_every_s):
+        first = True
+        while first or not self._stop.wait(retention.check_every_s):
+            first = False  # once at start (a journal may have outgrown a lowered limit), then periodically
             try:
                 assert self.journal is not None
                 deleted = self.journal.enforce_retention(

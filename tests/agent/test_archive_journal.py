@@ -211,3 +211,19 @@ def test_journal_retention_by_rows_age_and_size_keeps_seq_growing(tmp_path: Path
     assert journal.append(big.model_copy(update={"result_id": "last"})).seq == 46  # never reused
     assert journal.cursor("mes") == 5
     journal.close()
+
+
+def test_agent_applies_journal_retention_at_start(
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
+):
+    make_journal(tmp_path / "data" / "journal.sqlite", n=5)  # from an earlier run
+    site = write_site(
+        tmp_path,
+        [folder_line("l1", synthetic_images, tiny_detect_onnx)],
+        journal={"path": "data/journal.sqlite", "retention": {"max_rows": 3, "max_age_days": None}},
+    )
+    agent = agent_factory(site)
+    agent.start()
+    wait_until(lambda: agent.lines["l1"].state == "stopped")
+    seqs = [r.seq for r in agent.journal.since(0)]
+    assert seqs[0] >= 3 and seqs[-1] == 11  # old rows trimmed; the sequence went on from 5
