@@ -41,7 +41,7 @@ async def run_client(url: str, security: str, pki: str | None) -> None:
     from asyncua import Client, ua
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
-    logging.basicConfig(level=logging.CRITICAL)
+    logging.basicConfig(level=getattr(logging, os.environ.get("BENCH_CLIENT_LOG", "CRITICAL")))
 
     client = Client(url, timeout=30)
     if security == "production":
@@ -156,7 +156,7 @@ def main() -> None:
     from opcua.server import ServerThread
 
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua").setLevel(getattr(logging, os.environ.get("BENCH_SERVER_LOG", "CRITICAL")))
     tmp = Path(tempfile.mkdtemp(prefix="opcua-bench-"))
     journal = ResultJournal(tmp / "journal.sqlite")
     config_kwargs: dict = {"security": "none"}

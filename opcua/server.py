@@ -253,6 +253,9 @@ class VisionServer:
                 except Exception:  # one bad body must not stop the stream
                     self.publish_errors += 1
                     logger.exception("opcua: could not publish result %s", body.get("result_id"))
+                # let client requests (Publish, reads, calls) and the subscription timers run between
+                # results: a burst must not hold the loop until it is drained
+                await asyncio.sleep(0)
 
     async def publish(self, body: ResultBody) -> None:
         """LatestResult of the body's line, then the ResultReadyEvent on its VisionSystem and on Server."""
