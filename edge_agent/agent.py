@@ -292,6 +292,8 @@ class Agent:
                     max_age_s=retention.max_age_days * 86400 if retention.max_age_days else None,
                     max_rows=retention.max_rows,
                     max_bytes=int(retention.max_mb * 1e6) if retention.max_mb else None,
+                    # never delete what a guaranteed output (acked MES delivery) has not delivered yet
+                    keep_after_cursors=[f.publisher.name for f in self.feeds if f.publisher.guaranteed],
                 )
                 if deleted:
                     log.info("journal retention: deleted %d old results", deleted)

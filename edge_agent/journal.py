@@ -24,7 +24,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, TextIO
@@ -199,35 +199,50 @@ class ResultJournal:
         return int((pages - free) * page_size)
 
     def enforce_retention(
-        self, max_age_s: float | None = None, max_rows: int | None = None, max_bytes: int | None = None
+        self,
+        max_age_s: float | None = None,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+        keep_after_cursors: Sequence[str] = (),
     ) -> int:
         """Delete the oldest results beyond the limits; returns how many were deleted.
 
+        Results not yet delivered to a guaranteed consumer (seq above the lowest of the cursors named in
+        `keep_after_cursors`) are never deleted, whatever the limits: an MES that is away gets every
+        result later, and the journal outgrows its limits meanwhile (the caller logs that).
         Seq numbers are never reused (AUTOINCREMENT), so cursors stay valid. Freed pages are reused by
         new results, so the file stops growing once the size limit is reached.
         """
         deleted = 0
         with self._lock:
+            floor = min((self.cursor(name) for name in keep_after_cursors), default=None)
+            guard, guard_args = ("", ()) if floor is None else (" AND seq <= ?", (floor,))
             if max_age_s is not None:
                 cutoff = time.time() - max_age_s
-                deleted += self._db.execute("DELETE FROM results WHERE ts < ?", (cutoff,)).rowcount
+                deleted += self._db.execute(
+                    f"DELETE FROM results WHERE ts < ?{guard}", (cutoff, *guard_args)
+                ).rowcount
             if max_rows is not None:
                 deleted += self._db.execute(
                     "DELETE FROM results WHERE seq <= (SELECT seq FROM results ORDER BY seq DESC "
-                    "LIMIT 1 OFFSET ?)",
-                    (max_rows,),
+                    f"LIMIT 1 OFFSET ?){guard}",
+                    (max_rows, *guard_args),
                 ).rowcount
             if max_bytes is not None:
-                # delete the oldest 5 % at a time until the pages in use fit
+                # delete the oldest 5 % at a time until the pages in use fit (or only protected rows remain)
                 while self.used_bytes() > max_bytes:
                     total = self.count()
                     if total == 0:
                         break
                     chunk = max(1, total // 20)
-                    deleted += self._db.execute(
-                        "DELETE FROM results WHERE seq IN (SELECT seq FROM results ORDER BY seq LIMIT ?)",
-                        (chunk,),
+                    removed = self._db.execute(
+                        "DELETE FROM results WHERE seq IN (SELECT seq FROM results "
+                        f"WHERE 1{guard} ORDER BY seq LIMIT ?)",
+                        (*guard_args, chunk),
                     ).rowcount
+                    deleted += removed
+                    if removed == 0:
+                        break
         return deleted
 
     # -- export ----------------------------------------------------------------------------------

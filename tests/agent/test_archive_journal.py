@@ -227,3 +227,21 @@ def test_agent_applies_journal_retention_at_start(
     wait_until(lambda: agent.lines["l1"].state == "stopped")
     seqs = [r.seq for r in agent.journal.since(0)]
     assert seqs[0] >= 3 and seqs[-1] == 11  # old rows trimmed; the sequence went on from 5
+
+
+def test_retention_never_deletes_what_a_guaranteed_consumer_has_not_received(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    make_journal(path, n=6)  # old timestamps: every row is past any age limit
+    journal = ResultJournal(path)
+    journal.set_cursor("mes", 2)  # the MES acknowledged seq 1 and 2, then went away
+    journal.set_cursor("other-mes", 4)
+    deleted = journal.enforce_retention(max_age_s=60, max_rows=1, keep_after_cursors=["mes", "other-mes"])
+    assert deleted == 2
+    assert [r.seq for r in journal.since(0)] == [3, 4, 5, 6]
+    journal.enforce_retention(max_bytes=1, keep_after_cursors=["mes"])
+    assert [r.seq for r in journal.since(0)] == [3, 4, 5, 6]
+    journal.set_cursor("mes", 6)
+    journal.set_cursor("other-mes", 6)
+    journal.enforce_retention(max_rows=1, keep_after_cursors=["mes", "other-mes"])
+    assert [r.seq for r in journal.since(0)] == [6]
+    journal.close()
