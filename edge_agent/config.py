@@ -273,8 +273,29 @@ def load_line(path: str | Path) -> LoadedLine:
     return LoadedLine(resolve_line_paths(config, path.parent), path, doc)
 
 
-def validate_publishers(site: SiteConfig, doc: YamlDocument | None) -> list[PublisherEntry]:
-    """Check every `publishers:` entry against the registry; every problem gets file and line."""
+def resolve_model_paths(model: BaseModel, base: Path) -> BaseModel:
+    """Every `Path` field of a (nested) config model made absolute, relative to `base`.
+
+    Plug-in configs (CURVE key files, OPC UA certificates...) then mean the same file whatever the
+    agent's working directory, like the site file's own paths.
+    """
+    updates: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Path):
+            updates[name] = _absolute(base, value)
+        elif isinstance(value, BaseModel):
+            updates[name] = resolve_model_paths(value, base)
+    return model.model_copy(update=updates) if updates else model
+
+
+def validate_publishers(
+    site: SiteConfig, doc: YamlDocument | None, base: Path | None = None
+) -> list[PublisherEntry]:
+    """Check every `publishers:` entry against the registry; every problem gets file and line.
+
+    With `base`, relative paths in publisher configs are resolved against it (the site file's folder).
+    """
     from edge_agent.publishers.registry import PublisherUnavailable, publisher_types, resolve_publisher
 
     entries, issues = [], []
@@ -303,6 +324,8 @@ def validate_publishers(site: SiteConfig, doc: YamlDocument | None) -> list[Publ
         except ConfigError as exc:
             issues.extend(exc.issues)
             continue
+        if base is not None:
+            config = resolve_model_paths(config, base)
         entries.append(PublisherEntry(type=str(kind), config=config, index=i))
     if issues:
         raise ConfigError(issues)
@@ -340,7 +363,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     )
     issues: list[ConfigIssue] = []
     try:
-        publishers = validate_publishers(site, doc)
+        publishers = validate_publishers(site, doc, base)
     except ConfigError as exc:
         issues.extend(exc.issues)
         publishers = []

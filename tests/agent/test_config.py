@@ -228,3 +228,24 @@ def test_publisher_whose_module_is_missing_gives_a_clear_error(
         "agent.yaml:16:3: publishers[0].type: publisher type 'ghost' is not available: "
         "edge_agent.publishers.ghost_publisher is not installed"
     )
+
+
+def test_publisher_file_paths_are_relative_to_the_site_file(tmp_path: Path, monkeypatch) -> None:
+    site = write_site(
+        tmp_path,
+        [folder_line("a", tmp_path, tmp_path / "m.onnx")],
+        publishers=[
+            {
+                "type": "zmq",
+                "pub_endpoint": "tcp://127.0.0.1:*",
+                "router_endpoint": "tcp://127.0.0.1:*",
+                "security": "curve",
+                "curve": {"secret_key_file": "keys/agent.key_secret", "authorized_keys_dir": "keys/clients"},
+            }
+        ],
+    )
+    monkeypatch.chdir("/")  # the agent's working directory must not matter
+    config = load_agent_config(site)
+    curve = config.publishers[0].config.curve
+    assert curve.secret_key_file == tmp_path / "keys" / "agent.key_secret"
+    assert curve.authorized_keys_dir == tmp_path / "keys" / "clients"
