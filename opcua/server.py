@@ -284,6 +284,11 @@ class VisionServer:
             event.SourceNode = rt.nodes.system.nodeid
             event.SourceName = rt.nodes.line
             event.Severity = severity
+            # BaseEventType's optional classification: not a condition, so the base class, no subclasses
+            event.ConditionClassId = ua.NodeId(ua.ObjectIds.BaseConditionClassType)
+            event.ConditionClassName = ua.LocalizedText("BaseConditionClassType")
+            event.ConditionSubClassId = []
+            event.ConditionSubClassName = []
             await gen.trigger(time_attr=value.CreationTime, message=message)
         self.published += 1
 

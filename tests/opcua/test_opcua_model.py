@@ -149,7 +149,9 @@ async def test_start_single_job_result_and_event_on_server_object(demo_server):
         "SourceNode",
         "Time",
     )
-    nulls = [name for name in fields if getattr(event, name, None) is None]
+    every = event.get_event_props_as_fields_dict()  # every field the subscription selected
+    assert set(fields) <= set(every)
+    nulls = [name for name, variant in every.items() if variant.Value is None]
     assert nulls == [], f"null event fields: {nulls}"
     assert event.PartId.Id == "P-7X" and event.MeasId.Id == "M-1" and event.ProductId.Id == "PRD-1"
     assert event.InternalRecipeId.Id == "strict" and event.ResultState == 1
