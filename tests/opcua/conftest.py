@@ -6,26 +6,20 @@ shared, since an asyncua server takes ~1-2 s to start. Each serves its own lines
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from asyncua import Client, ua
 
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.opcua_publisher import JournalResultStore
-from opcua.config import MACHINE_VISION_NS, OpcUaServerConfig, UserConfig, hash_password
+from opcua.config import OpcUaServerConfig, UserConfig, hash_password
 from opcua.security import make_certificate
 from opcua.server import ServerThread
 from tests.opcua.lines import JournalLine
-
-APP_NS = "urn:edge-inspect:opcua"
-CLIENT_URI = "urn:edge-inspect:test-client"
-PASSWORDS = {"mes": "mes-secret-1", "scada": "scada-secret-2"}
+from tests.opcua.opcua_helpers import CLIENT_URI, PASSWORDS
 
 logging.getLogger("asyncua").setLevel(logging.ERROR)
 
@@ -120,40 +114,3 @@ def production_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Ite
     running.server.stop()
     for line in lines.values():
         line.close()
-
-
-# -- client helpers ----------------------------------------------------------------------------------
-@dataclass
-class Ns:
-    mv: int
-    app: int
-
-
-async def namespaces(client: Client) -> Ns:
-    return Ns(await client.get_namespace_index(MACHINE_VISION_NS), await client.get_namespace_index(APP_NS))
-
-
-async def vision_node(client: Client, line: str, *path: str) -> Any:
-    """Node at `Objects/<line>/<path...>`; path items are 'mv:Name' or 'app:Name'."""
-    ns = await namespaces(client)
-    parts = [f"{ns.app}:{line}"]
-    for item in path:
-        prefix, name = item.split(":", 1)
-        parts.append(f"{ns.mv if prefix == 'mv' else ns.app}:{name}")
-    return await client.nodes.objects.get_child(parts)
-
-
-async def wait_value(node: Any, expected: Any, timeout: float = 10.0) -> Any:
-    """Poll `node` until it reads `expected` (the server updates tags asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await node.read_value()
-        if value == expected:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{node} is {value!r}, expected {expected!r}")
-        await asyncio.sleep(0.02)
-
-
-def empty_args() -> ua.Variant:
-    return ua.Variant([], ua.VariantType.Variant)

@@ -10,7 +10,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import load_agent_config
 from edge_agent.publishers.opcua_publisher import OpcUaPublisher
 from tests.agent.agent_helpers import folder_line, write_site
-from tests.opcua.conftest import empty_args, namespaces, vision_node, wait_value
+from tests.opcua.opcua_helpers import empty_args, namespaces, vision_node, wait_value
 
 
 async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, synthetic_images):

@@ -14,8 +14,8 @@ from pathlib import Path
 from asyncua import Client, ua
 
 from opcua.config import MACHINE_VISION_NS
-from tests.opcua.conftest import APP_NS, empty_args, namespaces, vision_node, wait_value
 from tests.opcua.lines import make_result
+from tests.opcua.opcua_helpers import APP_NS, empty_args, namespaces, vision_node, wait_value
 
 REPO = Path(__file__).resolve().parents[2]
 

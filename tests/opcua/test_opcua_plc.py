@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from asyncua import Client, ua
 
-from tests.opcua.conftest import vision_node, wait_value
+from tests.opcua.opcua_helpers import vision_node, wait_value
 
 
 async def _write(node, value: bool) -> None:

@@ -19,7 +19,7 @@ from edge_agent.publishers.opcua_publisher import JournalResultStore
 from opcua.config import OpcUaServerConfig, UserConfig, hash_password
 from opcua.security import trust_certificate
 from opcua.server import ServerThread
-from tests.opcua.conftest import CLIENT_URI, PASSWORDS, empty_args, namespaces, vision_node, wait_value
+from tests.opcua.opcua_helpers import CLIENT_URI, PASSWORDS, empty_args, namespaces, vision_node, wait_value
 
 POLICIES = [SecurityPolicyBasic256Sha256, SecurityPolicyAes128Sha256RsaOaep, SecurityPolicyAes256Sha256RsaPss]
 
