@@ -288,9 +288,14 @@ def issues_from_validation(
         else:
             msg = err["msg"]
             if "input" in err and not isinstance(err["input"], (dict, list)):
-                msg += f" (got {err['input']!r})"
+                # never echo secrets into logs and terminals
+                secret = any(w in str(part).lower() for part in path for w in _SECRET_WORDS)
+                msg += " (value hidden)" if secret else f" (got {err['input']!r})"
         issues.append(doc.issue(path, msg))
     return issues
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
 
 
 def validate(model: type[BaseModel], doc: YamlDocument, prefix: KeyPath = (), data: Any = None) -> Any:

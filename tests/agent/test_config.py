@@ -249,3 +249,23 @@ def test_publisher_file_paths_are_relative_to_the_site_file(tmp_path: Path, monk
     curve = config.publishers[0].config.curve
     assert curve.secret_key_file == tmp_path / "keys" / "agent.key_secret"
     assert curve.authorized_keys_dir == tmp_path / "keys" / "clients"
+
+
+def test_config_errors_never_echo_a_password(tmp_path: Path) -> None:
+    site = write_site(
+        tmp_path,
+        [folder_line("a", tmp_path, tmp_path / "m.onnx")],
+        publishers=[
+            {
+                "type": "opcua",
+                "endpoint": "opc.tcp://127.0.0.1:0/x",
+                "security": "production",
+                "users": [{"name": "mes", "role": "operator", "password_hash": "hunter2"}],
+            }
+        ],
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_agent_config(site)
+    text = "\n".join(issues_of(exc))
+    assert "password_hash" in text and "(value hidden)" in text
+    assert "hunter2" not in text
