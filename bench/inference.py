@@ -14,6 +14,7 @@ Prints per-frame medians (ms) and the ratios ours/raw and ours/ultra.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -61,41 +62,53 @@ def main() -> None:
     import onnxruntime as ort
 
     from training.synth import make_sample
-    from vision import Model
-    from vision.preprocess import letterbox, to_input_tensor
 
     rng = np.random.default_rng(0)
     frames = [make_sample(rng, (480, 640))[0] for _ in range(args.frames)]
-    print(f"machine: {platform.processor() or platform.machine()}, {ort.get_device()}, onnxruntime {ort.__version__}")
-    print(f"frames: {len(frames)} x 640x480 BGR, {args.rounds} rounds, weights {args.weights}, conf {args.conf}")
-    header = f"{'imgsz':>5} {'raw ms':>8} {'ours ms':>8} {'ultra ms':>9} {'ours/raw':>9} {'ours/ultra':>10} {'dets':>5}"
-    print(header)
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {cpu}, {ort.get_device()}, onnxruntime {ort.__version__}, {os.cpu_count()} cores")
+    print(f"frames: {len(frames)} x 640x480 BGR, {args.rounds} rounds, {args.weights}, conf {args.conf}")
+    cols = ("imgsz", "raw ms", "ours ms", "ultra ms", "ours/raw", "ours/ultra", "dets")
+    print(" ".join(f"{c:>{w}}" for c, w in zip(cols, (5, 8, 8, 9, 9, 10, 5))))
     with tempfile.TemporaryDirectory() as tmp:
         for imgsz in (int(s) for s in args.sizes.split(",")):
             onnx_path = export(args.weights, imgsz, Path(tmp))
-            ours = Model(onnx_path, conf=args.conf)
-            ours.warmup()
-            tensor = to_input_tensor([letterbox(frames[0], ours.imgsz)[0]])
-            raw_fn = lambda _f, t=tensor: ours.session.run(None, {ours.input_name: t})  # noqa: E731
-            ours_fn = ours.predict
-            from ultralytics import YOLO
-
-            ultra = YOLO(str(onnx_path), task="detect")
-            ultra_fn = lambda f: ultra.predict(f, imgsz=imgsz, conf=args.conf, verbose=False)  # noqa: E731
-            ultra_fn(frames[0])
-            # interleave so that drift (thermal, other load) hits all three alike
-            raw = ours_t = ultra_t = 0.0
-            raws, ourss, ultras = [], [], []
-            for _ in range(args.rounds):
-                raws.append(median_ms(raw_fn, frames, 1))
-                ourss.append(median_ms(ours_fn, frames, 1))
-                ultras.append(median_ms(ultra_fn, frames, 1))
-            raw, ours_t, ultra_t = statistics.median(raws), statistics.median(ourss), statistics.median(ultras)
-            dets = sum(len(ours.predict(f).detections) for f in frames)
+            raw, ours_t, ultra_t, dets = measure(onnx_path, imgsz, frames, args.rounds, args.conf)
             print(
                 f"{imgsz:>5} {raw:>8.2f} {ours_t:>8.2f} {ultra_t:>9.2f} {ours_t / raw:>9.3f} "
                 f"{ours_t / ultra_t:>10.3f} {dets:>5}"
             )
+
+
+def measure(
+    onnx_path: Path, imgsz: int, frames: list[np.ndarray], rounds: int, conf: float
+) -> tuple[float, float, float, int]:
+    """Median ms per frame for raw ORT, ours and Ultralytics, interleaved round by round."""
+    from ultralytics import YOLO
+
+    from vision import Model
+    from vision.preprocess import letterbox, to_input_tensor
+
+    ours = Model(onnx_path, conf=conf)
+    ours.warmup()
+    tensor = to_input_tensor([letterbox(frames[0], ours.imgsz)[0]])
+
+    def raw_fn(_frame: np.ndarray) -> object:
+        return ours.session.run(None, {ours.input_name: tensor})
+
+    ultra = YOLO(str(onnx_path), task="detect")
+
+    def ultra_fn(frame: np.ndarray) -> object:
+        return ultra.predict(frame, imgsz=imgsz, conf=conf, verbose=False)
+
+    ultra_fn(frames[0])  # warm-up (Ultralytics builds its predictor on the first call)
+    raws, ourss, ultras = [], [], []
+    for _ in range(rounds):  # interleaved: drift (thermal, other load) hits all three alike
+        raws.append(median_ms(raw_fn, frames, 1))
+        ourss.append(median_ms(ours.predict, frames, 1))
+        ultras.append(median_ms(ultra_fn, frames, 1))
+    dets = sum(len(ours.predict(f).detections) for f in frames)
+    return statistics.median(raws), statistics.median(ourss), statistics.median(ultras), dets
 
 
 if __name__ == "__main__":

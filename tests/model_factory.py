@@ -149,9 +149,8 @@ def untrained_model(name: str, session_dir: Path) -> Path:
     workdir = session_dir / f"untrained-{name}"
     workdir.mkdir(parents=True, exist_ok=True)
     ultralytics_offline(workdir / "ultralytics-settings")
-    from ultralytics import YOLO
-
     import torch
+    from ultralytics import YOLO
 
     torch.manual_seed(0)  # same random weights every run: failures reproduce
     cfg, dynamic = UNTRAINED_MODELS[name]
