@@ -205,20 +205,28 @@ class Agent:
     ) -> int:
         """Start, run until SIGTERM/SIGINT or `for_seconds`, stop cleanly. Returns the exit code (0)."""
         previous: dict[int, Any] = {}
+        signalled: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            # No locks in a signal handler: Event.set() takes one, and a second SIGTERM arriving while
+            # the first handler holds it deadlocks the main thread (seen under `timeout make demo`).
+            signalled.append(signum)
+
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda signum, frame: self._stop.set())
+                previous[sig] = signal.signal(sig, on_signal)
         try:
             self.start()
             if on_started is not None:
                 on_started(self)
             deadline = None if for_seconds is None else time.monotonic() + for_seconds
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not signalled:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                self._stop.wait(0.2 if remaining is None else min(0.2, remaining))
+                time.sleep(0.2 if remaining is None else min(0.2, remaining))  # a signal cuts it short
         finally:
+            self._stop.set()
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

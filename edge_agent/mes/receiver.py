@@ -62,6 +62,7 @@ class MesReceiver:
         self.endpoint: str | None = None
         self.counters = {"received": 0, "stored": 0, "duplicate": 0, "rejected": 0}
         self._stopping = threading.Event()
+        self._stop_requested = False  # set from signal handlers: a plain flag, no lock
         self._thread: threading.Thread | None = None
         self._zctx: zmq.Context | None = None
         self._curve: CurveServer | None = None
@@ -101,8 +102,12 @@ class MesReceiver:
             self.close()
 
     def request_stop(self) -> None:
-        """Ask the loop to end (safe from a signal handler or another thread)."""
-        self._stopping.set()
+        """Ask the loop to end (safe from a signal handler or another thread).
+
+        Only a plain attribute is written: `Event.set()` takes a lock, and a second signal arriving
+        while the first handler holds it would deadlock the main thread.
+        """
+        self._stop_requested = True
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
@@ -128,7 +133,7 @@ class MesReceiver:
     # -- the receive → store → ack loop --------------------------------------------------------
     def _loop(self) -> None:
         assert self._router is not None
-        while not self._stopping.is_set():
+        while not (self._stop_requested or self._stopping.is_set()):
             if not self._router.poll(100):
                 continue
             batch: list[tuple[bytes, int | None, str | None, StoreItem]] = []

@@ -188,6 +188,33 @@ def test_sigterm_stops_cleanly_and_leaves_a_consistent_journal(tmp_path, tiny_de
     assert [s for s, _ in rows2] == list(range(1, len(rows2) + 1)) and len(rows2) > len(rows)
 
 
+def test_a_burst_of_signals_still_stops_cleanly(tmp_path, tiny_detect_onnx, synthetic_images):
+    """`timeout`, make and systemd may each deliver a SIGTERM: several at once must not deadlock."""
+    line = folder_line("l1", synthetic_images, tiny_detect_onnx)
+    line["cameras"][0]["source"]["mode"] = "loop"
+    site = write_site(tmp_path, [line])
+    journal = tmp_path / "data" / "journal.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(site), "--quiet"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _count(journal) >= 5, timeout=60)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGTERM, signal.SIGINT) * 20:
+            proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopped cleanly" in output
+    seqs = [seq for seq, _ in _journal_rows(journal)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
 def test_run_path_never_imports_torch(tmp_path, tiny_detect_onnx, synthetic_images):
     site = write_site(tmp_path, [folder_line("l1", synthetic_images, tiny_detect_onnx)])
     code = (
