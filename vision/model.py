@@ -56,27 +56,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _literal(value: object) -> object:
+    """Metadata values are Python literals written as strings (Ultralytics' export); None if unreadable."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return None
+
+
 def _parse_names(value: str | Mapping | Sequence | None) -> dict[int, str] | None:
+    value = _literal(value)  # type: ignore[assignment]
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return None
     if isinstance(value, Mapping):
         return {int(k): str(v) for k, v in value.items()}
     return {i: str(v) for i, v in enumerate(value)}
 
 
 def _parse_imgsz(value: str | int | Sequence[int] | None) -> tuple[int, int] | None:
+    value = _literal(value)  # type: ignore[assignment]
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return None
     if isinstance(value, int):
         return (value, value)
     seq = list(value)  # type: ignore[arg-type]
