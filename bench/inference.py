@@ -8,7 +8,8 @@ Each measurement runs the same frames (synthetic 640x480 parts) through:
 - ours:  `vision.Model.predict` on the BGR frame (convert, letterbox, run, decode, map boxes);
 - ultra: `ultralytics.YOLO(onnx).predict` on the same frame (needs the [train] extra).
 Both sessions use the same ORT settings (intra-op threads = physical cores, ORT_ENABLE_ALL).
-Prints per-frame medians (ms) and the ratios ours/raw and ours/ultra.
+Prints per-frame medians (ms), the ratios ours/raw and ours/ultra, and total/inf: our pipeline's own
+(pre + inference + post) / inference from the same calls, which machine drift cannot skew.
 """
 
 from __future__ import annotations
@@ -68,15 +69,15 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(f"machine: {cpu}, {ort.get_device()}, onnxruntime {ort.__version__}, {os.cpu_count()} cores")
     print(f"frames: {len(frames)} x 640x480 BGR, {args.rounds} rounds, {args.weights}, conf {args.conf}")
-    cols = ("imgsz", "raw ms", "ours ms", "ultra ms", "ours/raw", "ours/ultra", "dets")
-    print(" ".join(f"{c:>{w}}" for c, w in zip(cols, (5, 8, 8, 9, 9, 10, 5))))
+    cols = ("imgsz", "raw ms", "ours ms", "ultra ms", "ours/raw", "ours/ultra", "total/inf", "dets")
+    print(" ".join(f"{c:>{w}}" for c, w in zip(cols, (5, 8, 8, 9, 9, 10, 10, 5))))
     with tempfile.TemporaryDirectory() as tmp:
         for imgsz in (int(s) for s in args.sizes.split(",")):
             onnx_path = export(args.weights, imgsz, Path(tmp))
-            raw, ours_t, ultra_t, dets = measure(onnx_path, imgsz, frames, args.rounds, args.conf)
+            raw, ours_t, ultra_t, dets, split = measure(onnx_path, imgsz, frames, args.rounds, args.conf)
             print(
                 f"{imgsz:>5} {raw:>8.2f} {ours_t:>8.2f} {ultra_t:>9.2f} {ours_t / raw:>9.3f} "
-                f"{ours_t / ultra_t:>10.3f} {dets:>5}"
+                f"{ours_t / ultra_t:>10.3f} {split:>10.3f} {dets:>5}"
             )
 
 
@@ -107,8 +108,12 @@ def measure(
         raws.append(median_ms(raw_fn, frames, 1))
         ourss.append(median_ms(ours.predict, frames, 1))
         ultras.append(median_ms(ultra_fn, frames, 1))
-    dets = sum(len(ours.predict(f).detections) for f in frames)
-    return statistics.median(raws), statistics.median(ourss), statistics.median(ultras), dets
+    preds = [ours.predict(f) for f in frames for _ in range(rounds)]
+    dets = sum(len(p.detections) for p in preds) // rounds
+    # the pipeline's own split of the same calls: immune to drift between the timed loops above
+    inf = statistics.median(p.timing_ms["inference"] for p in preds)
+    total = statistics.median(sum(p.timing_ms.values()) for p in preds)
+    return statistics.median(raws), statistics.median(ourss), statistics.median(ultras), dets, total / inf
 
 
 if __name__ == "__main__":
