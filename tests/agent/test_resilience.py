@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -148,8 +149,14 @@ def _count(path: Path) -> int:
         db.close()
 
 
-def test_sigterm_stops_cleanly_and_leaves_a_consistent_journal(tmp_path, tiny_detect_onnx, synthetic_images):
-    line = folder_line("l1", synthetic_images, tiny_detect_onnx)
+def _signal_a_looping_agent(
+    tmp_path: Path, model: Path, images: Path, after_results: int, signals: Sequence[int]
+) -> tuple[subprocess.Popen, str, Path, Path]:
+    """Run `edge-inspect run` on a looping folder line, send `signals` once `after_results` are journaled.
+
+    Returns the finished process, its output, the site file and the journal path.
+    """
+    line = folder_line("l1", images, model)
     line["cameras"][0]["source"]["mode"] = "loop"
     site = write_site(tmp_path, [line])
     journal = tmp_path / "data" / "journal.sqlite"
@@ -161,12 +168,20 @@ def test_sigterm_stops_cleanly_and_leaves_a_consistent_journal(tmp_path, tiny_de
         text=True,
     )
     try:
-        wait_until(lambda: _count(journal) >= 20, timeout=60)
-        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: _count(journal) >= after_results, timeout=60)
+        for sig in signals:
+            proc.send_signal(sig)
         output, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, output, site, journal
+
+
+def test_sigterm_stops_cleanly_and_leaves_a_consistent_journal(tmp_path, tiny_detect_onnx, synthetic_images):
+    proc, output, site, journal = _signal_a_looping_agent(
+        tmp_path, tiny_detect_onnx, synthetic_images, 20, [signal.SIGTERM]
+    )
     assert proc.returncode == 0, output
     assert "stopped cleanly" in output
     rows = _journal_rows(journal)
@@ -190,25 +205,10 @@ def test_sigterm_stops_cleanly_and_leaves_a_consistent_journal(tmp_path, tiny_de
 
 def test_a_burst_of_signals_still_stops_cleanly(tmp_path, tiny_detect_onnx, synthetic_images):
     """`timeout`, make and systemd may each deliver a SIGTERM: several at once must not deadlock."""
-    line = folder_line("l1", synthetic_images, tiny_detect_onnx)
-    line["cameras"][0]["source"]["mode"] = "loop"
-    site = write_site(tmp_path, [line])
-    journal = tmp_path / "data" / "journal.sqlite"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(site), "--quiet"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    burst = (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGTERM, signal.SIGINT) * 20
+    proc, output, _site, journal = _signal_a_looping_agent(
+        tmp_path, tiny_detect_onnx, synthetic_images, 5, burst
     )
-    try:
-        wait_until(lambda: _count(journal) >= 5, timeout=60)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGTERM, signal.SIGINT) * 20:
-            proc.send_signal(sig)
-        output, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, output
     assert "stopped cleanly" in output
     seqs = [seq for seq, _ in _journal_rows(journal)]
