@@ -106,9 +106,8 @@ def test_free_run_line_refuses_triggers(tmp_path, tiny_detect_onnx, synthetic_im
         agent.lines["free"].trigger("X")
 
 
-def test_zeromq_trigger_request_runs_one_inspection(
-    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
-):
+def start_press_with_zmq_trigger(tmp_path, model, images, agent_factory):
+    """A started agent: triggered line "press" + a plain ZeroMQ publisher that accepts trigger requests."""
     publisher = {
         "type": "zmq",
         "pub_endpoint": "tcp://127.0.0.1:*",
@@ -116,9 +115,15 @@ def test_zeromq_trigger_request_runs_one_inspection(
         "security": "plain",
         "allow_trigger": True,
     }
-    site = write_site(tmp_path, [triggered_line("press", synthetic_images, tiny_detect_onnx)], [publisher])
-    agent = agent_factory(site)
+    agent = agent_factory(write_site(tmp_path, [triggered_line("press", images, model)], [publisher]))
     agent.start()
+    return agent
+
+
+def test_zeromq_trigger_request_runs_one_inspection(
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
+):
+    agent = start_press_with_zmq_trigger(tmp_path, tiny_detect_onnx, synthetic_images, agent_factory)
     dealer = zmq.Context.instance().socket(zmq.DEALER)
     dealer.setsockopt(zmq.RCVTIMEO, 15_000)
     dealer.connect(agent.publishers[0].router_endpoint)
@@ -142,16 +147,7 @@ def test_cli_trigger_asks_the_running_agent(tmp_path, tiny_detect_onnx, syntheti
 
     from edge_agent.cli import app
 
-    publisher = {
-        "type": "zmq",
-        "pub_endpoint": "tcp://127.0.0.1:*",
-        "router_endpoint": "tcp://127.0.0.1:*",
-        "security": "plain",
-        "allow_trigger": True,
-    }
-    site = write_site(tmp_path, [triggered_line("press", synthetic_images, tiny_detect_onnx)], [publisher])
-    agent = agent_factory(site)
-    agent.start()
+    agent = start_press_with_zmq_trigger(tmp_path, tiny_detect_onnx, synthetic_images, agent_factory)
     endpoint = agent.publishers[0].router_endpoint
     runner = CliRunner()
     out = runner.invoke(app, ["trigger", "press", "--part-id", "CLI-1", "--endpoint", endpoint])
