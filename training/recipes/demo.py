@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from training.recipes import last_run, remember_run
+
 DEMO_IMGSZ = 320
 DEMO_IMAGES = 480
 
@@ -54,7 +56,7 @@ def train_stage(work: Path, hours: float, epochs: int) -> Path:
         workers=0,
         extra={"close_mosaic": 3, "patience": 1000},
     )
-    (work / "last_run.txt").write_text(str(run))
+    remember_run(work, run)
     return run
 
 
@@ -62,8 +64,7 @@ def finish_stage(work: Path, out: Path, run: Path | None = None) -> Path:
     from training.export import export_run
 
     if run is None:
-        last_run = work / "last_run.txt"  # written when training ends
-        run = Path(last_run.read_text().strip()) if last_run.exists() else work / "runs" / "demo"
+        run = last_run(work, "demo")
     card_path = export_run(
         run,
         out_dir=out,

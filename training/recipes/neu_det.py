@@ -20,6 +20,8 @@ import json
 import os
 from pathlib import Path
 
+from training.recipes import last_run, remember_run
+
 NEU_IMGSZ = 224  # images are 200 px; Ultralytics needs a multiple of 32
 CITATION = (
     'NEU surface defect database (NEU-DET), Northeastern University. K. Song, Y. Yan, "A noise robust method '
@@ -58,7 +60,7 @@ def train_stage(dataset: Path, work: Path, hours: float, epochs: int, model: str
         # Steel strip has no up/down: vertical flips are free extra data. RAM cache: 1,800 small images.
         extra={"flipud": 0.5, "cache": "ram", "patience": 1000},
     )
-    (work / "last_run.txt").write_text(str(run))
+    remember_run(work, run)
     return run
 
 
@@ -68,8 +70,7 @@ def finish_stage(work: Path, out: Path, run: Path | None = None) -> Path:
     from training.export import export_run
 
     if run is None:
-        last_run = work / "last_run.txt"  # written when training ends
-        run = Path(last_run.read_text().strip()) if last_run.exists() else work / "runs" / "neu"
+        run = last_run(work, "neu")
     card_path = export_run(
         run,
         out_dir=out,
