@@ -79,23 +79,27 @@ class ResultJournal:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                # The write lock is ours (BEGIN IMMEDIATE), so the next seqs are known before the insert:
+                # each body carries its seq and goes in with one statement. sqlite_sequence keeps the
+                # highest seq ever given (AUTOINCREMENT), so none is reused after retention deletes.
+                row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='results'").fetchone()
+                seq = int(row[0]) if row else 0
                 for result in results:
-                    # AUTOINCREMENT never reuses a seq, even after retention deletes rows.
-                    cur = self._db.execute(
-                        "INSERT INTO results(result_id, line, part_id, verdict, ts, body) "
-                        "VALUES (?,?,?,?,?,?)",
+                    seq += 1
+                    stored = result.model_copy(update={"seq": seq})
+                    self._db.execute(
+                        "INSERT INTO results(seq, result_id, line, part_id, verdict, ts, body) "
+                        "VALUES (?,?,?,?,?,?,?)",
                         (
+                            seq,
                             result.result_id,
                             result.line,
                             result.part_id,
                             result.verdict,
                             result.timestamp.timestamp(),
-                            "",
+                            stored.to_json(),
                         ),
                     )
-                    seq = int(cur.lastrowid)
-                    stored = result.model_copy(update={"seq": seq})
-                    self._db.execute("UPDATE results SET body=? WHERE seq=?", (stored.to_json(), seq))
                     out.append(stored)
                 self._db.execute("COMMIT")
             except BaseException:
