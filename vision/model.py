@@ -23,7 +23,7 @@ import onnxruntime as ort
 from vision.detections import Detections
 from vision.errors import ModelLoadError
 from vision.images import to_bgr8
-from vision.postprocess import MAX_DET, decode_end2end_head, decode_nms_head, masks_to_original
+from vision.postprocess import MAX_DET, decode_end2end_head, decode_nms_head, masks_to_original, nms
 from vision.preprocess import Letterbox, classify_crop, letterbox, to_input_tensor
 from vision.providers import Optimization, resolve_providers, session_options
 from vision.tiling import tile_windows
@@ -311,8 +311,6 @@ class Model:
         overlap: float = 0.2,
     ) -> Prediction:
         """Overlapping tiles (run as one batch where the model allows), merged with class-aware NMS."""
-        from vision.postprocess import nms
-
         if self.task == "classify":
             raise ValueError("tiling applies to detection and segmentation models, not classification")
         iou = self.iou if iou is None else iou
