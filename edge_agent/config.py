@@ -242,23 +242,30 @@ def _absolute(base: Path, p: Path | None) -> Path | None:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def resolve_line_paths(line: LineConfig, base: Path) -> LineConfig:
-    """Make the line's file paths absolute, relative to the folder of its YAML file."""
-    model = line.model.model_copy(
-        update={
-            "path": _absolute(base, line.model.path),
-            "reference_image": _absolute(base, line.model.reference_image),
-        }
-    )
-    cameras = []
-    for cam in line.cameras:
-        src = cam.source
-        updates: dict[str, Any] = {}
-        for attr in ("path", "cti"):
-            if hasattr(src, attr):
-                updates[attr] = _absolute(base, getattr(src, attr))
-        cameras.append(cam.model_copy(update={"source": src.model_copy(update=updates)}))
-    return line.model_copy(update={"model": model, "cameras": cameras})
+def resolve_model_paths(model: BaseModel, base: Path) -> BaseModel:
+    """Every `Path` field of a (nested) config model made absolute, relative to `base`.
+
+    Config files name files relative to themselves (a line's model and images, the site's journal, a
+    plug-in's CURVE keys or certificates); once resolved they mean the same file whatever the agent's
+    working directory.
+    """
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, Path):
+            return _absolute(base, value)
+        if isinstance(value, BaseModel):
+            return resolve_model_paths(value, base)
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
+    updates: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        resolved = resolve(value)
+        if resolved is not value:
+            updates[name] = resolved
+    return model.model_copy(update=updates) if updates else model
 
 
 def load_line(path: str | Path) -> LoadedLine:
@@ -270,23 +277,7 @@ def load_line(path: str | Path) -> LoadedLine:
     data = dict(doc.data)
     data.setdefault("name", path.stem)
     config = validate(LineConfig, doc, data=data)
-    return LoadedLine(resolve_line_paths(config, path.parent), path, doc)
-
-
-def resolve_model_paths(model: BaseModel, base: Path) -> BaseModel:
-    """Every `Path` field of a (nested) config model made absolute, relative to `base`.
-
-    Plug-in configs (CURVE key files, OPC UA certificates...) then mean the same file whatever the
-    agent's working directory, like the site file's own paths.
-    """
-    updates: dict[str, Any] = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, Path):
-            updates[name] = _absolute(base, value)
-        elif isinstance(value, BaseModel):
-            updates[name] = resolve_model_paths(value, base)
-    return model.model_copy(update=updates) if updates else model
+    return LoadedLine(resolve_model_paths(config, path.parent), path, doc)
 
 
 def validate_publishers(
@@ -355,12 +346,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise ConfigError([doc.issue((), "the site file must be a mapping (key: value)")])
     site = validate(SiteConfig, doc)
     base = site_file.parent
-    site = site.model_copy(
-        update={
-            "journal": site.journal.model_copy(update={"path": _absolute(base, site.journal.path)}),
-            "archive": site.archive.model_copy(update={"path": _absolute(base, site.archive.path)}),
-        }
-    )
+    site = resolve_model_paths(site, base)
     issues: list[ConfigIssue] = []
     try:
         publishers = validate_publishers(site, doc, base)
