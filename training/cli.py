@@ -265,17 +265,39 @@ def model_promote(
         Path | None, typer.Option(help="Evaluation set for the comparison (default: card's).")
     ] = None,
     split: Annotated[str | None, typer.Option(help="Evaluation split (default: card's).")] = None,
-    force: Annotated[bool, typer.Option(help="Promote even if worse than the current model.")] = False,
+    recipe: Annotated[
+        str | None, typer.Option(help="Recipe that gets the thresholds (default: the active one).")
+    ] = None,
+    thresholds: Annotated[
+        bool, typer.Option(help="Write the operating point's per-class thresholds into the recipe.")
+    ] = True,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if worse than the current model, or without a gate.")
+    ] = False,
     reason: Annotated[str, typer.Option(help="Why (recorded in the card, needed with --force).")] = "",
 ) -> None:
-    """Put MODEL on a line: refused if its classes do not fit the line's rules or it is worse."""
+    """Put MODEL on a line: refused if its classes do not fit the line's rules, if it is worse than the
+    current model at the operating point (escape, false reject) or in mAP50, or if that cannot be checked."""
     from training.registry import promote
 
     if force and not reason:
         typer.echo("error: --force needs --reason (it is recorded in the model card)", err=True)
         raise typer.Exit(2)
     with _plain_errors():
-        result = promote(model, line, registry=registry, data=data, split=split, force=force, reason=reason)
+        result = promote(
+            model,
+            line,
+            registry=registry,
+            data=data,
+            split=split,
+            force=force,
+            reason=reason,
+            recipe=recipe,
+            write_thresholds=thresholds,
+        )
+        if result.gate is not None:
+            typer.echo(result.gate.summary())
+        typer.echo(result.diff or "(line file unchanged)")
         typer.echo(result.message)
 
 
