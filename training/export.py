@@ -95,6 +95,10 @@ def _training_summary(run_dir: Path) -> dict[str, Any]:
             "workers",
             "cache",
             "patience",
+            "nbs",
+            "cls_pw",
+            "warmup_epochs",
+            "degrees",
         )
         summary["args"] = {k: args[k] for k in keep if k in args}
     results = run_dir / "results.csv"
