@@ -24,7 +24,7 @@ from vision.detections import Detections
 from vision.errors import ModelLoadError
 from vision.images import to_bgr8
 from vision.postprocess import MAX_DET, decode_end2end_head, decode_nms_head, masks_to_original, nms
-from vision.preprocess import Letterbox, classify_crop, letterbox, to_input_tensor
+from vision.preprocess import Letterbox, classify_crop, letterbox_tensor, to_input_tensor
 from vision.providers import Optimization, resolve_providers, session_options
 from vision.tiling import tile_windows
 
@@ -239,25 +239,25 @@ class Model:
         iou = self.iou if iou is None else iou
         t0 = time.perf_counter()
         frames = [to_bgr8(im) for im in images]
+        boxes: list[Letterbox | None]
         if self.task == "classify":
-            prepared = [classify_crop(f, self.imgsz) for f in frames]
-            boxes: list[Letterbox | None] = [None] * len(frames)
+            tensor = to_input_tensor([classify_crop(f, self.imgsz) for f in frames], self.input_dtype)
+            boxes = [None] * len(frames)
         else:
             same = len({f.shape for f in frames}) == 1
             # As Ultralytics: minimal padding when the graph allows it. Not for end-to-end heads: their TopK
             # k is baked at export from the full input size, and a smaller input makes ORT fail.
             auto = self.dynamic_shape and same and not self.end2end
-            pairs = [letterbox(f, self.imgsz, auto=auto, stride=self.stride) for f in frames]
-            prepared = [p[0] for p in pairs]
-            boxes = [p[1] for p in pairs]
+            tensor, lbs = letterbox_tensor(frames, self.imgsz, auto, self.stride, self.input_dtype)
+            boxes = list(lbs)
         t1 = time.perf_counter()
         outputs: list[list[np.ndarray]] = []
-        if self.dynamic_batch or len(prepared) == 1:
-            batch = self.run(to_input_tensor(prepared, self.input_dtype))
-            outputs = [[o[i] for o in batch] for i in range(len(prepared))]
+        if self.dynamic_batch or len(frames) == 1:
+            batch = self.run(tensor)
+            outputs = [[o[i] for o in batch] for i in range(len(frames))]
         else:
-            for p in prepared:
-                outputs.append([o[0] for o in self.run(to_input_tensor([p], self.input_dtype))])
+            for i in range(len(frames)):
+                outputs.append([o[0] for o in self.run(tensor[i : i + 1])])
         t2 = time.perf_counter()
         results = [
             self._decode(out, lb, f.shape[:2], conf, iou)
