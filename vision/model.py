@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,9 @@ class Model:
             or a list of ORT provider names.
         names, imgsz, task: only needed when the file lacks Ultralytics metadata.
         threads: intra-op threads (default: physical cores). optimization: ORT graph optimisation level.
+        spinning: let idle ORT threads busy-wait (fastest for one model alone; off when models share cores).
+        gate: a context manager entered around every ONNX Runtime call, e.g. a `threading.Semaphore`
+            shared by several models so that they take turns on the cores instead of fighting for them.
         conf, iou, max_det: default thresholds for `predict`.
     """
 
@@ -107,6 +111,8 @@ class Model:
         task: str | None = None,
         threads: int | None = None,
         optimization: Optimization = "all",
+        spinning: bool = True,
+        gate: AbstractContextManager | None = None,
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = MAX_DET,
@@ -115,11 +121,11 @@ class Model:
         if not self.path.is_file():
             raise ModelLoadError(f"{self.path}: no such model file")
         self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.gate: AbstractContextManager = gate if gate is not None else nullcontext()
         chosen = resolve_providers(providers)
+        options = session_options(threads, optimization, spinning)
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=session_options(threads, optimization), providers=chosen
-            )
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
         except Exception as exc:  # ORT raises several types for corrupt/truncated/invalid graphs
             raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
         self.providers: list[str] = self.session.get_providers()
@@ -215,8 +221,9 @@ class Model:
             self.predict(blank)
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """Raw ONNX Runtime call on an NCHW tensor."""
-        return self.session.run(None, {self.input_name: tensor})
+        """Raw ONNX Runtime call on an NCHW tensor (inside the model's gate)."""
+        with self.gate:
+            return self.session.run(None, {self.input_name: tensor})
 
     def predict(
         self,
