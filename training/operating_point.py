@@ -10,8 +10,9 @@ How the thresholds are chosen (`choose_operating_point`):
    detection *of that class* often enough (their escape rate <= target). This alone guarantees the part
    escape rate <= target, and no class is switched off because another class happens to fire on its parts.
 2. The escape budget still left (target minus the escape rate of step 1) is spent greedily: raise the one
-   threshold that removes the most false rejects per escape it adds, while the part escape rate stays
-   <= target. Ties keep the higher thresholds (fewer detections count).
+   threshold that removes the most false rejects per escape it adds, while the parts not caught by a
+   class they carry stay within the target (so again no class leans on another's false alarms).
+3. Every threshold is lifted while that adds no escape and no false reject (fewer weak detections count).
 
 Thresholds are floored to 0.001 so that written into a recipe they keep every part they caught.
 
@@ -100,6 +101,15 @@ def rates(class_scores: np.ndarray, is_ng: np.ndarray, thresholds: np.ndarray) -
     return int((is_ng & ~ng).sum()), int((~is_ng & ng).sum())
 
 
+def own_escapes(
+    class_scores: np.ndarray, present: np.ndarray, is_ng: np.ndarray, thresholds: np.ndarray
+) -> int:
+    """NG parts not caught by a detection of a class they carry (a part caught only because another class
+    fired on it counts as escaped here: the choice must not lean on such luck)."""
+    own = (present & (class_scores >= thresholds[None, :])).any(axis=1)
+    return int((is_ng & ~own).sum())
+
+
 def _per_class_start(
     class_scores: np.ndarray,
     class_present: np.ndarray,
@@ -162,6 +172,11 @@ def choose_operating_point(
     elif uniform is None and n_ng:
         notes.append("no single threshold reaches the escape target")
     allowed = math.floor(target * n_ng + 1e-9)
+    present = (
+        np.asarray(class_present, bool)
+        if class_present is not None
+        else np.repeat(is_ng[:, None], nc, axis=1)  # unknown classes: any class's detection may catch it
+    )
 
     # step 2: spend what is left of the escape budget on the false rejects
     if n_ok:
@@ -178,9 +193,10 @@ def choose_operating_point(
                     if trial[c] <= thresholds[c]:
                         continue
                     e2, f2 = rates(class_scores, is_ng, trial)
-                    if e2 > allowed or f2 >= frr:
+                    own2 = own_escapes(class_scores, present, is_ng, trial)
+                    if own2 > allowed or f2 >= frr:
                         continue
-                    gain = (frr - f2) / (e2 - esc + 1e-6)
+                    gain = (frr - f2) / (own2 - own_escapes(class_scores, present, is_ng, thresholds) + 1e-6)
                     if best is None or gain > best[0] + 1e-12:
                         best = (gain, c, float(trial[c]))
                     break  # the smallest raise for class c is the one to compare; larger ones next round
@@ -190,6 +206,7 @@ def choose_operating_point(
 
     # step 3: lift every threshold while no part becomes an escape (fewer weak detections count)
     esc, frr = rates(class_scores, is_ng, thresholds)
+    own = own_escapes(class_scores, present, is_ng, thresholds)
     for c in range(nc):
         for s in np.unique(class_scores[:, c][class_scores[:, c] > thresholds[c]]):
             trial = thresholds.copy()
@@ -197,9 +214,10 @@ def choose_operating_point(
             if trial[c] <= thresholds[c]:
                 continue
             e2, f2 = rates(class_scores, is_ng, trial)
-            if e2 > esc or f2 > frr:
+            own2 = own_escapes(class_scores, present, is_ng, trial)
+            if e2 > esc or f2 > frr or own2 > own:
                 break
-            thresholds, esc, frr = trial, e2, f2
+            thresholds, esc, frr, own = trial, e2, f2, own2
 
     esc, frr = rates(class_scores, is_ng, thresholds)
     return OperatingPoint(

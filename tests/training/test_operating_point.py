@@ -106,3 +106,14 @@ def test_tradeoff_curve_and_plot(tmp_path: Path) -> None:
     path = plot_tradeoff(tmp_path / "tradeoff.png", curve, points, points[0], "test")
     assert path.stat().st_size > 5000
     json.dumps(points[0].to_dict())  # goes into the card as plain JSON
+
+
+def test_no_class_leans_on_another_class_firing_on_its_parts() -> None:
+    """Every pit part also gets a (false) scratch detection at 0.9: at the part level raising the pit
+    threshold to 1 costs nothing, but the pits would then be caught by luck only. The pit threshold must
+    stay where the pits themselves are caught."""
+    scores, is_ng, present = _constructed()
+    scores[5:10, 0] = 0.9
+    scores[10:13, 1] = 0.22  # and some OK parts that look like weak pits: a reason to raise it
+    point = choose_operating_point(scores, is_ng, NAMES, target=0.0, class_present=present)
+    assert point.thresholds["pit"] == 0.2 and point.escapes == 0
