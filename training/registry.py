@@ -267,16 +267,14 @@ def compare_sides(cand: GateSide, cur: GateSide, tol: GateTolerance) -> tuple[li
 
 # ------------------------------------------------------------------------------------------ line edits
 def card_thresholds(candidate: RegisteredModel) -> tuple[dict[str, float] | None, float | None]:
-    """The operating point's thresholds (and target) for the file being promoted, from its card."""
-    for entry in candidate.card.get("metrics", {}).values():
-        if not isinstance(entry, dict):
-            continue
-        point = entry.get("operating_point")
-        files = candidate.card.get("files", {})
-        variant = next((v for v, f in files.items() if f.get("file") == candidate.onnx.name), None)
-        if point and variant and entry is candidate.card["metrics"].get(variant):
-            return dict(point["thresholds"]), float(point["target_escape_rate"])
-    return None, None
+    """The operating point's thresholds (and target) for the file being promoted, from its card: each
+    precision variant has its own (`metrics.fp32.operating_point`, `metrics.int8.operating_point`)."""
+    files = candidate.card.get("files", {})
+    variant = next((v for v, f in files.items() if f.get("file") == candidate.onnx.name), None)
+    point = (candidate.card.get("metrics", {}).get(variant) or {}).get("operating_point") if variant else None
+    if not point:
+        return None, None
+    return dict(point["thresholds"]), float(point["target_escape_rate"])
 
 
 def target_recipe(doc: dict[str, Any], recipe: str | None) -> str:
