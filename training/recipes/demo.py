@@ -52,13 +52,14 @@ def make_data(work: Path) -> Path:
     return data_yaml
 
 
-def train_stage(work: Path, hours: float, epochs: int) -> Path:
+def train_stage(work: Path, hours: float, epochs: int, model: str | Path = DEMO_NETWORK) -> Path:
+    """Train from the network YAML (random init) or, for a second stage, from a checkpoint (.pt)."""
     from training.train import train
 
     data_yaml = make_data(work)
     run = train(
         data_yaml,
-        model=DEMO_NETWORK,
+        model=model,
         epochs=epochs,
         imgsz=DEMO_IMGSZ,
         batch=16,
@@ -143,11 +144,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, default=None, help="run folder to finish (default: the last one)")
     parser.add_argument("--hours", type=float, default=1.1)
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--model", default=str(DEMO_NETWORK), help="network YAML, or a .pt for a 2nd stage")
+    parser.add_argument(
+        "--line", default=str(DEMO_LINE), help="line file that gets the thresholds ('none': no line)"
+    )
     args = parser.parse_args(argv)
     if args.stage == "train":
-        train_stage(args.work, args.hours, args.epochs)
+        train_stage(args.work, args.hours, args.epochs, args.model)
     else:
-        finish_stage(args.work, args.out, args.run)
+        finish_stage(args.work, args.out, args.run, None if args.line == "none" else Path(args.line))
 
 
 if __name__ == "__main__":
