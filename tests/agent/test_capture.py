@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -128,6 +129,8 @@ def test_agent_captures_and_from_archive_makes_a_labelling_batch(
     agent.start()
     wait_until(lambda: agent.lines["l1"].state == "stopped")
     wait_until(lambda: agent.capture.counts["uncertain"] == 6)  # 6 parts, every one in the band
+    body = urllib.request.urlopen(agent.metrics_server.url + "/metrics", timeout=10).read().decode()
+    assert 'edge_inspect_capture{stat="uncertain"} 6.0' in body
     agent.stop()
     captured = tmp_path / "data" / "capture"
     runner = CliRunner()
