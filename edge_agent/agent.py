@@ -33,7 +33,7 @@ from edge_agent.metrics import AgentMetrics, MetricsServer
 from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.publishers.feed import PublisherFeed
 from edge_agent.result import InspectionResult
-from edge_agent.yamlconf import ConfigError
+from edge_agent.yamlconf import ConfigError, ConfigIssue
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,9 @@ class Agent:
                     [new.doc.issue(("name",), f"renaming line {name!r} needs an agent restart")]
                 )
             line.reload(new.config)
-        except (ConfigError, InspectorLoadError) as exc:
+        except Exception as exc:  # ConfigError, InspectorLoadError or a surprise: not retried until changed
+            if not isinstance(exc, (ConfigError, InspectorLoadError)):
+                exc = ConfigError([ConfigIssue(loaded.file, None, None, (), f"cannot reload: {exc!r}")])
             entry = {"line": name, "ok": False, "error": str(exc), "at": time.time()}
             log.error("line %s: reload rejected, the running version stays: %s", name, exc)
             if isinstance(exc, ConfigError):
