@@ -157,11 +157,27 @@ class Agent:
 
         for line in self.lines.values():
             line.start()  # a line whose model fails to load reports "error"; the others run
+        self._refuse_failed_lines()
 
         self._spawn(self._retention_loop, "journal-retention")
         if site.reload.enabled:
             self._snapshot_watched()
             self._spawn(self._reload_loop, "hot-reload")
+
+    def _refuse_failed_lines(self) -> None:
+        """A line that cannot load at start stops the start (as `config check` would fail), unless the site
+        says `on_line_load_failure: run_others` and some other line runs."""
+        failed = {n: line.status()["last_error"] for n, line in self.lines.items() if line.state == "error"}
+        if not failed:
+            return
+        reasons = "; ".join(f"line {name}: {error}" for name, error in failed.items())
+        running = len(self.lines) - len(failed)
+        if self.config.site.on_line_load_failure == "run_others" and running:
+            log.error("%s; running the other %d line(s) (on_line_load_failure: run_others)", reasons, running)
+            return
+        self.stop()
+        hint = " (to start the others anyway: on_line_load_failure: run_others)" if running else ""
+        raise AgentStartError(f"{reasons}{hint}")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)

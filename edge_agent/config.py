@@ -218,6 +218,11 @@ class SiteConfig(BaseModel):
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    on_line_load_failure: Literal["refuse", "run_others"] = Field(
+        "refuse",
+        description="a line whose model cannot load at start: refuse to start (exit 1, the reason), or "
+        "run_others: start the other lines, the failed one in state error until a fixed file reloads it",
+    )
 
 
 # -- loading ---------------------------------------------------------------------------------------
