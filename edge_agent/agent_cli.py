@@ -129,9 +129,12 @@ def format_summary(agent: Any) -> str:
         st = line.status()
         c = st["counts"]
         dropped = sum(cam["dropped"] for cam in st["cameras"])
+        skipped = sum(cam.get("skipped", 0) for cam in st["cameras"])
         parts.append(
             f"{name}: {st['state']} {st['fps']:.1f} fps, {c['inspected']} parts ({c['ng']} NG), "
-            f"{dropped} frames dropped, recipe {st['recipe']}"
+            f"{dropped} frames dropped, "
+            + (f"{skipped} unreadable files skipped, " if skipped else "")
+            + f"recipe {st['recipe']}"
         )
     return "── " + " | ".join(parts)
 
