@@ -72,8 +72,10 @@ class Agent:
         *,
         on_result: ResultCallback | None = None,
         on_event: EventCallback | None = None,
+        accept_new_journal: bool = False,
     ) -> None:
         self.config = config
+        self.accept_new_journal = accept_new_journal  # a journal that replaced this site's one is accepted
         self.site = config.site.site
         self.boot_id = uuid.uuid4().hex
         self.on_result = on_result
@@ -100,7 +102,9 @@ class Agent:
         site = self.config.site
         self.started_at = time.monotonic()
         try:
-            self.journal = ResultJournal(site.journal.path, durability=site.journal.durability)
+            self.journal = ResultJournal(
+                site.journal.path, durability=site.journal.durability, accept_new=self.accept_new_journal
+            )
         except Exception as exc:
             raise AgentStartError(f"journal {site.journal.path}: cannot open: {exc}") from exc
         self.archive = Archive(site.archive)
