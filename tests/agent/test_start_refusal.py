@@ -56,5 +56,5 @@ def test_run_others_still_refuses_when_no_line_runs(tmp_path: Path, synthetic_im
         on_line_load_failure="run_others",
     )
     agent = Agent(load_agent_config(site))
-    with pytest.raises(AgentStartError, match="line bad: .*no such model file"):
+    with pytest.raises(AgentStartError, match=r"line bad: .*no such model file"):
         agent.start()
