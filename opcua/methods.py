@@ -183,8 +183,6 @@ class MachineVisionMethods:
         backend, st = served.backend, served.state
         if backend.mode != "triggered":
             return [self._job_id(""), _int32(Err.WRONG_MODE)]
-        if st.states[0] != "Operational" or st.states[1] not in ("Ready", "SingleExecution"):
-            return [self._job_id(""), _int32(Err.NOT_READY)]
         recipe_id = _id_of(recipe) or None
         if recipe_id is not None and recipe_id not in backend.recipes:
             logger.warning(
@@ -194,6 +192,8 @@ class MachineVisionMethods:
                 backend.recipes,
             )
             return [self._job_id(""), _int32(Err.UNKNOWN_RECIPE)]
+        if st.states[0] != "Operational" or st.states[1] not in ("Ready", "SingleExecution"):
+            return [self._job_id(""), _int32(Err.NOT_READY)]
         job_id = uuid.uuid4().hex
         try:
             future = backend.trigger(
@@ -225,8 +225,6 @@ class MachineVisionMethods:
         backend, st = served.backend, served.state
         if backend.mode != "free_run":
             return [self._job_id(""), _int32(Err.WRONG_MODE)]
-        if st.states != ("Operational", "Ready"):
-            return [self._job_id(""), _int32(Err.NOT_READY)]
         recipe_id = _id_of(recipe)
         if recipe_id and recipe_id not in backend.recipes:
             logger.warning(
@@ -236,6 +234,8 @@ class MachineVisionMethods:
                 backend.recipes,
             )
             return [self._job_id(""), _int32(Err.UNKNOWN_RECIPE)]
+        if st.states != ("Operational", "Ready"):
+            return [self._job_id(""), _int32(Err.NOT_READY)]
         try:
             if recipe_id and recipe_id != backend.active_recipe:
                 await self.host.in_thread(backend.set_recipe, recipe_id)
