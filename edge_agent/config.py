@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from edge_agent.console.settings import ConsoleConfig
 from edge_agent.sources import SourceConfig
 from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
 from vision.rules import RecipeRules
@@ -202,6 +203,7 @@ class SiteConfig(BaseModel):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     publishers: list[dict[str, Any]] = Field(
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )
