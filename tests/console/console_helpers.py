@@ -24,6 +24,7 @@ def demo_site(
     console: dict[str, Any] | None = None,
     max_fps: float = 5,
     ok_sample_rate: float = 1.0,
+    metrics: bool = False,
 ) -> Path:
     """agent.yaml + lines/demo.yaml under `root`: the demo line as shipped (comments kept), absolute
     paths to the repo's images and model, console on a free port without login unless `console` says."""
@@ -39,7 +40,7 @@ def demo_site(
         "lines": ["lines/demo.yaml"],
         "journal": {"path": "data/journal.sqlite"},
         "archive": {"path": "data/archive", "ok_sample_rate": ok_sample_rate, "min_free_mb": 0},
-        "metrics": {"enabled": False},
+        "metrics": {"enabled": metrics, "host": "127.0.0.1", "port": 0},
         "reload": {"enabled": True, "poll_s": 0.3},
         "console": {"enabled": True, "host": "127.0.0.1", "port": 0, "auth": "none", **(console or {})},
     }

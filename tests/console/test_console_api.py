@@ -150,7 +150,7 @@ def test_bad_review_gets_a_clear_message_and_changes_nothing(console_agent, body
 
 
 def test_review_is_audited_counted_and_becomes_a_dataset(console_agent, tmp_path) -> None:
-    agent = console_agent()
+    agent = console_agent(metrics=True)
     seq = an_ng_seq(agent)
     result = agent.journal.get(seq)
     wait_until(lambda: agent.console.archive.image(result, "top", False), timeout=20)
@@ -181,6 +181,9 @@ def test_review_is_audited_counted_and_becomes_a_dataset(console_agent, tmp_path
     assert agent.journal.reviews_since(0)[-1]["id"] == history[1]["id"]
     assert rates["counts"] == {"confirmed_ng": 0, "false_reject": 1}
     assert rates["false_reject_rate"] == 1.0
+    prometheus = httpx.get(agent.metrics_server.url + "/metrics").text
+    assert 'edge_inspect_false_reject_rate{line="demo"} 1.0' in prometheus
+    assert 'edge_inspect_reviewed_results{decision="false_reject",line="demo"} 1.0' in prometheus
 
     # and the data loop: the reviewed image with its corrected (here: empty) labels
     out = tmp_path / "reviewed"
