@@ -132,6 +132,7 @@ class ConsoleHub:
         self.seeded = threading.Event()
         self.review_counts: dict[str, dict[str, int]] = {}
         self._seed_upto = self._last_seq()
+        self._result_json: tuple[InspectionResult, str] | None = None
 
     # -- the hook (journal thread; must stay cheap) -------------------------------------------------
     def offer(self, line: str, result: InspectionResult, images: dict[str, np.ndarray] | None) -> None:
@@ -149,6 +150,15 @@ class ConsoleHub:
         if images and result.seq is not None:
             feed.frames.append(LiveFrame(result.seq, result, images))
         self.version += 1
+
+    def result_json(self, result: InspectionResult) -> str:
+        """The result's JSON, built once however many live streams send it."""
+        cached = self._result_json
+        if cached is not None and cached[0] is result:
+            return cached[1]
+        text = result.to_json()
+        self._result_json = (result, text)
+        return text
 
     # -- frames (console threads) -------------------------------------------------------------------
     def frame_jpeg(self, line: str, camera: str, seq: int | None, quality: int) -> tuple[int, bytes] | None:

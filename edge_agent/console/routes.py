@@ -376,10 +376,10 @@ async def api_events(request: Request) -> Response:
                     latest = feed.latest if feed else None
                     if latest is not None and latest.seq != last_seq:
                         last_seq = latest.seq
-                        yield f"event: result\ndata: {latest.to_json()}\n\n"
+                        yield f"event: result\ndata: {hub.result_json(latest)}\n\n"
                 if (hub.version != last_version and now - last_overview >= 1.0) or now - last_overview >= 5.0:
                     last_version, last_overview = hub.version, now
-                    data = await asyncio.to_thread(console.overview)
+                    data = await asyncio.to_thread(console.overview, 0.5)
                     yield f"event: overview\ndata: {json.dumps(data, default=str)}\n\n"
                 await asyncio.sleep(interval)
         finally:

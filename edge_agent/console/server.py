@@ -45,6 +45,7 @@ class Console:
         self.auth = Auth(config)
         self.tls = config.tls is not None
         self.closing = False
+        self._overview_cache: tuple[float, dict[str, Any]] | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -130,8 +131,18 @@ class Console:
             "path": request.url.path,
         }
 
-    def overview(self) -> dict[str, Any]:
-        """Everything the overview shows, from memory (no journal query): fast with any journal size."""
+    def overview(self, max_age_s: float = 0.0) -> dict[str, Any]:
+        """Everything the overview shows, from memory (no journal query): fast with any journal size.
+
+        With `max_age_s`, an overview built that recently is shared (many live streams, one build)."""
+        cached = self._overview_cache
+        if max_age_s and cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
+        out = self._build_overview()
+        self._overview_cache = (time.monotonic(), out)
+        return out
+
+    def _build_overview(self) -> dict[str, Any]:
         agent = self.agent
         lines = {}
         for name, line in list(agent.lines.items()):

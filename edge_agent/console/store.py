@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,6 +67,7 @@ class JournalReader:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._classes: dict[str | None, tuple[float, list[str]]] = {}
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -141,14 +143,20 @@ class JournalReader:
         return out[:limit]
 
     def classes_seen(self, line: str | None) -> list[str]:
+        """Defect classes of the newest results (the gallery's class filter); cached for a minute."""
+        cached = self._classes.get(line)
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
         where, args = ("WHERE line = ?", [line]) if line else ("", [])
         rows = self._db().execute(
             "SELECT DISTINCT json_extract(d.value, '$.class') FROM "
-            f"(SELECT body FROM results {where} ORDER BY seq DESC LIMIT 2000) r, "
+            f"(SELECT body FROM results {where} ORDER BY seq DESC LIMIT 500) r, "
             "json_each(r.body, '$.defects') d",
             args,
         )
-        return sorted(str(r[0]) for r in rows if r[0])
+        out = sorted(str(r[0]) for r in rows if r[0])
+        self._classes[line] = (time.monotonic(), out)
+        return out
 
 
 class ArchiveFiles:
