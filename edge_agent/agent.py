@@ -26,6 +26,7 @@ from typing import Any
 
 from edge_agent.archive import Archive
 from edge_agent.config import AgentConfig, LoadedLine, load_line
+from edge_agent.inference_budget import InferenceBudget
 from edge_agent.inspector import InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
 from edge_agent.line import LineRuntime
@@ -80,6 +81,7 @@ class Agent:
         self.on_event = on_event
         self.journal: ResultJournal | None = None
         self.lines: dict[str, LineRuntime] = {}
+        self.budget: InferenceBudget | None = None
         self.publishers: list[Publisher] = []
         self.feeds: list[PublisherFeed] = []  # one per publisher: a blocking publisher cannot stall a line
         self.archive: Archive | None = None
@@ -111,6 +113,9 @@ class Agent:
             log.error("archive %s: %s; archiving is off", site.archive.path, exc)
             self.archive = None
 
+        enabled = [loaded for loaded in self.config.lines if loaded.config.enabled]
+        self.budget = InferenceBudget(site.inference.threads, site.inference.concurrent, len(enabled))
+        log.info("inference budget: %s", self.budget.describe())
         for loaded in self.config.lines:
             if not loaded.config.enabled:
                 log.info("line %s is disabled in %s", loaded.config.name, loaded.file)
@@ -121,6 +126,7 @@ class Agent:
                 journal=self.journal,
                 sink=self._on_line_result,
                 boot_id=self.boot_id,
+                budget=self.budget,
             )
             line.add_listener(self._line_listener(line))
             self.lines[line.name] = line

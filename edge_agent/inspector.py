@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edge_agent.config import LineConfig, LoadedLine
+from edge_agent.inference_budget import InferenceBudget
 from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from edge_agent.yamlconf import ConfigIssue, suggest
@@ -76,11 +77,16 @@ class Inspector:
         )
 
     @classmethod
-    def load(cls, config: LineConfig, site: str) -> Inspector:
-        """Load the model, warm it up, run the reference image, check the recipes' class names."""
+    def load(cls, config: LineConfig, site: str, budget: InferenceBudget | None = None) -> Inspector:
+        """Load the model, warm it up, run the reference image, check the recipes' class names.
+
+        With a `budget`, the model runs inside the agent's shared inference gate with its share of threads
+        (a line's own `model.threads` still wins)."""
         from vision import Model, VisionError, read_image
 
         mc = config.model
+        shared = {} if budget is None else {"gate": budget.gate, "spinning": budget.spinning}
+        threads = mc.threads or (budget.threads_per_model if budget is not None else None)
         try:
             model = Model(
                 mc.path,
@@ -88,9 +94,10 @@ class Inspector:
                 names=mc.names,
                 imgsz=mc.imgsz,
                 task=mc.task,
-                threads=mc.threads,
+                threads=threads,
                 conf=mc.conf,
                 iou=mc.iou,
+                **shared,
             )
             model.warmup(runs=1)  # one run initialises ORT's lazy parts; more only delays the first part
             reference = read_image(mc.reference_image) if mc.reference_image else None
