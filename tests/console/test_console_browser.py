@@ -135,8 +135,8 @@ def test_every_page_loads_without_console_errors_and_is_photographed(agent, site
         time.sleep(0.3)
         errors = console_errors(driver)
         assert not errors, f"{path}: {errors}"
-        full_page_screenshot(driver, shots / f"console-{name}.png")
-        assert (shots / f"console-{name}.png").stat().st_size > 10_000
+        full_page_screenshot(driver, shots / f"console-{name}.jpg")
+        assert (shots / f"console-{name}.jpg").stat().st_size > 10_000
 
 
 def test_live_updates_arrive(agent, driver) -> None:
@@ -255,7 +255,7 @@ def test_roi_drawn_with_the_mouse_is_saved_and_changes_verdicts(agent, site, dri
     )
     assert "NG part(s) OK" in summary and " 0 NG part(s) OK" not in summary
     assert "+    roi:" in driver.find_element(By.ID, "diff").text
-    full_page_screenshot(driver, screenshot_dir(site.parent) / "console-setup-whatif.png")
+    full_page_screenshot(driver, screenshot_dir(site.parent) / "console-setup-whatif.jpg")
     driver.find_element(By.ID, "save").click()
     wait(driver, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-saved"))
     assert "reloaded" in driver.find_element(By.ID, "setup-message").text
