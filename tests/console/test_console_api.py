@@ -3,6 +3,7 @@ pages, live data, frames only while watched, reviews, setup, and the security ru
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -430,3 +431,40 @@ def test_tls_from_certificate_files(console_agent, tmp_path) -> None:
         assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
     with pytest.raises(httpx.HTTPError):
         httpx.get(agent.console.url.replace("https", "http") + "/login", timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("path", "fragment"),
+    [
+        ("/results?verdict=maybe", "OK or NG"),
+        ("/results?from=yesterday", "not a date/time"),
+        ("/results?from=2026-12-02T10:00&to=2026-12-01T10:00", "after"),
+        ("/results?limit=9999", "outside"),
+        ("/results?before=abc", "not a whole number"),
+        ("/results?line=../x", "only letters"),
+        ("/results?reviewed=perhaps", "reviewed"),
+        ("/api/lines/demo/frame/top.jpg?seq=-1", "outside"),
+        ("/api/lines/nope/frame/top.jpg", "no line 'nope'"),
+        ("/lines/nope", "no line 'nope'"),
+    ],
+)
+def test_bad_query_gets_a_clear_message(console_agent, path, fragment) -> None:
+    agent = console_agent()
+    with client(agent) as c:
+        r = c.get(path)
+        assert r.status_code in (400, 404), (path, r.status_code)
+        assert fragment in html.unescape(r.text), r.text[-600:]
+
+
+def test_restore_and_review_of_what_does_not_exist(console_agent) -> None:
+    agent = console_agent()
+    with client(agent) as c:
+        h = {"X-CSRF-Token": csrf_of(c.get("/").text)}
+        r = c.post("/api/setup/demo/restore", json={"version": 424242}, headers=h)
+        assert r.status_code == 404 and "no saved setup version" in r.json()["error"]
+        r = c.post("/api/setup/demo/restore", json={}, headers=h)
+        assert r.status_code == 400
+        r = c.post("/api/results/999999/review", json={"decision": "confirmed_ng"}, headers=h)
+        assert r.status_code == 404
+        r = c.post("/api/results/1/review", content=b"x" * 300_000, headers=h)
+        assert r.status_code == 413
