@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from edge_agent.console.settings import ConsoleConfig, Role, role_allows
 
 COOKIE = "ei_session"
+MAX_SESSIONS = 5000
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # A hash that no password matches, checked for unknown users so a login takes as long either way.
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -107,6 +108,8 @@ class Auth:
             now = time.time()
             for token in [t for t, s in self._sessions.items() if s.expires < now]:
                 del self._sessions[token]
+            while len(self._sessions) >= MAX_SESSIONS:  # a script without cookies must not grow this forever
+                del self._sessions[min(self._sessions, key=lambda t: self._sessions[t].expires)]
             self._sessions[session.token] = session
         return session
 

@@ -467,7 +467,10 @@ def result_image(request: Request) -> Response:
 
 @access("viewer")
 def result_thumb(request: Request) -> Response:
-    _, path = _archived(request, annotated=True)
+    try:
+        _, path = _archived(request, annotated=True)
+    except HttpError:  # the archive may keep raw images only (archive.annotated: false)
+        _, path = _archived(request, annotated=False)
     data = console_of(request).archive.thumbnail(path)
     if data is None:
         raise not_found(f"{path.name} cannot be read")
