@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.console.settings import ConsoleConfig
 from edge_agent.sources import SourceConfig
 from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
 from vision.rules import RecipeRules
@@ -228,6 +229,7 @@ class SiteConfig(BaseModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     publishers: list[dict[str, Any]] = Field(
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )
