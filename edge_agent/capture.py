@@ -118,6 +118,24 @@ class CaptureArchive(Archive):
         counted = {cam: np.ones(len(d), dtype=bool) for cam, d in detections.items()}
         return self.submit(Outcome(result, frames, detections, counted), reason="review", note=note)
 
+    def submit_reviewed_from_archive(
+        self, result: InspectionResult, archive_root: Path, note: str = ""
+    ) -> bool:
+        """`submit_reviewed` with the part's raw images read back from the NG archive (the console's review
+        hook: `agent.capture.submit_reviewed_from_archive(result, site.archive.path, note)`). False when
+        the archive no longer has them."""
+        import cv2
+
+        from edge_agent.archive import archived_image
+
+        images = {}
+        for frame in result.frames:
+            path = archived_image(archive_root, result, frame.camera)
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path is not None else None
+            if image is not None:
+                images[frame.camera] = image
+        return bool(images) and self.submit_reviewed(result, images, note)
+
     # -- writing (archive thread) --------------------------------------------------------------------
     def _write(self, outcome: Outcome) -> None:
         written_before = self.stats.written

@@ -14,11 +14,12 @@ import pytest
 from agent_helpers import folder_line, wait_until, write_site
 from typer.testing import CliRunner
 
+from edge_agent.archive import Archive
 from edge_agent.capture import SIDECAR_SUFFIX, CaptureArchive, best_confidence
 from edge_agent.cli import app
-from edge_agent.config import CaptureConfig
+from edge_agent.config import ArchiveConfig, CaptureConfig
 from edge_agent.inspector import Outcome
-from edge_agent.result import Defect, InspectionResult, ModelInfo
+from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 
@@ -111,8 +112,19 @@ def test_a_reviewed_part_is_captured_from_its_result(tmp_path: Path, image: np.n
         ],
     )
     assert capture.submit_reviewed(result, {"top": image}, note="escape: pit missed")
+    # from the console: the images come back from the NG archive
+    archive = Archive(ArchiveConfig(path=tmp_path / "ng", format="png", min_free_mb=0, annotated=False))
+    archive.start()
+    ng = _outcome(8, [0.9], image)
+    ng.result.frames = [FrameInfo(camera="top", width=128, height=96)]
+    assert archive.submit(ng)
+    archive.stop()
+    assert capture.submit_reviewed_from_archive(ng.result, tmp_path / "ng", note="false reject")
+    ng.result.seq = 9  # not in the archive
+    assert not capture.submit_reviewed_from_archive(ng.result, tmp_path / "ng")
     capture.stop()
-    meta = json.loads(next((tmp_path / "cap").rglob(f"*{SIDECAR_SUFFIX}")).read_text())
+    assert capture.counts["review"] == 2
+    meta = json.loads(next((tmp_path / "cap").rglob(f"0000000007*{SIDECAR_SUFFIX}")).read_text())
     assert meta["reason"] == "review" and meta["note"] == "escape: pit missed"
     assert meta["cameras"]["top"]["detections"][0]["class"] == "pit"
 
