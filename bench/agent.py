@@ -433,7 +433,8 @@ def main() -> None:
             out["concurrent"] = {"n": args.concurrent, **conc, "ratio": conc["fps"] / raw}
             print(
                 f"{args.concurrent} in inference     {conc['fps']:8.1f} FPS   ratio {conc['fps'] / raw:.3f} "
-                f"against raw; p50 {conc['p50_ms']:.1f} ms, p99 {conc['p99_ms']:.1f} ms, seq gaps {conc['gaps']}"
+                f"against raw; p50 {conc['p50_ms']:.1f} ms, p99 {conc['p99_ms']:.1f} ms, "
+                f"seq gaps {conc['gaps']}"
             )
         if args.cameras > 1:
             from vision import Model
