@@ -155,6 +155,20 @@ def train_cmd(
 
     os.environ.setdefault("YOLO_VERBOSE", "True")  # show the per-epoch progress bars
     with _plain_errors():
+        if not resume:
+            from training.datasets import train_val_overlap
+            from training.train import check_data_yaml
+
+            overlap, n_val = train_val_overlap(check_data_yaml(data))
+            if overlap:
+                typer.secho(
+                    f"WARNING: {overlap} of the {n_val} validation images are training images: the "
+                    f"metrics will not say how the model does on new parts. Split first: "
+                    f"edge-inspect dataset split {data if Path(data).is_dir() else Path(data).parent}",
+                    fg=typer.colors.RED,
+                    bold=True,
+                    err=True,
+                )
         run = train(
             data,
             model=model,

@@ -19,6 +19,7 @@ Example (needs the `train` extra; takes about 10 s):
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 import yaml
 
 from training.errors import TrainingInputError
+
+log = logging.getLogger(__name__)
 
 # Model configs Ultralytics ships (built from YAML, random init): the only non-path models we accept.
 MODEL_CONFIGS: tuple[str, ...] = (
@@ -91,6 +94,27 @@ def check_data_yaml(data: str | Path) -> Path:
     return path
 
 
+def warn_if_val_is_train(data_yaml: Path) -> tuple[int, int]:
+    """Log a loud warning when validation images are training images; returns (overlap, val images)."""
+    from training.datasets import train_val_overlap
+
+    try:
+        overlap, n_val = train_val_overlap(data_yaml)
+    except TrainingInputError:
+        return 0, 0  # a layout we cannot list (Ultralytics will say what is wrong)
+    if n_val and overlap:
+        log.warning(
+            "%s: %d of the %d validation images are also training images%s: the metrics will show what the "
+            "model memorised, not how it does on new parts. Run `edge-inspect dataset split %s` first.",
+            data_yaml,
+            overlap,
+            n_val,
+            " (train and val are the same images)" if overlap == n_val else "",
+            data_yaml.parent,
+        )
+    return overlap, n_val
+
+
 def train(
     data: str | Path,
     model: str | Path = "yolov8n.yaml",
@@ -127,6 +151,7 @@ def train(
         return Path(yolo.trainer.save_dir)
 
     data_yaml = check_data_yaml(data)
+    overlap, n_val = warn_if_val_is_train(data_yaml)
     model_arg = check_model_source(model)
     on_cpu = str(device).lower() == "cpu"
     args: dict[str, Any] = {
@@ -153,7 +178,15 @@ def train(
     run_dir = Path(yolo.trainer.save_dir)
     (run_dir / "edge_inspect_train.json").write_text(
         json.dumps(
-            {"model": str(model), "data": str(data_yaml.resolve()), "args": args}, indent=2, default=str
+            {
+                "model": str(model),
+                "data": str(data_yaml.resolve()),
+                "args": args,
+                "val_images_in_train": overlap,
+                "val_images": n_val,
+            },
+            indent=2,
+            default=str,
         )
     )
     return run_dir
