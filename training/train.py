@@ -94,6 +94,43 @@ def check_data_yaml(data: str | Path) -> Path:
     return path
 
 
+class MosaicBudget:
+    """`--hours`: Ultralytics re-estimates the number of epochs from the time budget each epoch, but keeps
+    `close_mosaic` (10) as an epoch count, so a 15-epoch budget ran most epochs without mosaic (the first,
+    slow epoch makes the first estimate small). This keeps mosaic off for the same *share* of the run as
+    `close_mosaic` / `epochs` asked for (10/100: the last 10 %), re-scaled to every new estimate."""
+
+    def __init__(self, close_mosaic: int, epochs: int) -> None:
+        self.fraction = close_mosaic / max(1, epochs) if close_mosaic > 0 else 0.0
+        self.closed_at: int | None = None
+        self.epochs_estimated: list[int] = []
+
+    def epochs_without_mosaic(self, epochs: int) -> int:
+        return max(1, round(epochs * self.fraction)) if self.fraction > 0 else 0
+
+    def on_epoch_start(self, trainer: Any) -> None:
+        epochs = int(trainer.epochs)
+        self.epochs_estimated.append(epochs)
+        if self.fraction > 0:
+            trainer.args.close_mosaic = self.epochs_without_mosaic(epochs)
+            if self.closed_at is None and trainer.epoch >= epochs - trainer.args.close_mosaic:
+                self.closed_at = int(trainer.epoch)  # Ultralytics closes it right after this callback
+
+    def summary(self) -> dict[str, Any]:
+        return {"mosaic_closed_at_epoch": self.closed_at, "close_mosaic_fraction": round(self.fraction, 4)}
+
+    def record(self, run_dir: Path, trainer: Any) -> None:
+        """args.yaml (what the model card reads) says what the budget made of the run, not the start value."""
+        args_file = run_dir / "args.yaml"
+        if not args_file.is_file():
+            return
+        args = yaml.safe_load(args_file.read_text()) or {}
+        completed = int(trainer.epoch) + 1
+        args["epochs"] = completed
+        args["close_mosaic"] = completed - self.closed_at if self.closed_at is not None else 0
+        args_file.write_text(yaml.safe_dump(args, sort_keys=False))
+
+
 def warn_if_val_is_train(data_yaml: Path) -> tuple[int, int]:
     """Log a loud warning when validation images are training images; returns (overlap, val images)."""
     from training.datasets import train_val_overlap
@@ -174,8 +211,13 @@ def train(
         args["time"] = float(hours)
     args.update(extra or {})
     yolo = YOLO(model_arg, task="detect")
+    budget = MosaicBudget(int(args.get("close_mosaic", 10)), int(args["epochs"])) if hours else None
+    if budget is not None:
+        yolo.add_callback("on_train_epoch_start", budget.on_epoch_start)
     yolo.train(**args)
     run_dir = Path(yolo.trainer.save_dir)
+    if budget is not None:
+        budget.record(run_dir, yolo.trainer)
     (run_dir / "edge_inspect_train.json").write_text(
         json.dumps(
             {
@@ -184,6 +226,7 @@ def train(
                 "args": args,
                 "val_images_in_train": overlap,
                 "val_images": n_val,
+                **(budget.summary() if budget is not None else {}),
             },
             indent=2,
             default=str,
