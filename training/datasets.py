@@ -711,3 +711,77 @@ def split_dataset(data: str | Path, val: float = 0.2, test: float = 0.1, seed: i
         )
     )
     return SplitResult(counts, class_images, warnings, data_yaml)
+
+
+# ----------------------------------------------------------------------------------------------- validate
+@dataclass
+class ValidationReport:
+    """`dataset validate`: what a training would read, checked; errors make the command exit 1."""
+
+    data_yaml: Path
+    images: dict[str, int] = field(default_factory=dict)  # per split
+    boxes: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_text(self) -> str:
+        lines = [f"{self.data_yaml}:"]
+        lines += [f"  {s:<6} {self.images[s]} images, {self.boxes.get(s, 0)} boxes" for s in self.images]
+        lines += [f"  ERROR {e}" for e in self.errors] + [f"  WARNING {w}" for w in self.warnings]
+        lines.append("  OK" if not self.errors else f"  {len(self.errors)} error(s)")
+        return "\n".join(lines)
+
+
+def validate_dataset(data: str | Path, max_listed: int = 20) -> ValidationReport:
+    """Check a dataset as training will read it: every split's images decode, every label line is
+    `class cx cy w h` with a known class and a box inside the image, and val is not train."""
+    path, cfg = load_data_yaml(data)
+    report = ValidationReport(path)
+    names = class_names(cfg)
+    if not names:
+        report.errors.append("data.yaml has no class names (`names`)")
+    problems: list[str] = []
+    for split in SPLITS:
+        if not cfg.get(split):
+            if split in ("train", "val"):
+                report.errors.append(f"no {split!r} split in data.yaml")
+            continue
+        images = split_images(path, split)
+        report.images[split] = len(images)
+        boxes = 0
+        unlabelled = 0
+        for image in images:
+            if _read_image(image) is None:
+                problems.append(f"{image}: not a readable image")
+            lp = label_path(image)
+            if not lp.is_file():
+                unlabelled += 1
+                continue
+            for n, line in enumerate(lp.read_text(errors="replace").splitlines(), 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                try:
+                    cid = int(fields[0])
+                    cx, cy, w, h = (float(v) for v in fields[1:5])
+                except (ValueError, IndexError):
+                    problems.append(f"{lp}:{n}: {line!r} is not 'class cx cy w h'")
+                    continue
+                if cid not in names:
+                    problems.append(f"{lp}:{n}: class {cid} is not in names (0..{len(names) - 1})")
+                if w <= 0 or h <= 0 or not all(0 <= v <= 1 for v in (cx, cy, w, h)):
+                    problems.append(f"{lp}:{n}: box {cx} {cy} {w} {h} is not inside the image (0-1)")
+                boxes += 1
+        report.boxes[split] = boxes
+        if unlabelled:
+            report.warnings.append(f"{split}: {unlabelled} image(s) without labels (taken as defect-free)")
+    report.errors += problems[:max_listed]
+    if len(problems) > max_listed:
+        report.errors.append(f"... and {len(problems) - max_listed} more")
+    if report.images.get("val"):
+        overlap, n_val = train_val_overlap(path)
+        if overlap:
+            report.warnings.append(
+                f"{overlap} of the {n_val} val images are train images: run `edge-inspect dataset split`"
+            )
+    return report
