@@ -26,6 +26,7 @@ from typing import Any
 
 from edge_agent.archive import Archive
 from edge_agent.config import AgentConfig, LoadedLine, load_line
+from edge_agent.inference_budget import InferenceBudget
 from edge_agent.inspector import InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
 from edge_agent.line import LineRuntime
@@ -82,11 +83,13 @@ class Agent:
         self.on_event = on_event
         self.journal: ResultJournal | None = None
         self.lines: dict[str, LineRuntime] = {}
+        self.budget: InferenceBudget | None = None
         self.publishers: list[Publisher] = []
         self.feeds: list[PublisherFeed] = []  # one per publisher: a blocking publisher cannot stall a line
         self.archive: Archive | None = None
         self.metrics = AgentMetrics()
         self.metrics_server: MetricsServer | None = None
+        self.console: Any = None  # edge_agent.console.server.Console when the site file enables it
         self.reload_log: list[dict[str, Any]] = []
         self.started_at: float | None = None
         self._line_files: dict[str, LoadedLine] = {}
@@ -114,6 +117,9 @@ class Agent:
             log.error("archive %s: %s; archiving is off", site.archive.path, exc)
             self.archive = None
 
+        enabled = [loaded for loaded in self.config.lines if loaded.config.enabled]
+        self.budget = InferenceBudget(site.inference.threads, site.inference.concurrent, len(enabled))
+        log.info("inference budget: %s", self.budget.describe())
         for loaded in self.config.lines:
             if not loaded.config.enabled:
                 log.info("line %s is disabled in %s", loaded.config.name, loaded.file)
@@ -124,6 +130,7 @@ class Agent:
                 journal=self.journal,
                 sink=self._on_line_result,
                 boot_id=self.boot_id,
+                budget=self.budget,
             )
             line.add_listener(self._line_listener(line))
             self.lines[line.name] = line
@@ -159,6 +166,9 @@ class Agent:
                     f"{site.metrics.host}:{site.metrics.port}: {exc.strerror or exc}"
                 ) from exc
 
+        if site.console.enabled:
+            self._start_console()
+
         for line in self.lines.values():
             line.start()  # a line whose model fails to load reports "error"; the others run
         self._refuse_failed_lines()
@@ -183,6 +193,23 @@ class Agent:
         hint = " (to start the others anyway: on_line_load_failure: run_others)" if running else ""
         raise AgentStartError(f"{reasons}{hint}")
 
+    def _start_console(self) -> None:
+        from edge_agent.console.server import Console  # the web stack only when a console is wanted
+
+        console_config = self.config.site.console
+        self.console = Console(self, console_config)
+        try:
+            self.console.start()
+        except OSError as exc:
+            self.console = None
+            self._stop_publishers()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            raise AgentStartError(
+                f"{self.config.site_file}: console: cannot listen on "
+                f"{console_config.host}:{console_config.port}: {exc.strerror or exc}"
+            ) from exc
+
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         self._threads.append(t)
@@ -201,6 +228,8 @@ class Agent:
             self.archive.stop(timeout)
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        if self.console is not None:
+            self.console.stop()
         for t in self._threads:
             t.join(timeout)
         if self.journal is not None:
@@ -263,6 +292,8 @@ class Agent:
             feed.notify(result)  # never blocks; the feed thread calls publisher.notify()
         if outcome is not None and self.archive is not None:
             self.archive.submit(outcome)
+        if self.console is not None:
+            self.console.offer(line.name, result, outcome)  # keeps references only; never encodes here
         if self.on_result is not None:
             self.on_result(result)
 
@@ -397,6 +428,10 @@ class Agent:
         )
         log.info("line %s: reloaded (model %s)", name, line.model_version)
         return True
+
+    def loaded_line(self, name: str) -> LoadedLine:
+        """The line's file and config as last loaded (after hot reloads: the running version)."""
+        return self._line_files[name]
 
     def _mark_seen(self, name: str, loaded: LoadedLine) -> None:
         for kind, path in self._files_of(loaded).items():

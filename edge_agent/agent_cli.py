@@ -217,6 +217,9 @@ def _print_endpoints(agent: Any) -> None:
             where.append(f"{pub.name} {config_endpoint}")
     if where:
         typer.secho("serving: " + "; ".join(where), err=True)
+    if agent.console is not None:
+        login = "no login: localhost only" if not agent.console.auth.login_required else "login required"
+        typer.secho(f"console: {agent.console.url}/ ({login})", bold=True, err=True)
 
 
 def _last_seq(path: Path) -> int:

@@ -37,6 +37,23 @@ log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+def archived_image(root: Path, result: InspectionResult, camera: str, annotated: bool = False) -> Path | None:
+    """The archived image of `result` from `camera` (the layout above), or None; never outside `root`."""
+    if result.seq is None:
+        return None
+    root = Path(root).resolve()
+    folder = root / _UNSAFE.sub("_", result.line) / result.timestamp.strftime("%Y-%m-%d")
+    part, cam = _UNSAFE.sub("_", result.part_id), _UNSAFE.sub("_", camera)
+    stem = f"{result.seq:010d}_{part}_{result.verdict}_{cam}{'_annotated' if annotated else ''}"
+    for ext in (".jpg", ".png"):
+        path = (folder / f"{stem}{ext}").resolve()
+        if not path.is_relative_to(root):
+            return None
+        if path.is_file():
+            return path
+    return None
+
+
 @dataclass
 class ArchiveStats:
     written: int = 0

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.console.settings import ConsoleConfig
 from edge_agent.sources import SourceConfig
 from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
 from vision.rules import RecipeRules
@@ -201,6 +202,19 @@ class ReloadConfig(BaseModel):
     poll_s: float = Field(1.0, gt=0)
 
 
+class InferenceConfig(BaseModel):
+    """One inference thread budget for all lines of the agent (see edge_agent/inference_budget.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int | None = Field(
+        None, gt=0, description="intra-op threads for inference, all lines together (default: physical cores)"
+    )
+    concurrent: int = Field(
+        1, ge=1, description="inferences running at once; each gets threads / concurrent threads"
+    )
+
+
 class SiteConfig(BaseModel):
     """The site file. `publishers` entries are validated against the publisher registry by `type:`."""
 
@@ -214,6 +228,8 @@ class SiteConfig(BaseModel):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     publishers: list[dict[str, Any]] = Field(
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )

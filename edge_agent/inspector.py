@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edge_agent.config import LineConfig, LoadedLine
+from edge_agent.inference_budget import InferenceBudget
 from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from edge_agent.yamlconf import ConfigIssue, suggest
@@ -92,14 +93,26 @@ class Inspector:
         )
 
     @classmethod
-    def load(cls, config: LineConfig, site: str, *, check_classes: bool = True) -> Inspector:
+    def load(
+        cls,
+        config: LineConfig,
+        site: str,
+        budget: InferenceBudget | None = None,
+        *,
+        check_classes: bool = True,
+    ) -> Inspector:
         """Load the model exactly as the line runs it (providers, imgsz, task, threads), warm it up, check
         the recipes' class names, then inspect the reference image (or a synthetic frame) once per camera
-        through the same code as a real part: tiling, decode and every recipe's rules."""
+        through the same code as a real part: tiling, decode and every recipe's rules.
+
+        With a `budget`, the model runs inside the agent's shared inference gate with its share of threads
+        (a line's own `model.threads` still wins)."""
         from vision import Model, VisionError, read_image
         from vision.providers import resolve_providers
 
         mc = config.model
+        shared = {} if budget is None else {"gate": budget.gate, "spinning": budget.spinning}
+        threads = mc.threads or (budget.threads_per_model if budget is not None else None)
         try:
             resolve_providers(mc.providers)
         except VisionError as exc:
@@ -111,9 +124,10 @@ class Inspector:
                 names=mc.names,
                 imgsz=mc.imgsz,
                 task=mc.task,
-                threads=mc.threads,
+                threads=threads,
                 conf=mc.conf,
                 iou=mc.iou,
+                **shared,
             )
             model.warmup(runs=1)  # one run initialises ORT's lazy parts; more only delays the first part
         except VisionError as exc:
