@@ -475,7 +475,7 @@ async def _state_machine_nodes(server: Server, sm: Node, nid: str, app: int) -> 
     )
     last = await _instance(
         sm,
-        ua.NodeId(ua.ObjectIds.TransitionVariableType),
+        ua.NodeId(ua.ObjectIds.FiniteTransitionVariableType),
         ua.NodeId(f"{nid}.LastTransition", app),
         ua.QualifiedName("LastTransition", 0),
         optional=True,

@@ -318,7 +318,6 @@ class VisionServer:
                 model.system_state_to_ua(self.types, backend.state, description),
                 ua.VariantType.ExtensionObject,
             )
-        st.cause = None
         if served.nodes.active_configuration is not None:
             await self._write_configuration(served)
         await self.plc.write_ready(served)
