@@ -388,7 +388,8 @@ class ServerThread:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self.vision.start())
-        except BaseException as exc:  # handed to start()'s caller
+        except BaseException as exc:  # handed to start()'s caller (or to wait_started())
+            logger.error("opcua: the server failed to start: %s", exc)
             self._error = exc
             self._ready.set()
             with contextlib.suppress(Exception):

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from contract import InspectionResult
 from edge_agent.journal import ResultJournal
@@ -151,7 +153,28 @@ class OpcUaPublisher(Publisher):
         self.server = ServerThread(config, lines, JournalResultStore(context.journal, archive_dir))
 
     def start(self, journal: ResultJournal) -> None:
-        self.server.start()
+        """Check what can be checked at once (certificate, port), then start the server without
+        waiting for it: importing the Machine Vision NodeSet takes 1-3 s, and the lines must not wait
+        for that (agent start -> first result stays under 2 s). Results made meanwhile are queued
+        and published once it listens; a later failure is logged and shows in `stats()`."""
+        self._preflight()
+        self.server.start(wait=False)
+
+    def _preflight(self) -> None:
+        cfg = self.config
+        if cfg.security == "production" and not (cfg.cert_path.exists() and cfg.key_path.exists()):
+            raise FileNotFoundError(
+                f"opcua: server certificate {cfg.cert_path} or key {cfg.key_path} not found; "
+                f"make them with `edge-inspect opcua cert --pki-dir {cfg.pki_dir}`"
+            )
+        url = urlparse(cfg.endpoint)
+        if url.port:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((url.hostname or "0.0.0.0", url.port))
+                except OSError as exc:
+                    raise OSError(f"opcua: cannot listen on {cfg.endpoint}: {exc.strerror or exc}") from exc
 
     def notify(self, result: InspectionResult) -> None:
         self.server.submit_result(result)
@@ -163,4 +186,4 @@ class OpcUaPublisher(Publisher):
         self.server.stop(timeout)
 
     def stats(self) -> dict[str, float]:
-        return self.server.stats()
+        return {**self.server.stats(), "server_started": float(self.server.started)}
