@@ -130,6 +130,7 @@ class MvTypes:
     mv: int  # namespace index of the Machine Vision URI
     app: int  # namespace index of the application URI
     vendor: dict[str, type] = field(default_factory=dict)
+    _classes: dict[str, type] = field(default_factory=dict, repr=False)
 
     def id(self, name: str) -> ua.NodeId:
         """Official NodeId of a Machine Vision node named in `nodeset.MV`, or a vendor type."""
@@ -138,7 +139,9 @@ class MvTypes:
         return ua.NodeId(getattr(MV, name), self.mv)
 
     def new(self, name: str, **values: Any) -> Any:
-        cls = self.vendor.get(name) or getattr(ua, name)
+        cls = self._classes.get(name)
+        if cls is None:  # once per name: this is on the result hot path
+            cls = self._classes[name] = self.vendor.get(name) or getattr(ua, name)
         return cls(**values)
 
 

@@ -146,6 +146,10 @@ class VisionServer:
                 await server.get_event_generator(types.id("ResultReadyEventType"), nodes.system),
                 await server.get_event_generator(types.id("ResultReadyEventType"), ua.ObjectIds.Server),
             ]
+            for gen in self._result_events[name]:  # the same in every event of this line
+                gen.event.SourceNode = nodes.system.nodeid
+                gen.event.SourceName = name
+                classify(gen.event)
             await self.write(nodes.plc["ModelVersion"], str(backend.model_version), ua.VariantType.String)
             await self._write_configuration(served)
             backend.add_listener(lambda event, payload, _name=name: self.line_changed(_name))
@@ -254,9 +258,13 @@ class VisionServer:
         fields = model.result_field_variants(self.types, value)
         nodes = served.nodes
         write = self.server.write_attribute_value
-        # children first: a client that reads them after LatestResult changed sees the same result
+        # children first: a client that reads them after LatestResult changed sees the same result;
+        # the ones equal to the last result's (IsPartial, the recipe and configuration ids) stay
+        last = served.state.last_children
         for name, variant in fields.items():
-            await write(nodes.latest_children[name].nodeid, ua.DataValue(variant))
+            if last.get(name) != variant.Value:
+                await write(nodes.latest_children[name].nodeid, ua.DataValue(variant))
+                last[name] = variant.Value
         await write(
             nodes.latest_result.nodeid, ua.DataValue(ua.Variant(value, ua.VariantType.ExtensionObject))
         )
@@ -280,10 +288,7 @@ class VisionServer:
             for name in model.EVENT_FIELDS:
                 variant = fields[name]
                 event.add_property(name, variant.Value, variant.VariantType)
-            event.SourceNode = nodes.system.nodeid
-            event.SourceName = nodes.line
             event.Severity = severity
-            classify(event)
             await gen.trigger(time_attr=value.CreationTime, message=message)
         self.published += 1
 
