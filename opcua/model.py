@@ -24,7 +24,7 @@ from asyncua import Server, ua
 from asyncua.common.instantiate_util import instantiate
 from asyncua.common.manage_nodes import create_encoding
 from asyncua.common.node import Node
-from asyncua.common.structures104 import new_struct_field
+from asyncua.common.structures104 import load_custom_struct, new_struct_field
 
 from contract import InspectionResult, ModelInfo
 from opcua.backend import LineConfiguration, configuration_id
@@ -251,8 +251,6 @@ async def build_vendor_types(server: Server, mv: int, app: int) -> MvTypes:
     )
     # generate only the vendor classes (the official ones came with the NodeSet import)
     for name, type_id in _APP_IDS.items():
-        from asyncua.common.structures104 import load_custom_struct
-
         types.vendor[name] = await load_custom_struct(server.get_node(ua.NodeId(type_id, app)))
     return types
 

@@ -421,6 +421,10 @@ class ServerThread:
         return self.vision.endpoint_url
 
     def stop(self, timeout: float = 5.0) -> None:
+        # a server still starting (NodeSet import) finishes its start first: stopping the loop under
+        # it would leave a half-built server and a misleading "failed to start"
+        if self._thread is not None:
+            self._ready.wait(max(timeout, 30.0))
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._loop.stop)
