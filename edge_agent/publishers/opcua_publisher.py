@@ -27,6 +27,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from contract import InspectionResult
+from edge_agent.archive import archived_image
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import Publisher, PublisherContext
 from opcua.backend import LineConfiguration, configuration_id
@@ -83,22 +84,16 @@ class JournalResultStore:
         return matched[offset:]
 
     def images(self, result: InspectionResult) -> dict[str, tuple[str, bytes]]:
-        """camera -> (path, bytes) of the result's archived raw images (archive layout of
-        edge_agent.archive: <root>/<line>/<YYYY-MM-DD>/<seq>_<part>_<verdict>_<camera>.<ext>)."""
-        if self.archive_dir is None or result.seq is None:
+        """camera -> (path, bytes) of the result's raw images kept by the NG archive."""
+        if self.archive_dir is None:
             return {}
-        from edge_agent.archive import _UNSAFE
-
-        folder = self.archive_dir / _UNSAFE.sub("_", result.line) / result.timestamp.strftime("%Y-%m-%d")
-        stem = f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}_"
         found: dict[str, tuple[str, bytes]] = {}
-        cameras = {_UNSAFE.sub("_", f.camera): f.camera for f in result.frames}
-        for path in sorted(folder.glob(stem + "*")) if folder.is_dir() else []:
-            cam_part = path.stem[len(stem) :]
-            if cam_part.endswith("_annotated") or cam_part not in cameras:
+        for frame in result.frames:
+            path = archived_image(self.archive_dir, result, frame.camera)
+            if path is None:
                 continue
             try:
-                found[cameras[cam_part]] = (str(path), path.read_bytes())
+                found[frame.camera] = (str(path), path.read_bytes())
             except OSError as exc:  # deleted by the quota meanwhile: the result simply has no image
                 logger.info("opcua: archived image %s unreadable: %s", path, exc)
         return found
@@ -149,8 +144,7 @@ class OpcUaPublisher(Publisher):
         self.name = config.name
         self.context = context
         lines: Mapping[str, Any] = {name: LineAdapter(line) for name, line in context.lines.items()}
-        archive_dir = getattr(context, "archive_dir", None)
-        self.server = ServerThread(config, lines, JournalResultStore(context.journal, archive_dir))
+        self.server = ServerThread(config, lines, JournalResultStore(context.journal, context.archive_dir))
 
     def start(self, journal: ResultJournal) -> None:
         """Check what can be checked at once (certificate, port), then start the server without

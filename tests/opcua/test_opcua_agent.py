@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from asyncua import Client, ua
 
@@ -28,6 +29,7 @@ async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, syntheti
         tmp_path,
         [line],
         publishers=[{"type": "opcua", "security": "none", "endpoint": "opc.tcp://127.0.0.1:0/edge-inspect/"}],
+        archive={"path": "data/archive", "ok_sample_rate": 1.0},  # every part's image is kept
     )
     agent = Agent(load_agent_config(site))
     await asyncio.to_thread(agent.start)
@@ -85,6 +87,21 @@ async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, syntheti
                 ua.Variant(0, ua.VariantType.Int32),
             )
             assert error == 0 and by_id.JobId.Id == job.Id
+
+            # the components: per camera its defects and the image the NG archive kept
+            for _ in range(300):
+                out = await results.call_method(
+                    f"{ns.mv}:GetResultComponentsById",
+                    ua.ResultIdDataType(Id=stored.result_id),
+                    ua.Variant(0, ua.VariantType.Int32),
+                )
+                camera = out[15][1].Value
+                if camera.Image:
+                    break
+                await asyncio.sleep(0.05)
+            assert out[-1] == 0 and camera.Camera == "top"
+            assert camera.Image[:2] == b"\xff\xd8" and Path(camera.ImageFile).read_bytes() == camera.Image
+            assert len(camera.Defects) == sum(d.camera == "top" for d in stored.defects)
 
             recipes = await vision_node(client, "cell1", "mv:RecipeManagement")
             _, _, error = await recipes.call_method(
