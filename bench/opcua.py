@@ -9,6 +9,7 @@ The last row sends as fast as it can and reports the sustained rate the client c
 
     .venv/bin/python bench/opcua.py                     # rates 50, 200, 400 for 10 s each + max
     .venv/bin/python bench/opcua.py --rates 50 --seconds 20 --security production
+    .venv/bin/python bench/opcua.py --start 3          # agent start -> first result, with/without OPC UA
 
 Goal (issue 6): >= 200 results/s per agent with no loss; < 30 % of one core at 50/s.
 """
