@@ -137,7 +137,11 @@ class Agent:
             self._line_files[line.name] = loaded
 
         context = PublisherContext(
-            site=self.site, boot_id=self.boot_id, journal=self.journal, lines=self.lines
+            site=self.site,
+            boot_id=self.boot_id,
+            journal=self.journal,
+            lines=self.lines,
+            archive_dir=self.archive.root if self.archive is not None else None,
         )
         for entry in self.config.publishers:
             try:
