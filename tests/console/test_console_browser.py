@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir, start_browser
+from console_browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir, start_browser
 from console_helpers import REPO, AgentProcess, demo_site, wait_until
 
 if find_binaries() is None:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import cv2
 import numpy as np
 import yaml
-from test_console_hub import result
+from console_helpers import result
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
