@@ -34,7 +34,7 @@ from edge_agent.metrics import AgentMetrics, MetricsServer
 from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.publishers.feed import PublisherFeed
 from edge_agent.result import InspectionResult
-from edge_agent.yamlconf import ConfigError
+from edge_agent.yamlconf import ConfigError, ConfigIssue
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ class Agent:
         *,
         on_result: ResultCallback | None = None,
         on_event: EventCallback | None = None,
+        accept_new_journal: bool = False,
     ) -> None:
         self.config = config
+        self.accept_new_journal = accept_new_journal  # a journal that replaced this site's one is accepted
         self.site = config.site.site
         self.boot_id = uuid.uuid4().hex
         self.on_result = on_result
@@ -103,7 +105,9 @@ class Agent:
         site = self.config.site
         self.started_at = time.monotonic()
         try:
-            self.journal = ResultJournal(site.journal.path, durability=site.journal.durability)
+            self.journal = ResultJournal(
+                site.journal.path, durability=site.journal.durability, accept_new=self.accept_new_journal
+            )
         except Exception as exc:
             raise AgentStartError(f"journal {site.journal.path}: cannot open: {exc}") from exc
         self.archive = Archive(site.archive)
@@ -167,11 +171,27 @@ class Agent:
 
         for line in self.lines.values():
             line.start()  # a line whose model fails to load reports "error"; the others run
+        self._refuse_failed_lines()
 
         self._spawn(self._retention_loop, "journal-retention")
         if site.reload.enabled:
             self._snapshot_watched()
             self._spawn(self._reload_loop, "hot-reload")
+
+    def _refuse_failed_lines(self) -> None:
+        """A line that cannot load at start stops the start (as `config check` would fail), unless the site
+        says `on_line_load_failure: run_others` and some other line runs."""
+        failed = {n: line.status()["last_error"] for n, line in self.lines.items() if line.state == "error"}
+        if not failed:
+            return
+        reasons = "; ".join(f"line {name}: {error}" for name, error in failed.items())
+        running = len(self.lines) - len(failed)
+        if self.config.site.on_line_load_failure == "run_others" and running:
+            log.error("%s; running the other %d line(s) (on_line_load_failure: run_others)", reasons, running)
+            return
+        self.stop()
+        hint = " (to start the others anyway: on_line_load_failure: run_others)" if running else ""
+        raise AgentStartError(f"{reasons}{hint}")
 
     def _start_console(self) -> None:
         from edge_agent.console.server import Console  # the web stack only when a console is wanted
@@ -389,7 +409,9 @@ class Agent:
                     [new.doc.issue(("name",), f"renaming line {name!r} needs an agent restart")]
                 )
             line.reload(new.config)
-        except (ConfigError, InspectorLoadError) as exc:
+        except Exception as exc:  # ConfigError, InspectorLoadError or a surprise: not retried until changed
+            if not isinstance(exc, (ConfigError, InspectorLoadError)):
+                exc = ConfigError([ConfigIssue(loaded.file, None, None, (), f"cannot reload: {exc!r}")])
             entry = {"line": name, "ok": False, "error": str(exc), "at": time.time()}
             log.error("line %s: reload rejected, the running version stays: %s", name, exc)
             if isinstance(exc, ConfigError):

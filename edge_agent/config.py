@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edge_agent.console.settings import ConsoleConfig
 from edge_agent.sources import SourceConfig
@@ -72,9 +80,13 @@ class ModelConfig(BaseModel):
     threads: int | None = Field(None, gt=0, description="ONNX Runtime intra-op threads (default: cores)")
     conf: float = Field(0.25, ge=0, le=1, description="model confidence threshold (rules may raise it)")
     iou: float = Field(0.7, ge=0, le=1)
-    tile: tuple[int, int] | None = Field(None, description="[rows, cols] tiling for small defects")
+    tile: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="[rows, cols] tiling for small defects (each at least 1)"
+    )
     names: dict[int, str] | None = Field(None, description="class names, only if the ONNX file lacks them")
-    imgsz: int | tuple[int, int] | None = Field(None, description="input size, only if the file lacks it")
+    imgsz: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="input size, only if the file lacks it"
+    )
     task: Literal["detect", "segment", "classify"] | None = None
     reference_image: Path | None = Field(
         None, description="image run once at (re)load to check the model works (default: a blank frame)"
@@ -222,6 +234,11 @@ class SiteConfig(BaseModel):
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    on_line_load_failure: Literal["refuse", "run_others"] = Field(
+        "refuse",
+        description="a line whose model cannot load at start: refuse to start (exit 1, the reason), or "
+        "run_others: start the other lines, the failed one in state error until a fixed file reloads it",
+    )
 
 
 # -- loading ---------------------------------------------------------------------------------------

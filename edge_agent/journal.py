@@ -80,6 +80,85 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+class JournalIdentityError(Exception):
+    """The journal file is not the journal this site had (emptied, deleted or replaced); nothing changed."""
+
+
+def identity_file(journal: Path) -> Path:
+    """The file the site keeps beside its journal: `journal.sqlite` -> `journal.sqlite.id`."""
+    return journal.with_name(journal.name + ".id")
+
+
+def check_journal_identity(db: sqlite3.Connection, path: Path, *, accept_new: bool = False) -> str | None:
+    """The journal's id, checked against the identity file beside it, before anything is written.
+
+    A journal that was truncated to 0 bytes, deleted or swapped for another file would otherwise start
+    again from seq 1 and the earlier results would be gone without a word. Returns the id to keep (None:
+    make a new one); raises `JournalIdentityError` saying how to accept a new journal on purpose.
+    """
+    has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='journal_meta'").fetchone()
+    row = db.execute("SELECT value FROM journal_meta WHERE key='journal_id'").fetchone() if has_meta else None
+    in_db = str(row[0]) if row else None
+    side = identity_file(path)
+    try:
+        expected = json.loads(side.read_text(encoding="utf-8")) if side.exists() else None
+    except (OSError, ValueError) as exc:
+        raise JournalIdentityError(f"{side}: unreadable identity file ({exc}); restore or delete it") from exc
+    if expected is None or accept_new:
+        return in_db if expected is None else None  # no record yet (new or older journal): adopt it
+    if in_db == expected.get("journal_id"):
+        return in_db
+    what = "holds no journal id" if in_db is None else f"is journal {in_db}"
+    had = expected.get("last_seen_seq")
+    raise JournalIdentityError(
+        f"{path} is not this site's journal: {side} names journal {expected.get('journal_id')} "
+        f"(created {expected.get('created', '?')}"
+        + (f", results up to seq {had} at the last clean stop" if had else "")
+        + f"), but the file {what}. It was emptied, deleted or replaced, so the earlier results are not "
+        "in it. Restore the journal from a backup; or, to start a new journal on purpose, run with "
+        f"--accept-new-journal (or move {side} away)"
+    )
+
+
+def record_journal_identity(db: sqlite3.Connection, path: Path, journal_id: str | None) -> str:
+    """Store the journal's id in the database and in the identity file beside it; returns the id."""
+    import uuid
+
+    if journal_id is None:
+        journal_id = uuid.uuid4().hex
+    db.execute("CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT OR REPLACE INTO journal_meta(key, value) VALUES ('journal_id', ?)", (journal_id,))
+    side = identity_file(path)
+    try:
+        current = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
+    except (OSError, ValueError):
+        current = {}
+    if current.get("journal_id") != journal_id:
+        record = {
+            "journal_id": journal_id,
+            "journal": path.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        tmp = side.with_name(side.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(side)
+    return journal_id
+
+
+def _note_last_seq(path: Path, journal_id: str, seq: int) -> None:
+    """Remember the newest seq in the identity file at a clean stop (for the message if the file is lost)."""
+    side = identity_file(path)
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+        if record.get("journal_id") == journal_id:
+            record["last_seen_seq"] = seq
+            tmp = side.with_name(side.name + ".tmp")
+            tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            tmp.replace(side)
+    except (OSError, ValueError):
+        pass  # only a hint for a later error message
+
+
 class ResultJournal:
     """Thread-safe append-only result store.
 
@@ -87,14 +166,22 @@ class ResultJournal:
     power loss at the cost of an fsync per commit.
     """
 
-    def __init__(self, path: str | Path, durability: Durability = "normal") -> None:
+    def __init__(
+        self, path: str | Path, durability: Durability = "normal", *, accept_new: bool = False
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            identity = check_journal_identity(self._db, self.path, accept_new=accept_new)
+        except BaseException:
+            self._db.close()
+            raise
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
+        self.journal_id = record_journal_identity(self._db, self.path, identity)
         self._db.executescript(_REVIEW_SCHEMA)
 
     # -- writing -------------------------------------------------------------------------------
@@ -131,6 +218,7 @@ class ResultJournal:
                     )
                     out.append(stored)
                 self._db.execute("COMMIT")
+                self._appended = True
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -481,6 +569,8 @@ class ResultJournal:
 
     def close(self) -> None:
         with self._lock:
+            if getattr(self, "_appended", False):
+                _note_last_seq(self.path, self.journal_id, self.last_seq())
             self._db.close()
 
 

@@ -199,6 +199,9 @@ class CameraWorker:
             "failures": self.failures,
             "last_error": self.last_error,
             "retry_in_s": self.retry_in_s,
+            # files a file source could not read (truncated, empty, not an image): logged once each
+            "skipped": int(getattr(self.source, "skipped", 0)),
+            "last_skip_error": getattr(self.source, "last_skip_error", None),
         }
 
 

@@ -120,6 +120,11 @@ class _AgentCollector(Collector):
         errors = CounterMetricFamily(
             "edge_inspect_inspection_errors", "Inspections that failed", labels=["line"]
         )
+        skipped = CounterMetricFamily(
+            "edge_inspect_skipped_files",
+            "Files a file source could not read (truncated, empty, not an image)",
+            labels=["line", "camera"],
+        )
         for line in list(agent.lines.values()):
             st = line.status()
             fps.add_metric([line.name], st["fps"])
@@ -131,8 +136,9 @@ class _AgentCollector(Collector):
             for cam in st["cameras"]:
                 dropped.add_metric([line.name, cam["name"]], cam["dropped"])
                 reconnects.add_metric([line.name, cam["name"]], cam["reconnects"])
+                skipped.add_metric([line.name, cam["name"]], cam.get("skipped", 0))
                 connected.add_metric([line.name, cam["name"]], 1.0 if cam["state"] == "connected" else 0.0)
-        yield from (fps, up, depth, dropped, reconnects, connected, errors)
+        yield from (fps, up, depth, dropped, reconnects, connected, errors, skipped)
 
         journal_seq = GaugeMetricFamily("edge_inspect_journal_last_seq", "Last journaled sequence number")
         journal_seq.add_metric([], agent.journal.last_seq() if agent.journal else 0)

@@ -179,6 +179,14 @@ class Model:
             raise ModelLoadError(
                 f"{self.path}: task {task!r} is not supported (supported: {', '.join(TASKS)})"
             )
+        rank = len(self.outputs[0].shape)
+        if (task == "classify") != (rank == 2) or (task == "segment" and len(self.outputs) < 2):
+            # a wrong `task:` would otherwise decode garbage (or fail) on every frame
+            found = "classify" if rank == 2 else ("segment" if len(self.outputs) >= 2 else "detect")
+            raise ModelLoadError(
+                f"{self.path}: task {task!r} does not fit this model: its output "
+                f"{self.outputs[0].shape} is a {found} head"
+            )
         return task
 
     def _resolve_end2end(self) -> bool:
