@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.archive import Archive
+from edge_agent.capture import CaptureArchive
 from edge_agent.config import AgentConfig, LoadedLine, load_line
 from edge_agent.inference_budget import InferenceBudget
 from edge_agent.inspector import InspectorLoadError, Outcome
@@ -87,6 +88,7 @@ class Agent:
         self.publishers: list[Publisher] = []
         self.feeds: list[PublisherFeed] = []  # one per publisher: a blocking publisher cannot stall a line
         self.archive: Archive | None = None
+        self.capture: CaptureArchive | None = None  # uncertain / reviewed parts for labelling
         self.metrics = AgentMetrics()
         self.metrics_server: MetricsServer | None = None
         self.console: Any = None  # edge_agent.console.server.Console when the site file enables it
@@ -116,6 +118,13 @@ class Agent:
         except OSError as exc:  # a broken archive disk degrades archiving, never inspection
             log.error("archive %s: %s; archiving is off", site.archive.path, exc)
             self.archive = None
+        if site.capture.enabled:
+            self.capture = CaptureArchive(site.capture)
+            try:
+                self.capture.start()
+            except OSError as exc:  # like the archive: capturing degrades, inspection goes on
+                log.error("capture %s: %s; capturing is off", site.capture.path, exc)
+                self.capture = None
 
         enabled = [loaded for loaded in self.config.lines if loaded.config.enabled]
         self.budget = InferenceBudget(site.inference.threads, site.inference.concurrent, len(enabled))
@@ -230,6 +239,8 @@ class Agent:
         self._stop_publishers(timeout)
         if self.archive is not None:
             self.archive.stop(timeout)
+        if self.capture is not None:
+            self.capture.stop(timeout)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.console is not None:
@@ -296,6 +307,8 @@ class Agent:
             feed.notify(result)  # never blocks; the feed thread calls publisher.notify()
         if outcome is not None and self.archive is not None:
             self.archive.submit(outcome)
+        if outcome is not None and self.capture is not None:
+            self.capture.submit(outcome)
         if self.console is not None:
             self.console.offer(line.name, result, outcome)  # keeps references only; never encodes here
         if self.on_result is not None:

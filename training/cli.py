@@ -1,4 +1,4 @@
-"""Training commands: `dataset import|split|stats|synth`, `train`, `evaluate`, `export`,
+"""Training commands: `dataset import|split|stats|synth|export|from-archive`, `train`, `evaluate`, `export`,
 `model list|show|promote`.
 
 Every command checks its input first and says in plain words what is wrong (exit code 2); torch and
@@ -39,14 +39,20 @@ def _plain_errors() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ dataset
 @dataset_app.command("import")
 def dataset_import(
-    src: Annotated[Path, typer.Argument(help="Source: VOC folder, COCO .json (or its folder), YOLO folder.")],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="Source: VOC folder, COCO .json, YOLO folder, Label Studio .json, CVAT annotations.xml."
+        ),
+    ],
     dst: Annotated[Path, typer.Argument(help="Destination folder for the canonical dataset.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="voc, coco or yolo.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="voc, coco, yolo, label-studio or cvat.")],
     classes: Annotated[
         str | None, typer.Option(help="Comma-separated class list (fixes names and order).")
     ] = None,
     images: Annotated[
-        Path | None, typer.Option(help="COCO: folder the file_name entries are relative to.")
+        Path | None,
+        typer.Option(help="COCO, Label Studio, CVAT: folder the images are in (default: beside the file)."),
     ] = None,
     val: Annotated[float | None, typer.Option(help="Also split: validation fraction.")] = None,
     test: Annotated[float, typer.Option(help="Test fraction (with --val).")] = 0.0,
@@ -145,6 +151,74 @@ def dataset_synth(
         dst, n=n, size=(size, size), seed=seed, val_fraction=val, ok_probability=ok_fraction
     )
     typer.echo(f"Wrote {n} images ({', '.join(CLASSES)}) and {data_yaml}")
+
+
+@dataset_app.command("export")
+def dataset_export(
+    src: Annotated[Path, typer.Argument(help="Dataset (folder with data.yaml) or a plain folder of images.")],
+    dst: Annotated[Path, typer.Argument(help="Folder for the labelling batch (images + the tool's file).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="label-studio or cvat.")],
+    split: Annotated[str, typer.Option(help="Dataset split: all, train, val or test.")] = "all",
+    model: Annotated[Path | None, typer.Option(help="ONNX model whose boxes become pre-annotations.")] = None,
+    conf: Annotated[float, typer.Option(help="Pre-annotation confidence threshold.")] = 0.25,
+    url_prefix: Annotated[
+        str | None, typer.Option(help="Label Studio: image URL prefix (default: local files, images/).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty destination.")] = False,
+) -> None:
+    """Write images + a Label Studio task list or a CVAT for images 1.1 XML, with the dataset's labels
+    and/or a model's boxes as pre-annotations, ready to import into the labelling tool."""
+    from training.formats.batch import add_predictions, dataset_sources, folder_sources, write_batch
+
+    with _plain_errors():
+        if (src / "data.yaml").is_file() or src.suffix in (".yaml", ".yml"):
+            sources, classes = dataset_sources(src, split)
+        else:
+            sources, classes = folder_sources(src), []
+        if model is not None:
+            model_classes = add_predictions(sources, model, conf=conf)
+            classes = classes or model_classes
+        if not classes:
+            typer.echo("error: a folder of images needs --model (for the classes and boxes)", err=True)
+            raise typer.Exit(2)
+        out = write_batch(
+            sources, dst, fmt.lower(), classes, url_prefix, str(model) if model else None, overwrite
+        )
+        typer.echo(f"Wrote {len(sources)} images and {out}")
+
+
+@dataset_app.command("from-archive")
+def dataset_from_archive(
+    archive: Annotated[Path, typer.Argument(help="The agent's capture folder (site file: capture.path).")],
+    dst: Annotated[Path, typer.Argument(help="Folder for the labelling batch.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="label-studio or cvat.")] = "label-studio",
+    reason: Annotated[
+        str | None, typer.Option(help="Only parts captured for this reason: uncertain or review.")
+    ] = None,
+    line: Annotated[str | None, typer.Option(help="Only this line's parts.")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Re-run this ONNX model for the pre-annotations (default: boxes at capture)."),
+    ] = None,
+    conf: Annotated[float, typer.Option(help="Confidence threshold with --model.")] = 0.1,
+    url_prefix: Annotated[str | None, typer.Option(help="Label Studio: image URL prefix.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty destination.")] = False,
+) -> None:
+    """Turn captured frames (uncertain or reviewer-marked parts) into a labelling batch with
+    pre-annotations; label them, then `dataset import --format label-studio|cvat` brings them back."""
+    from training.formats.batch import add_predictions, capture_sources, write_batch
+
+    with _plain_errors():
+        sources, classes = capture_sources(archive, [reason] if reason else None, line)
+        if not sources:
+            typer.echo("error: no captured images match (wrong --reason or --line?)", err=True)
+            raise typer.Exit(2)
+        if model is not None:
+            classes = add_predictions(sources, model, conf=conf)
+        out = write_batch(
+            sources, dst, fmt.lower(), classes, url_prefix, str(model) if model else None, overwrite
+        )
+        typer.echo(f"Wrote {len(sources)} images and {out}")
 
 
 # ------------------------------------------------------------------------------------------ train etc.
@@ -344,17 +418,39 @@ def model_promote(
         Path | None, typer.Option(help="Evaluation set for the comparison (default: card's).")
     ] = None,
     split: Annotated[str | None, typer.Option(help="Evaluation split (default: card's).")] = None,
-    force: Annotated[bool, typer.Option(help="Promote even if worse than the current model.")] = False,
+    recipe: Annotated[
+        str | None, typer.Option(help="Recipe that gets the thresholds (default: the active one).")
+    ] = None,
+    thresholds: Annotated[
+        bool, typer.Option(help="Write the operating point's per-class thresholds into the recipe.")
+    ] = True,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if worse than the current model, or without a gate.")
+    ] = False,
     reason: Annotated[str, typer.Option(help="Why (recorded in the card, needed with --force).")] = "",
 ) -> None:
-    """Put MODEL on a line: refused if its classes do not fit the line's rules or it is worse."""
+    """Put MODEL on a line: refused if its classes do not fit the line's rules, if it is worse than the
+    current model at the operating point (escape, false reject) or in mAP50, or if that cannot be checked."""
     from training.registry import promote
 
     if force and not reason:
         typer.echo("error: --force needs --reason (it is recorded in the model card)", err=True)
         raise typer.Exit(2)
     with _plain_errors():
-        result = promote(model, line, registry=registry, data=data, split=split, force=force, reason=reason)
+        result = promote(
+            model,
+            line,
+            registry=registry,
+            data=data,
+            split=split,
+            force=force,
+            reason=reason,
+            recipe=recipe,
+            write_thresholds=thresholds,
+        )
+        if result.gate is not None:
+            typer.echo(result.gate.summary())
+        typer.echo(result.diff or "(line file unchanged)")
         typer.echo(result.message)
 
 

@@ -43,7 +43,8 @@ import yaml
 from training.errors import TrainingInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-Format = Literal["voc", "coco", "yolo"]
+Format = Literal["voc", "coco", "yolo", "label-studio", "cvat"]
+_ONE_FILE_FORMATS = ("coco", "label-studio", "cvat")  # all labels in one file: reports name the image
 SPLITS = ("train", "val", "test")
 
 
@@ -376,8 +377,8 @@ def import_dataset(
     every `<name>` found, sorted.
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    if fmt not in ("voc", "coco", "yolo"):
-        raise TrainingInputError(f"unknown format {fmt!r}: use voc, coco or yolo")
+    if fmt not in ("voc", "coco", "yolo", "label-studio", "cvat"):
+        raise TrainingInputError(f"unknown format {fmt!r}: use voc, coco, yolo, label-studio or cvat")
     if not src.exists():
         raise TrainingInputError(f"source {src} does not exist")
     if dst.exists() and any(dst.iterdir()):
@@ -389,6 +390,11 @@ def import_dataset(
         items, found = _parse_voc(src, report)
     elif fmt == "coco":
         items, found = _parse_coco(src, report, Path(images_dir) if images_dir else None)
+    elif fmt in ("label-studio", "cvat"):  # labelling tools' exports: training/formats
+        from training.formats import cvat, label_studio
+
+        parser = label_studio.parse if fmt == "label-studio" else cvat.parse
+        items, found = parser(src, report, Path(images_dir) if images_dir else None)
     else:
         items, found = _parse_yolo(src, report)
     names = list(classes) if classes else found
@@ -429,7 +435,7 @@ def import_dataset(
         seen_hashes[digest] = item.image
         h, w = img.shape[:2]
         # COCO keeps every label in one JSON: name the image, so the report says which one.
-        where = item.image if fmt == "coco" else (item.label_file or item.image)
+        where = item.image if fmt in _ONE_FILE_FORMATS else (item.label_file or item.image)
         if item.declared_size and all(item.declared_size) and item.declared_size != (w, h):
             report.add(
                 where,
@@ -473,7 +479,7 @@ def import_dataset(
                 f"{(cx2 - cx1) / w:.6f} {(cy2 - cy1) / h:.6f}"
             )
             per_class[box.label] += 1
-        if item.label_file is None and fmt != "coco":
+        if item.label_file is None and fmt not in _ONE_FILE_FORMATS:
             report.add(
                 item.image, "no_label", "image has no annotation file", "imported as defect-free image"
             )
