@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "edge_agent.zmq_cli",
     "opcua.cli",
     "training.cli",
+    "hub.cli",
 )
 
 for _module in _COMMAND_MODULES:
