@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.archive import Archive
-from edge_agent.config import AgentConfig, LoadedLine, load_line
+from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
 from edge_agent.inspector import InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
 from edge_agent.line import LineRuntime
@@ -92,6 +92,10 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopped = False
+        # programme hub (site file `hub:`): line -> verified model file from the hub, run instead of its own
+        self.hub_link: Any = None
+        self.model_overrides: dict[str, Path] = {}
+        self._reload_lock = threading.Lock()  # hot reload and hub model switches, one at a time
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,12 +114,18 @@ class Agent:
             log.error("archive %s: %s; archiving is off", site.archive.path, exc)
             self.archive = None
 
+        if site.hub is not None:
+            from edge_agent.hub_link import HubLink
+
+            self.hub_link = HubLink(self, site.hub)
+            self.model_overrides = self.hub_link.prepare()
+
         for loaded in self.config.lines:
             if not loaded.config.enabled:
                 log.info("line %s is disabled in %s", loaded.config.name, loaded.file)
                 continue
             line = LineRuntime(
-                loaded.config,
+                self._with_model_override(loaded.config),
                 site=self.site,
                 journal=self.journal,
                 sink=self._on_line_result,
@@ -159,6 +169,8 @@ class Agent:
             line.start()  # a line whose model fails to load reports "error"; the others run
 
         self._spawn(self._retention_loop, "journal-retention")
+        if self.hub_link is not None:
+            self.hub_link.start()
         if site.reload.enabled:
             self._snapshot_watched()
             self._spawn(self._reload_loop, "hot-reload")
@@ -174,6 +186,8 @@ class Agent:
             return
         self._stopped = True
         self._stop.set()
+        if self.hub_link is not None:
+            self.hub_link.stop()
         for line in list(self.lines.values()):
             line.stop(timeout)
         self._stop_publishers(timeout)
@@ -357,7 +371,8 @@ class Agent:
                 raise ConfigError(
                     [new.doc.issue(("name",), f"renaming line {name!r} needs an agent restart")]
                 )
-            line.reload(new.config)
+            with self._reload_lock:
+                line.reload(self._with_model_override(new.config))
         except (ConfigError, InspectorLoadError) as exc:
             entry = {"line": name, "ok": False, "error": str(exc), "at": time.time()}
             log.error("line %s: reload rejected, the running version stays: %s", name, exc)
@@ -375,6 +390,37 @@ class Agent:
         )
         log.info("line %s: reloaded (model %s)", name, line.model_version)
         return True
+
+    # -- models from the programme hub -----------------------------------------------------------
+    def _with_model_override(self, config: LineConfig) -> LineConfig:
+        path = self.model_overrides.get(config.name)
+        if path is None:
+            return config
+        return config.model_copy(update={"model": config.model.model_copy(update={"path": path})})
+
+    def switch_model(self, name: str, path: Path | None) -> None:
+        """Run the (already verified) model file `path` on line `name`, or its own model for None.
+
+        Validated like a hot reload (loads, warms up, runs the reference image, knows the recipes'
+        classes); on failure the running model stays and `InspectorLoadError` is raised."""
+        line = self.lines[name]
+        with self._reload_lock:
+            previous = self.model_overrides.get(name)
+            if path is None:
+                self.model_overrides.pop(name, None)
+            else:
+                self.model_overrides[name] = path
+            try:
+                line.reload(self._with_model_override(self._line_files[name].config))
+            except InspectorLoadError:
+                if previous is None:
+                    self.model_overrides.pop(name, None)
+                else:
+                    self.model_overrides[name] = previous
+                raise
+        self.reload_log.append(
+            {"line": name, "ok": True, "model_version": line.model_version, "at": time.time(), "hub": True}
+        )
 
     def _mark_seen(self, name: str, loaded: LoadedLine) -> None:
         for kind, path in self._files_of(loaded).items():

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from edge_agent.hub_link import HubLinkConfig
 from edge_agent.sources import SourceConfig
 from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
 from vision.rules import RecipeRules
@@ -206,6 +207,10 @@ class SiteConfig(BaseModel):
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    hub: HubLinkConfig | None = Field(
+        None, description="the programme hub this agent registers with (docs/hub.md); results go by "
+                          "`type: mes`"
+    )
 
 
 # -- loading ---------------------------------------------------------------------------------------

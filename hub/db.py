@@ -79,7 +79,9 @@ class Database:
 
     # -- statements ------------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.kind == "postgres" else sql
+        if self.kind == "postgres":  # psycopg's placeholders are %s, so a literal % is written %%
+            return sql.replace("%", "%%").replace("?", "%s")
+        return sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the affected row count."""

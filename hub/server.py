@@ -58,10 +58,13 @@ class HubServer:
             ) from exc
         host, port = sock.getsockname()[:2]
         self.http_url = f"http://{host}:{port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+        )
         self._uvicorn = uvicorn.Server(config)
-        t = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [sock]}, name="hub-http",
-                             daemon=True)
+        t = threading.Thread(
+            target=self._uvicorn.run, kwargs={"sockets": [sock]}, name="hub-http", daemon=True
+        )
         t.start()
         self._threads.append(t)
         deadline = time.monotonic() + 20
@@ -70,8 +73,12 @@ class HubServer:
         retention = threading.Thread(target=self._retention_loop, name="hub-retention", daemon=True)
         retention.start()
         self._threads.append(retention)
-        log.info("hub: results on %s, dashboard and agent API on %s, store %s",
-                 self.ingest.endpoint, self.http_url, self.web_store.path)
+        log.info(
+            "hub: results on %s, dashboard and agent API on %s, store %s",
+            self.ingest.endpoint,
+            self.http_url,
+            self.web_store.path,
+        )
 
     def request_stop(self) -> None:
         self._stop_requested = True

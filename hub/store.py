@@ -39,12 +39,42 @@ from hub.schema import partition_name, partition_sql, schema_sql
 log = logging.getLogger(__name__)
 
 _ROW_COLUMNS = (
-    "result_id", "ts", "site", "line", "seq", "part_id", "verdict", "recipe", "model_name", "model_version",
-    "model_sha256", "classes", "n_defects", "max_conf", "timings", "boot_id", "received_at",
+    "result_id",
+    "ts",
+    "site",
+    "line",
+    "seq",
+    "part_id",
+    "verdict",
+    "recipe",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "classes",
+    "n_defects",
+    "max_conf",
+    "timings",
+    "boot_id",
+    "received_at",
 )
 _PG_TYPES = (
-    "text", "float8", "text", "text", "int8", "text", "text", "text", "text", "text",
-    "text", "text", "int4", "float4", "text", "text", "float8",
+    "text",
+    "float8",
+    "text",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "float4",
+    "text",
+    "text",
+    "float8",
 )
 
 REVIEW_STATES = ("confirmed_ng", "false_reject", "escape", "confirmed_ok")
@@ -59,8 +89,9 @@ def _upsert(table: str, keys: tuple[str, ...], values: tuple[str, ...]) -> str:
     )
 
 
-_UPSERT_MINUTE = _upsert("rollup_minute", ("site", "line", "minute"),
-                         ("parts", "ng", "conf_n", "conf_sum", "conf_sq"))
+_UPSERT_MINUTE = _upsert(
+    "rollup_minute", ("site", "line", "minute"), ("parts", "ng", "conf_n", "conf_sum", "conf_sq")
+)
 _UPSERT_DAY = _upsert("rollup_day", ("site", "line", "day"), ("parts", "ng", "conf_n", "conf_sum", "conf_sq"))
 _UPSERT_CLASS = _upsert("rollup_day_class", ("site", "line", "day", "class_name"), ("count",))
 
@@ -79,11 +110,23 @@ def _row(result: InspectionResult, boot_id: str | None, now: float) -> _Row:
             classes[d.class_name] += 1
     confidences = [float(d.confidence) for d in result.defects]
     values = (
-        result.result_id, result.timestamp.timestamp(), result.site, result.line, result.seq, result.part_id,
-        result.verdict, result.recipe, result.model.name, result.model.version, result.model.sha256,
-        json.dumps(classes, separators=(",", ":")), len(result.defects),
+        result.result_id,
+        result.timestamp.timestamp(),
+        result.site,
+        result.line,
+        result.seq,
+        result.part_id,
+        result.verdict,
+        result.recipe,
+        result.model.name,
+        result.model.version,
+        result.model.sha256,
+        json.dumps(classes, separators=(",", ":")),
+        len(result.defects),
         max(confidences) if confidences else None,
-        json.dumps(result.timings_ms, separators=(",", ":")), boot_id, now,
+        json.dumps(result.timings_ms, separators=(",", ":")),
+        boot_id,
+        now,
     )
     return _Row(values, confidences, dict(classes))
 
@@ -187,7 +230,8 @@ class HubStore:
         if not missing:
             return
         existing = {
-            r[0] for r in self.db.query(
+            r[0]
+            for r in self.db.query(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'results'"
             )
@@ -216,17 +260,26 @@ class HubStore:
                     "INSERT INTO review_events(result_id, site, line, review, verdict, reviewed_at) "
                     "VALUES (?,?,?,?,?,?) ON CONFLICT (result_id) DO UPDATE SET review = excluded.review, "
                     "reviewed_at = excluded.reviewed_at",
-                    (e["result_id"], site, e["line"], review, e.get("verdict"),
-                     float(e.get("reviewed_at") or time.time())),
+                    (
+                        e["result_id"],
+                        site,
+                        e["line"],
+                        review,
+                        e.get("verdict"),
+                        float(e.get("reviewed_at") or time.time()),
+                    ),
                 )
-                self.db.execute("UPDATE results SET review = ? WHERE result_id = ? AND site = ?",
-                                (review, e["result_id"], site))
+                self.db.execute(
+                    "UPDATE results SET review = ? WHERE result_id = ? AND site = ?",
+                    (review, e["result_id"], site),
+                )
                 n += 1
         return n
 
     # -- retention -------------------------------------------------------------------------------
-    def enforce_retention(self, raw_days: float, minute_days: float, day_days: float,
-                          now: float | None = None) -> dict[str, int]:
+    def enforce_retention(
+        self, raw_days: float, minute_days: float, day_days: float, now: float | None = None
+    ) -> dict[str, int]:
         """Raw rows, minute and day roll-ups each have their own age limit. On PostgreSQL whole day
         partitions older than the limit are dropped (no row-by-row delete, no bloat)."""
         now = time.time() if now is None else now
@@ -234,9 +287,13 @@ class HubStore:
         out = {"raw_rows": 0, "partitions": 0, "minute_rows": 0, "day_rows": 0}
         if self.db.kind == "postgres":
             cutoff_day = math.floor(cutoff_ts / 86400)
-            names = [r[0] for r in self.db.query(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'results'")]
+            names = [
+                r[0]
+                for r in self.db.query(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'results'"
+                )
+            ]
             for name in names:
                 with contextlib.suppress(ValueError):
                     day = int(name.removeprefix("results_d"))
@@ -247,7 +304,8 @@ class HubStore:
         else:
             out["raw_rows"] = self.db.execute("DELETE FROM results WHERE ts < ?", (cutoff_ts,))
         out["minute_rows"] = self.db.execute(
-            "DELETE FROM rollup_minute WHERE minute < ?", (int((now - minute_days * 86400) // 60),))
+            "DELETE FROM rollup_minute WHERE minute < ?", (int((now - minute_days * 86400) // 60),)
+        )
         day_cutoff = int((now - day_days * 86400) // 86400)
         out["day_rows"] = self.db.execute("DELETE FROM rollup_day WHERE day < ?", (day_cutoff,))
         self.db.execute("DELETE FROM rollup_day_class WHERE day < ?", (day_cutoff,))

@@ -66,15 +66,42 @@ class PgServer:
             pw = pwd.getpwnam(self.user)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(self.data), "-U", "hub", "--auth=trust", "-E", "UTF8",
-             "--no-sync"],
-            check=True, capture_output=True, cwd=self.root, **self._run_as(),
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "hub",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=self.root,
+            **self._run_as(),
         )
         self.proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.root), "-c", "fsync=on", "-c", "max_connections=200",
-             "-c", "shared_buffers=128MB"],
-            stdout=subprocess.DEVNULL, stderr=open(self.root / "server.log", "w"),  # noqa: SIM115
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.root),
+                "-c",
+                "fsync=on",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=128MB",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "server.log", "w"),  # noqa: SIM115
             cwd=self.root,
             **self._run_as(),
         )

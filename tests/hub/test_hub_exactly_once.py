@@ -28,8 +28,7 @@ def test_hub_and_agent_kill_9_lose_nothing_and_duplicate_nothing(
     for i in range(PARTS_PER_RUN):
         shutil.copy(sources[i % len(sources)], images / f"part_{i:04d}.png")
     port = free_port()
-    site_file = write_site(tmp_path / "site", images, tiny_detect_onnx, f"tcp://127.0.0.1:{port}",
-                           max_fps=20)
+    site_file = write_site(tmp_path / "site", images, tiny_detect_onnx, f"tcp://127.0.0.1:{port}", max_fps=20)
     journal_path = tmp_path / "site" / "data" / "journal.sqlite"
     hub_data = tmp_path / "hub"
     procs = []
@@ -39,8 +38,11 @@ def test_hub_and_agent_kill_9_lose_nothing_and_duplicate_nothing(
         procs.append(hub)
         agent = start_agent(site_file)
         procs.append(agent)
-        wait_for(lambda: store.count() >= 20 or agent.poll() is not None or hub.poll() is not None,
-                 timeout=120, what="the first results in the hub")
+        wait_for(
+            lambda: store.count() >= 20 or agent.poll() is not None or hub.poll() is not None,
+            timeout=120,
+            what="the first results in the hub",
+        )
         assert agent.poll() is None and hub.poll() is None, (hub_data / "hub.log").read_text()
 
         os.kill(hub.pid, signal.SIGKILL)  # the hub dies between commits and acks, anywhere
@@ -49,8 +51,11 @@ def test_hub_and_agent_kill_9_lose_nothing_and_duplicate_nothing(
         time.sleep(0.5)  # the agent goes on inspecting and journaling; delivery waits
         hub = start_hub(hub_data, store_url, port)
         procs.append(hub)
-        wait_for(lambda: store.count() >= at_hub_kill + 20 or agent.poll() is not None, timeout=120,
-                 what="delivery to resume after the hub restart")
+        wait_for(
+            lambda: store.count() >= at_hub_kill + 20 or agent.poll() is not None,
+            timeout=120,
+            what="delivery to resume after the hub restart",
+        )
 
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait(10)
@@ -61,9 +66,15 @@ def test_hub_and_agent_kill_9_lose_nothing_and_duplicate_nothing(
         agent = start_agent(site_file)
         procs.append(agent)
         total = at_agent_kill + PARTS_PER_RUN
-        wait_for(lambda: (journal.last_seq() == total and store.count() == total)
-                 or agent.poll() is not None or hub.poll() is not None,
-                 timeout=180, what="second agent run inspected and delivered")
+        wait_for(
+            lambda: (
+                (journal.last_seq() == total and store.count() == total)
+                or agent.poll() is not None
+                or hub.poll() is not None
+            ),
+            timeout=180,
+            what="second agent run inspected and delivered",
+        )
         assert agent.poll() is None and hub.poll() is None
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(30) == 0

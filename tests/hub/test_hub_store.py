@@ -10,13 +10,35 @@ from edge_agent.result import Defect, InspectionResult, ModelInfo
 from hub.store import HubStore
 
 
-def _result(i: int, line: str = "press", verdict: str = "OK", ts: datetime | None = None,
-            conf: float = 0.9) -> InspectionResult:
-    defects = [Defect(camera="top", class_name="scratch", class_id=0, confidence=conf,
-                      xyxy=[1, 2, 30, 40], area_px=1000.0)] if verdict == "NG" else []
-    return InspectionResult(site="plant-a", line=line, part_id=f"P{i}", recipe="default", verdict=verdict,
-                            defects=defects, seq=i, model=ModelInfo(name="m", version="3"),
-                            timestamp=ts or datetime.now(timezone.utc), timings_ms={"total": 4.0})
+def _result(
+    i: int, line: str = "press", verdict: str = "OK", ts: datetime | None = None, conf: float = 0.9
+) -> InspectionResult:
+    defects = (
+        [
+            Defect(
+                camera="top",
+                class_name="scratch",
+                class_id=0,
+                confidence=conf,
+                xyxy=[1, 2, 30, 40],
+                area_px=1000.0,
+            )
+        ]
+        if verdict == "NG"
+        else []
+    )
+    return InspectionResult(
+        site="plant-a",
+        line=line,
+        part_id=f"P{i}",
+        recipe="default",
+        verdict=verdict,
+        defects=defects,
+        seq=i,
+        model=ModelInfo(name="m", version="3"),
+        timestamp=ts or datetime.now(timezone.utc),
+        timings_ms={"total": 4.0},
+    )
 
 
 def test_resends_are_stored_once_and_rollups_count_once(store_url: str):
@@ -26,8 +48,10 @@ def test_resends_are_stored_once_and_rollups_count_once(store_url: str):
         first = store.store_batch([StoreItem(result=r, boot_id="b1") for r in results[:60]])
         assert first == ["stored"] * 60
         # a resend of 40 already stored (lost acks) plus 40 new, and one repeated inside the batch
-        again = store.store_batch([StoreItem(result=r, boot_id="b1") for r in results[20:]]
-                                  + [StoreItem(result=results[99], boot_id="b1")])
+        again = store.store_batch(
+            [StoreItem(result=r, boot_id="b1") for r in results[20:]]
+            + [StoreItem(result=results[99], boot_id="b1")]
+        )
         assert again.count("duplicate") == 41 and again.count("stored") == 40
         assert store.count() == 100
         assert sorted(store.result_ids()) == sorted(r.result_id for r in results)
@@ -36,8 +60,10 @@ def test_resends_are_stored_once_and_rollups_count_once(store_url: str):
         assert int(store.db.scalar("SELECT SUM(parts) FROM rollup_minute")) == 100
         by_class = "SELECT SUM(count) FROM rollup_day_class WHERE class_name = 'scratch'"
         assert int(store.db.scalar(by_class)) == 25
-        row = store.db.query_dicts("SELECT verdict, model_version, classes, review FROM results "
-                                   "WHERE result_id = ?", (results[0].result_id,))[0]
+        row = store.db.query_dicts(
+            "SELECT verdict, model_version, classes, review FROM results WHERE result_id = ?",
+            (results[0].result_id,),
+        )[0]
         assert row == {"verdict": "OK", "model_version": "3", "classes": "{}", "review": None}
     finally:
         store.close()
@@ -59,8 +85,13 @@ def test_reviews_mark_rows(store_url: str):
     try:
         r = _result(1, verdict="NG")
         store.store_batch([StoreItem(result=r)])
-        assert store.apply_reviews("plant-a", [{"result_id": r.result_id, "line": "press",
-                                                "review": "false_reject", "verdict": "NG"}]) == 1
+        assert (
+            store.apply_reviews(
+                "plant-a",
+                [{"result_id": r.result_id, "line": "press", "review": "false_reject", "verdict": "NG"}],
+            )
+            == 1
+        )
         review = store.db.scalar("SELECT review FROM results WHERE result_id = ?", (r.result_id,))
         assert review == "false_reject"
     finally:
