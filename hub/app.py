@@ -13,6 +13,7 @@ from hub.config import HubConfig
 from hub.registry import Registry
 from hub.rollout import Rollouts
 from hub.store import HubStore
+from hub.web import Dashboard
 
 
 def build_app(config: HubConfig, store: HubStore) -> Starlette:
@@ -27,14 +28,11 @@ def build_app(config: HubConfig, store: HubStore) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "store": store.db.kind})
 
-    routes = [Route("/healthz", healthz), *AgentApi(store, registry, rollouts, commands).routes()]
-    try:
-        from hub.web import Dashboard
-    except ModuleNotFoundError as exc:  # the dashboard is optional while it is being written
-        if exc.name != "hub.web":
-            raise
-    else:
-        routes += Dashboard(config, store, registry, rollouts, commands).routes()
+    routes = [
+        Route("/healthz", healthz),
+        *AgentApi(store, registry, rollouts, commands).routes(),
+        *Dashboard(config, store, registry, rollouts, commands).routes(),
+    ]
     app = Starlette(routes=routes)
     app.state.config = config
     app.state.store = store

@@ -29,3 +29,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hub.sqlite'}"
     return request.getfixturevalue("pg_server").new_database()
+
+
+@pytest.fixture(scope="session")
+def tiny_classify_onnx(tiny_model_dir: Path) -> Path:
+    """A tiny real classifier: its top-1 class is one whole-image detection, so every part is NG
+    under a recipe without `ok_classes` (lines that need NG parts and archived NG images)."""
+    from tests.model_factory import tiny_model
+
+    return tiny_model("yolov8n-cls", tiny_model_dir)

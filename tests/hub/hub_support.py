@@ -89,11 +89,12 @@ def write_site(
     max_fps: float = 30,
     hub: dict | None = None,
     extra_line: dict | None = None,
+    mode: str = "once",
 ) -> Path:
     """A site with one folder-camera line delivering to the hub (`type: mes`, plain, small window)."""
     line_cfg = {
         "name": line,
-        "cameras": [{"name": "top", "source": {"type": "folder", "path": str(images), "mode": "once"}}],
+        "cameras": [{"name": "top", "source": {"type": "folder", "path": str(images), "mode": mode}}],
         "trigger": {"type": "free_run", "max_fps": max_fps},
         "model": {"path": str(model), "conf": 0.01, "threads": 1},
         "recipes": {"default": {"min_confidence": 0.01}},
