@@ -35,15 +35,37 @@ def _history(store, site: str, line: str, ng_recent: float, rng: random.Random) 
     start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
     rows = []
     for i in range(3000):
-        ts = start + timedelta(days=7) * (i / 3000) if i < 2400 else now - timedelta(minutes=20) * (
-            (3000 - i) / 600)
+        ts = (
+            start + timedelta(days=7) * (i / 3000)
+            if i < 2400
+            else now - timedelta(minutes=20) * ((3000 - i) / 600)
+        )
         ng = rng.random() < (0.02 if i < 2400 else ng_recent)
         cls = ("scratch", "pit", "crack")[i % 3]
-        defects = [Defect(camera="top", class_name=cls, class_id=i % 3, confidence=0.8, xyxy=[1, 1, 9, 9],
-                          area_px=64.0, counts_for_verdict=ng)]
-        rows.append(InspectionResult(site=site, line=line, part_id=f"{line}-{i}", recipe="default",
-                                     verdict="NG" if ng else "OK", defects=defects, seq=i, timestamp=ts,
-                                     model=ModelInfo(name="tiny", version="1")))
+        defects = [
+            Defect(
+                camera="top",
+                class_name=cls,
+                class_id=i % 3,
+                confidence=0.8,
+                xyxy=[1, 1, 9, 9],
+                area_px=64.0,
+                counts_for_verdict=ng,
+            )
+        ]
+        rows.append(
+            InspectionResult(
+                site=site,
+                line=line,
+                part_id=f"{line}-{i}",
+                recipe="default",
+                verdict="NG" if ng else "OK",
+                defects=defects,
+                seq=i,
+                timestamp=ts,
+                model=ModelInfo(name="tiny", version="1"),
+            )
+        )
     store.store_batch([StoreItem(result=r) for r in rows])
 
 
@@ -58,26 +80,51 @@ def hub_with_agent(tmp_path: Path, tiny_classify_onnx: Path, synthetic_images: P
     rng = random.Random(3)
     # two more companies whose agents report through the API's registry calls (no PC here for them)
     tokens = {}
-    for agent_id, company, site, line, ng in (("bolt-pc", "Bolt Forge", "bolt-east", "lathe", 0.25),
-                                              ("cast-pc", "Cast Works", "cast-1", "mould", 0.02)):
+    for agent_id, company, site, line, ng in (
+        ("bolt-pc", "Bolt Forge", "bolt-east", "lathe", 0.25),
+        ("cast-pc", "Cast Works", "cast-1", "mould", 0.02),
+    ):
         tokens[agent_id] = registry.add_agent(agent_id, company)
-        registry.register(agent_id, {"site": site, "version": "0.1.0", "heartbeat_s": 10, "lines": {
-            line: {"state": "running", "recipe": "default", "model": {"name": "tiny", "version": "1"}}}})
+        registry.register(
+            agent_id,
+            {
+                "site": site,
+                "version": "0.1.0",
+                "heartbeat_s": 10,
+                "lines": {
+                    line: {"state": "running", "recipe": "default", "model": {"name": "tiny", "version": "1"}}
+                },
+            },
+        )
         _history(server.web_store, site, line, ng, rng)
     # review events from Bolt's line console, through the agents' API: 3 of 10 reviewed NG were false
     # rejects, 1 of 10 reviewed OK an escape
-    ng_ids = [r[0] for r in server.web_store.db.query(
-        "SELECT result_id FROM results WHERE site = 'bolt-east' AND verdict = 'NG' LIMIT 10")]
-    ok_ids = [r[0] for r in server.web_store.db.query(
-        "SELECT result_id FROM results WHERE site = 'bolt-east' AND verdict = 'OK' LIMIT 10")]
-    events = [{"result_id": rid, "line": "lathe", "review": "false_reject" if i < 3 else "confirmed_ng"}
-              for i, rid in enumerate(ng_ids)]
-    events += [{"result_id": rid, "line": "lathe", "review": "escape" if i < 1 else "confirmed_ok"}
-               for i, rid in enumerate(ok_ids)]
-    request = urllib.request.Request(server.http_url + "/api/v1/reviews", method="POST",
-                                     data=json.dumps({"events": events}).encode(),
-                                     headers={"Authorization": f"Bearer {tokens['bolt-pc']}",
-                                              "Content-Type": "application/json"})
+    ng_ids = [
+        r[0]
+        for r in server.web_store.db.query(
+            "SELECT result_id FROM results WHERE site = 'bolt-east' AND verdict = 'NG' LIMIT 10"
+        )
+    ]
+    ok_ids = [
+        r[0]
+        for r in server.web_store.db.query(
+            "SELECT result_id FROM results WHERE site = 'bolt-east' AND verdict = 'OK' LIMIT 10"
+        )
+    ]
+    events = [
+        {"result_id": rid, "line": "lathe", "review": "false_reject" if i < 3 else "confirmed_ng"}
+        for i, rid in enumerate(ng_ids)
+    ]
+    events += [
+        {"result_id": rid, "line": "lathe", "review": "escape" if i < 1 else "confirmed_ok"}
+        for i, rid in enumerate(ok_ids)
+    ]
+    request = urllib.request.Request(
+        server.http_url + "/api/v1/reviews",
+        method="POST",
+        data=json.dumps({"events": events}).encode(),
+        headers={"Authorization": f"Bearer {tokens['bolt-pc']}", "Content-Type": "application/json"},
+    )
     assert json.loads(urllib.request.urlopen(request, timeout=10).read())["applied"] == 20
     images = tmp_path / "images"
     images.mkdir()
@@ -85,15 +132,33 @@ def hub_with_agent(tmp_path: Path, tiny_classify_onnx: Path, synthetic_images: P
         shutil.copy(src, images / f"part_{i:04d}.png")
     site_dir = tmp_path / "site"
     provision(server, "acme-pc1", "Acme Stamping", site_dir / "hub.token")
-    site_file = write_site(site_dir, images, tiny_classify_onnx, server.ingest.endpoint, site="acme-north",
-                           max_fps=5, mode="loop", hub={"url": server.http_url, "agent_id": "acme-pc1",
-                                            "token_file": "hub.token", "heartbeat_s": 0.5,
-                                            "command_poll_s": 5})
+    site_file = write_site(
+        site_dir,
+        images,
+        tiny_classify_onnx,
+        server.ingest.endpoint,
+        site="acme-north",
+        max_fps=5,
+        mode="loop",
+        hub={
+            "url": server.http_url,
+            "agent_id": "acme-pc1",
+            "token_file": "hub.token",
+            "heartbeat_s": 0.5,
+            "command_poll_s": 5,
+        },
+    )
     agent = Agent(load_agent_config(site_file))
     agent.start()
-    wait_for(lambda: server.web_store.db.scalar(
-        "SELECT COUNT(*) FROM results WHERE site = 'acme-north' AND verdict = 'NG'") >= 3,
-        what="NG results of the real agent in the hub")
+    wait_for(
+        lambda: (
+            server.web_store.db.scalar(
+                "SELECT COUNT(*) FROM results WHERE site = 'acme-north' AND verdict = 'NG'"
+            )
+            >= 3
+        ),
+        what="NG results of the real agent in the hub",
+    )
     wait_for(lambda: agent.archive.stats.written >= 3, what="archived NG images on the agent")
     driver = make_driver()
     yield server, agent, driver, tmp_path
@@ -121,7 +186,9 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     assert "wrong user or password" in driver.find_element(By.ID, "login-error").text
     _login(driver, base, "ana", "ana-password")
     wait_for(lambda: driver.find_elements(By.ID, "companies"), what="the programme page")
-    rows = {r.get_attribute("data-company"): r.text for r in driver.find_elements(By.CSS_SELECTOR, "tr.company")}
+    rows = {
+        r.get_attribute("data-company"): r.text for r in driver.find_elements(By.CSS_SELECTOR, "tr.company")
+    }
     assert set(rows) == {"Acme Stamping", "Bolt Forge", "Cast Works"}
     assert "bolt-east/lathe" in rows["Bolt Forge"]  # NG 2 % → 25 %: flagged
     assert "none" in rows["Cast Works"]  # steady: no flag
@@ -145,10 +212,14 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     assert driver.find_elements(By.CSS_SELECTOR, "#chart-30d svg rect")
     assert driver.find_elements(By.CSS_SELECTOR, "#chart-24h svg rect")
     # the NG images come from the agent's archive through its long poll, then load in the browser
-    wait_for(lambda: driver.execute_script(
-        "const imgs = [...document.querySelectorAll('#recent-ng img')];"
-        "return imgs.length > 0 && imgs.slice(0, 3).every(i => i.complete && i.naturalWidth > 0);"),
-        timeout=60, what="recent NG images fetched from the agent")
+    wait_for(
+        lambda: driver.execute_script(
+            "const imgs = [...document.querySelectorAll('#recent-ng img')];"
+            "return imgs.length > 0 && imgs.slice(0, 3).every(i => i.complete && i.naturalWidth > 0);"
+        ),
+        timeout=60,
+        what="recent NG images fetched from the agent",
+    )
     width = driver.execute_script("return document.querySelector('#recent-ng img').naturalWidth")
     assert width == 128  # the archived frame itself (synthetic images are 128 px wide)
     driver.execute_script("document.querySelector('#recent-ng').scrollIntoView()")
@@ -157,8 +228,12 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     # a rollout, rolled back from the page by the ml user
     keys = generate_signing_key(tmp / "keys", "ml")
     rollouts = Rollouts(server.web_store.db, server.config.data_dir)
-    rid = rollouts.publish(agent.lines["press"].config.model.path, {"name": "tiny", "version": "9"},
-                           ["acme-north/press"], keys.private_file)
+    rid = rollouts.publish(
+        agent.lines["press"].config.model.path,
+        {"name": "tiny", "version": "9"},
+        ["acme-north/press"],
+        keys.private_file,
+    )
     driver.get(base + "/rollouts")
     driver.find_element(By.CSS_SELECTOR, f"tr[data-rollout='{rid}'] button.rollback").click()
     wait_for(lambda: driver.find_elements(By.ID, "flash"), what="the rollback message")
@@ -171,5 +246,6 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     driver.get(base + "/rollouts")
     assert not driver.find_elements(By.CSS_SELECTOR, "button.rollback")
     status = driver.execute_script(
-        "return fetch('/rollouts/1/promote', {method: 'POST'}).then(r => r.status)")
+        "return fetch('/rollouts/1/promote', {method: 'POST'}).then(r => r.status)"
+    )
     assert status == 403
