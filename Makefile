@@ -16,7 +16,7 @@ setup: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
 setup-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,dev,hub]'
 
 demo: setup
 	$(BIN)/edge-inspect run
