@@ -2,6 +2,7 @@
 
     python bench/inference.py                       # untrained yolov8n exported at 320 and 640
     python bench/inference.py --weights runs/demo/.../best.pt --conf 0.25
+    python bench/inference.py --int8 models/demo,models/neu-det     # also FP32 vs INT8 of shipped models
 
 Each measurement runs the same frames (synthetic 640x480 parts) through:
 - raw:   `session.run` on a ready-made input tensor (inference only: the floor);
@@ -10,6 +11,8 @@ Each measurement runs the same frames (synthetic 640x480 parts) through:
 Both sessions use the same ORT settings (intra-op threads = physical cores, ORT_ENABLE_ALL).
 Prints per-frame medians (ms), the ratios ours/raw and ours/ultra, and total/inf: our pipeline's own
 (pre + inference + post) / inference from the same calls, which machine drift cannot skew.
+With `--int8`, one row per shipped model: our full pipeline on its FP32 and INT8 files, interleaved, the
+speed-up, and the mAP50 of each precision from the model card.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--conf", type=float, default=0.25)
+    ap.add_argument(
+        "--int8", default="", help="model folders (comma-separated) holding model.onnx + model.int8.onnx"
+    )
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -72,13 +78,38 @@ def main() -> None:
     cols = ("imgsz", "raw ms", "ours ms", "ultra ms", "ours/raw", "ours/ultra", "total/inf", "dets")
     print(" ".join(f"{c:>{w}}" for c, w in zip(cols, (5, 8, 8, 9, 9, 10, 10, 5))))
     with tempfile.TemporaryDirectory() as tmp:
-        for imgsz in (int(s) for s in args.sizes.split(",")):
+        for imgsz in (int(s) for s in args.sizes.split(",") if s):  # --sizes "" for the INT8 rows only
             onnx_path = export(args.weights, imgsz, Path(tmp))
             raw, ours_t, ultra_t, dets, split = measure(onnx_path, imgsz, frames, args.rounds, args.conf)
             print(
                 f"{imgsz:>5} {raw:>8.2f} {ours_t:>8.2f} {ultra_t:>9.2f} {ours_t / raw:>9.3f} "
                 f"{ours_t / ultra_t:>10.3f} {split:>10.3f} {dets:>5}"
             )
+    if args.int8:
+        print("\nINT8 (static, QDQ) vs FP32, our full pipeline, same frames; mAP50 from each model card")
+        print(f"{'model':>10} {'imgsz':>5} {'fp32 ms':>8} {'int8 ms':>8} {'speed-up':>9} fp32  int8 mAP50")
+        for folder in (Path(p) for p in args.int8.split(",") if p):
+            print(int8_row(folder, frames, args.rounds, args.conf))
+
+
+def int8_row(folder: Path, frames: list[np.ndarray], rounds: int, conf: float) -> str:
+    """FP32 vs INT8 of one shipped model through our pipeline, interleaved round by round."""
+    import json
+
+    from vision import Model
+
+    fp32, int8 = Model(folder / "model.onnx", conf=conf), Model(folder / "model.int8.onnx", conf=conf)
+    fp32.warmup()
+    int8.warmup()
+    t32, t8 = [], []
+    for _ in range(rounds):
+        t32.append(median_ms(fp32.predict, frames, 1))
+        t8.append(median_ms(int8.predict, frames, 1))
+    a, b = statistics.median(t32), statistics.median(t8)
+    metrics = json.loads((folder / "model.json").read_text()).get("metrics", {})
+    m32, m8 = (metrics.get(k, {}).get("map50") for k in ("fp32", "int8"))
+    maps = f"{m32:.3f} {m8:.3f}" if m32 is not None and m8 is not None else "   -     -"
+    return f"{folder.name:>10} {fp32.imgsz[0]:>5} {a:>8.2f} {b:>8.2f} {a / b:>8.2f}x {maps}"
 
 
 def measure(

@@ -120,6 +120,19 @@ class BenchLine:
 
     def add_listener(self, callback) -> None: ...
 
+    def configuration(self):
+        from datetime import datetime, timezone
+
+        from opcua.backend import LineConfiguration, configuration_id
+
+        return LineConfiguration(
+            configuration_id("bench", "bench-model"),
+            "1",
+            "00" * 32,
+            "bench line",
+            datetime(2026, 1, 1, tzinfo=timezone.utc),
+        )
+
 
 def thread_cpu_s(native_id: int) -> float:
     import psutil
@@ -149,9 +162,9 @@ def main() -> None:
 
     import psutil
 
+    from contract import Defect, InspectionResult, ModelInfo
     from edge_agent.journal import ResultJournal
-    from edge_agent.publishers.opcua_publisher import JournalResultStore, result_body
-    from edge_agent.result import Defect, InspectionResult, ModelInfo
+    from edge_agent.publishers.opcua_publisher import JournalResultStore
     from opcua.config import OpcUaServerConfig, UserConfig, hash_password
     from opcua.server import ServerThread
 
@@ -211,7 +224,7 @@ def main() -> None:
         client.stdin.flush()
         return json.loads(client.stdout.readline())
 
-    def make_bodies(n: int) -> list[dict]:
+    def make_bodies(n: int) -> list[InspectionResult]:
         results = []
         for i in range(n):
             ng = i % 10 == 0
@@ -236,10 +249,10 @@ def main() -> None:
                     ]
                     if ng
                     else [],
-                    timings_ms={"capture": 1.0, "infer": 5.0, "total": 8.0},
+                    timings_ms={"capture": 1.0, "inference": 5.0, "total": 8.0},
                 )
             )
-        return [result_body(r) for r in journal.append_many(results)]
+        return journal.append_many(results)
 
     server_tid = server._thread.native_id  # type: ignore[union-attr]
     cpu = psutil.cpu_count(logical=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 from edge_agent.archive import Archive
 from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
+from edge_agent.inference_budget import InferenceBudget
 from edge_agent.inspector import InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
 from edge_agent.line import LineRuntime
@@ -33,7 +34,7 @@ from edge_agent.metrics import AgentMetrics, MetricsServer
 from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.publishers.feed import PublisherFeed
 from edge_agent.result import InspectionResult
-from edge_agent.yamlconf import ConfigError
+from edge_agent.yamlconf import ConfigError, ConfigIssue
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +73,23 @@ class Agent:
         *,
         on_result: ResultCallback | None = None,
         on_event: EventCallback | None = None,
+        accept_new_journal: bool = False,
     ) -> None:
         self.config = config
+        self.accept_new_journal = accept_new_journal  # a journal that replaced this site's one is accepted
         self.site = config.site.site
         self.boot_id = uuid.uuid4().hex
         self.on_result = on_result
         self.on_event = on_event
         self.journal: ResultJournal | None = None
         self.lines: dict[str, LineRuntime] = {}
+        self.budget: InferenceBudget | None = None
         self.publishers: list[Publisher] = []
         self.feeds: list[PublisherFeed] = []  # one per publisher: a blocking publisher cannot stall a line
         self.archive: Archive | None = None
         self.metrics = AgentMetrics()
         self.metrics_server: MetricsServer | None = None
+        self.console: Any = None  # edge_agent.console.server.Console when the site file enables it
         self.reload_log: list[dict[str, Any]] = []
         self.started_at: float | None = None
         self._line_files: dict[str, LoadedLine] = {}
@@ -104,7 +109,9 @@ class Agent:
         site = self.config.site
         self.started_at = time.monotonic()
         try:
-            self.journal = ResultJournal(site.journal.path, durability=site.journal.durability)
+            self.journal = ResultJournal(
+                site.journal.path, durability=site.journal.durability, accept_new=self.accept_new_journal
+            )
         except Exception as exc:
             raise AgentStartError(f"journal {site.journal.path}: cannot open: {exc}") from exc
         self.archive = Archive(site.archive)
@@ -120,6 +127,9 @@ class Agent:
             self.hub_link = HubLink(self, site.hub)
             self.model_overrides = self.hub_link.prepare()
 
+        enabled = [loaded for loaded in self.config.lines if loaded.config.enabled]
+        self.budget = InferenceBudget(site.inference.threads, site.inference.concurrent, len(enabled))
+        log.info("inference budget: %s", self.budget.describe())
         for loaded in self.config.lines:
             if not loaded.config.enabled:
                 log.info("line %s is disabled in %s", loaded.config.name, loaded.file)
@@ -130,6 +140,7 @@ class Agent:
                 journal=self.journal,
                 sink=self._on_line_result,
                 boot_id=self.boot_id,
+                budget=self.budget,
             )
             line.add_listener(self._line_listener(line))
             self.lines[line.name] = line
@@ -165,8 +176,12 @@ class Agent:
                     f"{site.metrics.host}:{site.metrics.port}: {exc.strerror or exc}"
                 ) from exc
 
+        if site.console.enabled:
+            self._start_console()
+
         for line in self.lines.values():
             line.start()  # a line whose model fails to load reports "error"; the others run
+        self._refuse_failed_lines()
 
         self._spawn(self._retention_loop, "journal-retention")
         if self.hub_link is not None:
@@ -174,6 +189,38 @@ class Agent:
         if site.reload.enabled:
             self._snapshot_watched()
             self._spawn(self._reload_loop, "hot-reload")
+
+    def _refuse_failed_lines(self) -> None:
+        """A line that cannot load at start stops the start (as `config check` would fail), unless the site
+        says `on_line_load_failure: run_others` and some other line runs."""
+        failed = {n: line.status()["last_error"] for n, line in self.lines.items() if line.state == "error"}
+        if not failed:
+            return
+        reasons = "; ".join(f"line {name}: {error}" for name, error in failed.items())
+        running = len(self.lines) - len(failed)
+        if self.config.site.on_line_load_failure == "run_others" and running:
+            log.error("%s; running the other %d line(s) (on_line_load_failure: run_others)", reasons, running)
+            return
+        self.stop()
+        hint = " (to start the others anyway: on_line_load_failure: run_others)" if running else ""
+        raise AgentStartError(f"{reasons}{hint}")
+
+    def _start_console(self) -> None:
+        from edge_agent.console.server import Console  # the web stack only when a console is wanted
+
+        console_config = self.config.site.console
+        self.console = Console(self, console_config)
+        try:
+            self.console.start()
+        except OSError as exc:
+            self.console = None
+            self._stop_publishers()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            raise AgentStartError(
+                f"{self.config.site_file}: console: cannot listen on "
+                f"{console_config.host}:{console_config.port}: {exc.strerror or exc}"
+            ) from exc
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -195,6 +242,8 @@ class Agent:
             self.archive.stop(timeout)
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        if self.console is not None:
+            self.console.stop()
         for t in self._threads:
             t.join(timeout)
         if self.journal is not None:
@@ -257,6 +306,8 @@ class Agent:
             feed.notify(result)  # never blocks; the feed thread calls publisher.notify()
         if outcome is not None and self.archive is not None:
             self.archive.submit(outcome)
+        if self.console is not None:
+            self.console.offer(line.name, result, outcome)  # keeps references only; never encodes here
         if self.on_result is not None:
             self.on_result(result)
 
@@ -373,7 +424,9 @@ class Agent:
                 )
             with self._reload_lock:
                 line.reload(self._with_model_override(new.config))
-        except (ConfigError, InspectorLoadError) as exc:
+        except Exception as exc:  # ConfigError, InspectorLoadError or a surprise: not retried until changed
+            if not isinstance(exc, (ConfigError, InspectorLoadError)):
+                exc = ConfigError([ConfigIssue(loaded.file, None, None, (), f"cannot reload: {exc!r}")])
             entry = {"line": name, "ok": False, "error": str(exc), "at": time.time()}
             log.error("line %s: reload rejected, the running version stays: %s", name, exc)
             if isinstance(exc, ConfigError):
@@ -390,6 +443,10 @@ class Agent:
         )
         log.info("line %s: reloaded (model %s)", name, line.model_version)
         return True
+
+    def loaded_line(self, name: str) -> LoadedLine:
+        """The line's file and config as last loaded (after hot reloads: the running version)."""
+        return self._line_files[name]
 
     # -- models from the programme hub -----------------------------------------------------------
     def _with_model_override(self, config: LineConfig) -> LineConfig:

@@ -129,9 +129,12 @@ def format_summary(agent: Any) -> str:
         st = line.status()
         c = st["counts"]
         dropped = sum(cam["dropped"] for cam in st["cameras"])
+        skipped = sum(cam.get("skipped", 0) for cam in st["cameras"])
         parts.append(
             f"{name}: {st['state']} {st['fps']:.1f} fps, {c['inspected']} parts ({c['ng']} NG), "
-            f"{dropped} frames dropped, recipe {st['recipe']}"
+            f"{dropped} frames dropped, "
+            + (f"{skipped} unreadable files skipped, " if skipped else "")
+            + f"recipe {st['recipe']}"
         )
     return "── " + " | ".join(parts)
 
@@ -145,6 +148,13 @@ def run(
     log_level: Annotated[
         str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR (default: site file).")
     ] = None,
+    accept_new_journal: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-journal",
+            help="Start although the journal file is not this site's journal (emptied or replaced).",
+        ),
+    ] = False,
 ) -> None:
     """Run the inspection agent: cameras → model → verdict → journal → publishers.
 
@@ -167,7 +177,12 @@ def run(
     if (log_level or cfg.site.log_level).upper() != "DEBUG":
         logging.getLogger("asyncua").setLevel(logging.WARNING)  # it logs every node it creates at INFO
     display = LiveDisplay()
-    agent = Agent(cfg, on_result=None if quiet else display.on_result, on_event=display.on_event)
+    agent = Agent(
+        cfg,
+        on_result=None if quiet else display.on_result,
+        on_event=display.on_event,
+        accept_new_journal=accept_new_journal,
+    )
     display.agent = agent
     names = ", ".join(line.config.name for line in cfg.lines)
     typer.secho(
@@ -201,6 +216,9 @@ def _print_endpoints(agent: Any) -> None:
             where.append(f"{pub.name} {config_endpoint}")
     if where:
         typer.secho("serving: " + "; ".join(where), err=True)
+    if agent.console is not None:
+        login = "no login: localhost only" if not agent.console.auth.login_required else "login required"
+        typer.secho(f"console: {agent.console.url}/ ({login})", bold=True, err=True)
 
 
 def _last_seq(path: Path) -> int:

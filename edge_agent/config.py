@@ -17,8 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from edge_agent.console.settings import ConsoleConfig
 from edge_agent.hub_link import HubLinkConfig
 from edge_agent.sources import SourceConfig
 from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
@@ -72,9 +81,13 @@ class ModelConfig(BaseModel):
     threads: int | None = Field(None, gt=0, description="ONNX Runtime intra-op threads (default: cores)")
     conf: float = Field(0.25, ge=0, le=1, description="model confidence threshold (rules may raise it)")
     iou: float = Field(0.7, ge=0, le=1)
-    tile: tuple[int, int] | None = Field(None, description="[rows, cols] tiling for small defects")
+    tile: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="[rows, cols] tiling for small defects (each at least 1)"
+    )
     names: dict[int, str] | None = Field(None, description="class names, only if the ONNX file lacks them")
-    imgsz: int | tuple[int, int] | None = Field(None, description="input size, only if the file lacks it")
+    imgsz: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="input size, only if the file lacks it"
+    )
     task: Literal["detect", "segment", "classify"] | None = None
     reference_image: Path | None = Field(
         None, description="image run once at (re)load to check the model works (default: a blank frame)"
@@ -190,6 +203,19 @@ class ReloadConfig(BaseModel):
     poll_s: float = Field(1.0, gt=0)
 
 
+class InferenceConfig(BaseModel):
+    """One inference thread budget for all lines of the agent (see edge_agent/inference_budget.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int | None = Field(
+        None, gt=0, description="intra-op threads for inference, all lines together (default: physical cores)"
+    )
+    concurrent: int = Field(
+        1, ge=1, description="inferences running at once; each gets threads / concurrent threads"
+    )
+
+
 class SiteConfig(BaseModel):
     """The site file. `publishers` entries are validated against the publisher registry by `type:`."""
 
@@ -203,10 +229,17 @@ class SiteConfig(BaseModel):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     publishers: list[dict[str, Any]] = Field(
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    on_line_load_failure: Literal["refuse", "run_others"] = Field(
+        "refuse",
+        description="a line whose model cannot load at start: refuse to start (exit 1, the reason), or "
+        "run_others: start the other lines, the failed one in state error until a fixed file reloads it",
+    )
     hub: HubLinkConfig | None = Field(
         None, description="the programme hub this agent registers with (docs/hub.md); results go by "
                           "`type: mes`"

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: journal cursor of the reviews forwarded to the hub (review ids, not result seqs)
+REVIEW_CURSOR = "hub-reviews"
+
 
 class HubLinkConfig(BaseModel):
     """`hub:` in the site file: where the programme hub is and how this agent proves who it is."""
@@ -249,7 +252,33 @@ class HubLink:
         self.registered = True
         self.heartbeats += 1
         self.reconcile(answer.get("desired") or {})
+        self.send_reviews()
         return answer
+
+    def send_reviews(self, batch: int = 500) -> int:
+        """Forward the console's reviews (journal `reviews`, by id) since the last acknowledged one."""
+        journal = self.agent.journal
+        if self.client is None or journal is None or not hasattr(journal, "reviews_since"):
+            return 0
+        sent = 0
+        while True:
+            cursor = journal.cursor(REVIEW_CURSOR)
+            rows = journal.reviews_since(cursor, limit=batch)
+            if not rows:
+                return sent
+            events = [
+                {
+                    "result_id": r["result_id"],
+                    "line": r["line"],
+                    "review": r["decision"],
+                    "verdict": r["verdict"],
+                    "reviewed_at": r["ts"],
+                }
+                for r in rows
+            ]
+            self.client.post_json("/api/v1/reviews", {"events": events})
+            journal.set_cursor(REVIEW_CURSOR, max(int(r["id"]) for r in rows))  # after the hub stored them
+            sent += len(rows)
 
     def _heartbeat_loop(self) -> None:
         backoff = 1.0

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from edge_agent.config import LineConfig, LoadedLine
+from edge_agent.inference_budget import InferenceBudget
 from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from edge_agent.yamlconf import ConfigIssue, suggest
@@ -32,7 +33,23 @@ if TYPE_CHECKING:
 
 
 class InspectorLoadError(Exception):
-    """The model or the recipes cannot be used; the message says which file and why."""
+    """The model or the recipes cannot be used; the message says which file and why.
+
+    `key` is the line file's key that is wrong (for `config check` to point at), e.g. `("model", "tile")`.
+    """
+
+    def __init__(self, message: str, key: tuple[str, ...] = ("model", "path")) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def self_test_frame(imgsz: tuple[int, int], tile: tuple[int, int] | None) -> np.ndarray:
+    """A deterministic textured frame, one model input per tile: what `Inspector.load` runs when the line
+    names no reference image (texture, not a blank, so the decode and the rules see candidate boxes)."""
+    rows, cols = tile or (1, 1)
+    h, w = imgsz[0] * rows, imgsz[1] * cols
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @dataclass
@@ -76,11 +93,30 @@ class Inspector:
         )
 
     @classmethod
-    def load(cls, config: LineConfig, site: str) -> Inspector:
-        """Load the model, warm it up, run the reference image, check the recipes' class names."""
+    def load(
+        cls,
+        config: LineConfig,
+        site: str,
+        budget: InferenceBudget | None = None,
+        *,
+        check_classes: bool = True,
+    ) -> Inspector:
+        """Load the model exactly as the line runs it (providers, imgsz, task, threads), warm it up, check
+        the recipes' class names, then inspect the reference image (or a synthetic frame) once per camera
+        through the same code as a real part: tiling, decode and every recipe's rules.
+
+        With a `budget`, the model runs inside the agent's shared inference gate with its share of threads
+        (a line's own `model.threads` still wins)."""
         from vision import Model, VisionError, read_image
+        from vision.providers import resolve_providers
 
         mc = config.model
+        shared = {} if budget is None else {"gate": budget.gate, "spinning": budget.spinning}
+        threads = mc.threads or (budget.threads_per_model if budget is not None else None)
+        try:
+            resolve_providers(mc.providers)
+        except VisionError as exc:
+            raise InspectorLoadError(str(exc), ("model", "providers")) from exc
         try:
             model = Model(
                 mc.path,
@@ -88,30 +124,61 @@ class Inspector:
                 names=mc.names,
                 imgsz=mc.imgsz,
                 task=mc.task,
-                threads=mc.threads,
+                threads=threads,
                 conf=mc.conf,
                 iou=mc.iou,
+                **shared,
             )
             model.warmup(runs=1)  # one run initialises ORT's lazy parts; more only delays the first part
-            reference = read_image(mc.reference_image) if mc.reference_image else None
-            if reference is not None:
-                model.predict(reference, tile=mc.tile)
         except VisionError as exc:
-            raise InspectorLoadError(str(exc)) from exc
+            key = ("model", "task") if mc.task and "task" in str(exc) else ("model", "path")
+            raise InspectorLoadError(str(exc), key) from exc
         except Exception as exc:  # a model that loads but fails to run is just as unusable
             raise InspectorLoadError(f"{mc.path}: the model fails to run: {exc}") from exc
+        try:
+            reference = read_image(mc.reference_image) if mc.reference_image else None
+        except VisionError as exc:
+            raise InspectorLoadError(str(exc), ("model", "reference_image")) from exc
         problems = []
         known = list(model.names.values())
         for recipe_name, rules in config.recipes.items():
-            for cls_name in rules.unknown_classes(known):
+            for cls_name in rules.unknown_classes(known) if check_classes else []:
                 hint = suggest(cls_name, known)
                 problems.append(
                     f"recipe {recipe_name!r}: class {cls_name!r} is not a class of {mc.path.name}"
                     + (f" (did you mean {hint!r}?)" if hint else f"; its classes: {', '.join(known)}")
                 )
         if problems:
-            raise InspectorLoadError("; ".join(problems))
-        return cls(config, site, model)
+            raise InspectorLoadError("; ".join(problems), ("recipes",))
+        inspector = cls(config, site, model)
+        inspector._self_test(reference)
+        return inspector
+
+    def _self_test(self, reference: np.ndarray | None) -> None:
+        """One part through predict and every recipe's rules; any failure is a load error (the line would
+        otherwise start and fail on its first part)."""
+        mc = self.config.model
+        image = reference if reference is not None else self_test_frame(self.model.imgsz, mc.tile)
+        frames = {
+            cam.name: Frame(image=image, camera=cam.name, source_ref="self-test", index=0)
+            for cam in self.config.cameras
+        }
+        what = "the reference image" if reference is not None else "a synthetic frame"
+        settings = f"task {self.model.task}" + (f", tile {list(mc.tile)}" if mc.tile else "")
+        try:
+            detections, _ = self.predict(frames)
+        except Exception as exc:
+            key = ("model", "tile") if mc.tile else ("model",)
+            raise InspectorLoadError(
+                f"{mc.path}: the model fails on {what} as this line runs it ({settings}): {exc}", key
+            ) from exc
+        for recipe, rules in self.config.recipes.items():
+            try:
+                judge_cameras(detections, rules)
+            except Exception as exc:
+                raise InspectorLoadError(
+                    f"recipe {recipe!r} fails on the model's output ({settings}): {exc}", ("recipes", recipe)
+                ) from exc
 
     def rules(self, recipe: str) -> RecipeRules:
         try:
@@ -220,24 +287,14 @@ class Inspector:
 
 
 def validate_line_model(loaded: LoadedLine) -> list[ConfigIssue]:
-    """`config check`: load the line's model and check every class its recipes name; issues with lines."""
-    from vision import Model, VisionError, read_image
-
+    """`config check`: load the line's model as the line will (`Inspector.load`: providers, imgsz, task,
+    tiling, one inspected frame) and check every class its recipes name; issues with lines."""
     mc = loaded.config.model
     doc = loaded.doc
     try:
-        model = Model(mc.path, providers="cpu", names=mc.names, imgsz=mc.imgsz, task=mc.task, threads=1)
-        if mc.reference_image is not None:
-            model.predict(read_image(mc.reference_image), tile=mc.tile)
-    except VisionError as exc:
-        key = (
-            ("model", "reference_image")
-            if mc.reference_image and "image" in type(exc).__name__.lower()
-            else None
-        )
-        return [doc.issue(key or ("model", "path"), str(exc))]
-    except Exception as exc:
-        return [doc.issue(("model", "path"), f"{mc.path}: the model fails to run: {exc}")]
+        model = Inspector.load(loaded.config, site="config-check", check_classes=False).model
+    except InspectorLoadError as exc:
+        return [doc.issue(exc.key, str(exc))]
     known = list(model.names.values())
     issues = []
     for recipe, rules in loaded.config.recipes.items():

@@ -51,6 +51,113 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 """
 
+# Reviews (docs/console.md#reviews): append-only; the newest row per result is its current truth, the
+# older rows are the audit trail. `audit` records every other change made through the console.
+_REVIEW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reviews (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    result_seq  INTEGER NOT NULL,
+    result_id   TEXT NOT NULL,
+    line        TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    decision    TEXT NOT NULL,
+    boxes       TEXT NOT NULL,
+    changes     TEXT NOT NULL,
+    comment     TEXT NOT NULL DEFAULT '',
+    reviewer    TEXT NOT NULL,
+    ts          REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_result ON reviews(result_seq, id);
+CREATE INDEX IF NOT EXISTS reviews_line ON reviews(line, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts      REAL NOT NULL,
+    user    TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+"""
+
+
+class JournalIdentityError(Exception):
+    """The journal file is not the journal this site had (emptied, deleted or replaced); nothing changed."""
+
+
+def identity_file(journal: Path) -> Path:
+    """The file the site keeps beside its journal: `journal.sqlite` -> `journal.sqlite.id`."""
+    return journal.with_name(journal.name + ".id")
+
+
+def check_journal_identity(db: sqlite3.Connection, path: Path, *, accept_new: bool = False) -> str | None:
+    """The journal's id, checked against the identity file beside it, before anything is written.
+
+    A journal that was truncated to 0 bytes, deleted or swapped for another file would otherwise start
+    again from seq 1 and the earlier results would be gone without a word. Returns the id to keep (None:
+    make a new one); raises `JournalIdentityError` saying how to accept a new journal on purpose.
+    """
+    has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='journal_meta'").fetchone()
+    row = db.execute("SELECT value FROM journal_meta WHERE key='journal_id'").fetchone() if has_meta else None
+    in_db = str(row[0]) if row else None
+    side = identity_file(path)
+    try:
+        expected = json.loads(side.read_text(encoding="utf-8")) if side.exists() else None
+    except (OSError, ValueError) as exc:
+        raise JournalIdentityError(f"{side}: unreadable identity file ({exc}); restore or delete it") from exc
+    if expected is None or accept_new:
+        return in_db if expected is None else None  # no record yet (new or older journal): adopt it
+    if in_db == expected.get("journal_id"):
+        return in_db
+    what = "holds no journal id" if in_db is None else f"is journal {in_db}"
+    had = expected.get("last_seen_seq")
+    raise JournalIdentityError(
+        f"{path} is not this site's journal: {side} names journal {expected.get('journal_id')} "
+        f"(created {expected.get('created', '?')}"
+        + (f", results up to seq {had} at the last clean stop" if had else "")
+        + f"), but the file {what}. It was emptied, deleted or replaced, so the earlier results are not "
+        "in it. Restore the journal from a backup; or, to start a new journal on purpose, run with "
+        f"--accept-new-journal (or move {side} away)"
+    )
+
+
+def record_journal_identity(db: sqlite3.Connection, path: Path, journal_id: str | None) -> str:
+    """Store the journal's id in the database and in the identity file beside it; returns the id."""
+    import uuid
+
+    if journal_id is None:
+        journal_id = uuid.uuid4().hex
+    db.execute("CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT OR REPLACE INTO journal_meta(key, value) VALUES ('journal_id', ?)", (journal_id,))
+    side = identity_file(path)
+    try:
+        current = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
+    except (OSError, ValueError):
+        current = {}
+    if current.get("journal_id") != journal_id:
+        record = {
+            "journal_id": journal_id,
+            "journal": path.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        tmp = side.with_name(side.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(side)
+    return journal_id
+
+
+def _note_last_seq(path: Path, journal_id: str, seq: int) -> None:
+    """Remember the newest seq in the identity file at a clean stop (for the message if the file is lost)."""
+    side = identity_file(path)
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+        if record.get("journal_id") == journal_id:
+            record["last_seen_seq"] = seq
+            tmp = side.with_name(side.name + ".tmp")
+            tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            tmp.replace(side)
+    except (OSError, ValueError):
+        pass  # only a hint for a later error message
+
 
 class ResultJournal:
     """Thread-safe append-only result store.
@@ -59,14 +166,23 @@ class ResultJournal:
     power loss at the cost of an fsync per commit.
     """
 
-    def __init__(self, path: str | Path, durability: Durability = "normal") -> None:
+    def __init__(
+        self, path: str | Path, durability: Durability = "normal", *, accept_new: bool = False
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            identity = check_journal_identity(self._db, self.path, accept_new=accept_new)
+        except BaseException:
+            self._db.close()
+            raise
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
+        self.journal_id = record_journal_identity(self._db, self.path, identity)
+        self._db.executescript(_REVIEW_SCHEMA)
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, result: InspectionResult) -> InspectionResult:
@@ -102,6 +218,7 @@ class ResultJournal:
                     )
                     out.append(stored)
                 self._db.execute("COMMIT")
+                self._appended = True
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -281,8 +398,179 @@ class ResultJournal:
                 break
         return n
 
+    # -- reviews and audit (written by the console; read by `dataset from-reviews` and the hub) --------
+    def add_review(
+        self, seq: int, decision: str, boxes: list[dict], reviewer: str, comment: str = ""
+    ) -> dict:
+        """Store a review of result `seq` (validated by the caller: `edge_agent.reviews.ReviewInput`).
+
+        What changed (decision and boxes against the previous review, or against the model's counted
+        defects for a first review) is computed here and kept with it. Raises KeyError for an unknown
+        seq, ValueError for a decision that does not fit the result's verdict."""
+        from edge_agent.reviews import box_changes, decision_error
+
+        with self._lock:
+            result = self.get(seq)
+            if result is None:
+                raise KeyError(f"no result with seq {seq} in the journal (retention may have deleted it)")
+            problem = decision_error(decision, result.verdict)
+            if problem:
+                raise ValueError(problem)
+            previous = self.current_review(seq)
+            if previous is not None:
+                before, before_decision = previous["boxes"], previous["decision"]
+            else:
+                before = [
+                    {"camera": d.camera, "class": d.class_name, "class_id": d.class_id, "xyxy": d.xyxy}
+                    for d in result.defects
+                    if d.counts_for_verdict
+                ]
+                before_decision = None
+            changes = {"decision": [before_decision, decision], **box_changes(before, boxes)}
+            ts = time.time()
+            cur = self._db.execute(
+                "INSERT INTO reviews(result_seq, result_id, line, verdict, decision, boxes, changes,"
+                " comment, reviewer, ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    seq,
+                    result.result_id,
+                    result.line,
+                    result.verdict,
+                    decision,
+                    json.dumps(boxes, separators=(",", ":")),
+                    json.dumps(changes, separators=(",", ":")),
+                    comment,
+                    reviewer,
+                    ts,
+                ),
+            )
+            review_id = int(cur.lastrowid or 0)
+        return self._review_row_by_id(review_id)
+
+    _REVIEW_COLUMNS = (
+        "id, result_seq, result_id, line, verdict, decision, boxes, changes, comment, reviewer, ts"
+    )
+
+    @staticmethod
+    def _review_dict(row: Sequence) -> dict:
+        keys = ResultJournal._REVIEW_COLUMNS.split(", ")
+        out = dict(zip(keys, row))
+        out["boxes"] = json.loads(out["boxes"])
+        out["changes"] = json.loads(out["changes"])
+        out["time"] = datetime.fromtimestamp(out["ts"], timezone.utc).isoformat(timespec="seconds")
+        return out
+
+    def _review_row_by_id(self, review_id: int) -> dict:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._REVIEW_COLUMNS} FROM reviews WHERE id=?", (review_id,)
+            ).fetchone()
+        return self._review_dict(row)
+
+    def current_review(self, seq: int) -> dict | None:
+        """The newest review of result `seq` (its current truth), or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._REVIEW_COLUMNS} FROM reviews WHERE result_seq=? ORDER BY id DESC LIMIT 1",
+                (seq,),
+            ).fetchone()
+        return self._review_dict(row) if row else None
+
+    def review_history(self, seq: int) -> list[dict]:
+        """Every review of result `seq`, oldest first: the audit trail."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._REVIEW_COLUMNS} FROM reviews WHERE result_seq=? ORDER BY id", (seq,)
+            ).fetchall()
+        return [self._review_dict(r) for r in rows]
+
+    def reviews_since(self, cursor: int = 0, limit: int = 1000, line: str | None = None) -> list[dict]:
+        """Review rows with id > `cursor`, oldest first (for consumers that keep a cursor, like the hub).
+
+        Each row: id, result_seq, result_id, line, verdict (the machine's), decision, boxes (the corrected
+        defects: camera, class, class_id, xyxy), changes, comment, reviewer, ts (epoch s), time (ISO)."""
+        sql = f"SELECT {self._REVIEW_COLUMNS} FROM reviews WHERE id > ?"
+        args: list[object] = [cursor]
+        if line is not None:
+            sql += " AND line = ?"
+            args.append(line)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id LIMIT ?", [*args, limit]).fetchall()
+        return [self._review_dict(r) for r in rows]
+
+    def current_reviews(self, line: str | None = None) -> list[dict]:
+        """The current (newest) review of every reviewed result, by result seq."""
+        where, args = ("WHERE line = ?", [line]) if line else ("", [])
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._REVIEW_COLUMNS} FROM reviews WHERE id IN "
+                f"(SELECT MAX(id) FROM reviews {where} GROUP BY result_seq) ORDER BY result_seq",
+                args,
+            ).fetchall()
+        return [self._review_dict(r) for r in rows]
+
+    def review_counts(self) -> dict[str, dict[str, int]]:
+        """Per line: reviewed results by current decision."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT line, decision, COUNT(*) FROM reviews WHERE id IN "
+                "(SELECT MAX(id) FROM reviews GROUP BY result_seq) GROUP BY line, decision"
+            ).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for line, decision, n in rows:
+            out.setdefault(line, {})[decision] = int(n)
+        return out
+
+    def verdict_counts(self) -> dict[str, dict[str, int]]:
+        """Per line: results in the journal by verdict (the denominators of review rates)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT line, verdict, COUNT(*) FROM results GROUP BY line, verdict"
+            ).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for line, verdict, n in rows:
+            out.setdefault(line, {})[verdict] = int(n)
+        return out
+
+    def add_audit(self, user: str, action: str, target: str, detail: dict) -> int:
+        """Record a change made by a person (setup saved, version restored, login)."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO audit(ts, user, action, target, detail) VALUES (?,?,?,?,?)",
+                (time.time(), user, action, target, json.dumps(detail, separators=(",", ":"))),
+            )
+        return int(cur.lastrowid or 0)
+
+    def audit_log(self, action: str | None = None, target: str | None = None, limit: int = 100) -> list[dict]:
+        """Newest audit entries first."""
+        clauses, args = [], []
+        for col, val in (("action", action), ("target", target)):
+            if val is not None:
+                clauses.append(f"{col} = ?")
+                args.append(val)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, ts, user, action, target, detail FROM audit {where} ORDER BY id DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "ts": r[1],
+                "time": datetime.fromtimestamp(r[1], timezone.utc).isoformat(timespec="seconds"),
+                "user": r[2],
+                "action": r[3],
+                "target": r[4],
+                "detail": json.loads(r[5]),
+            }
+            for r in rows
+        ]
+
     def close(self) -> None:
         with self._lock:
+            if getattr(self, "_appended", False):
+                _note_last_seq(self.path, self.journal_id, self.last_seq())
             self._db.close()
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.config import CameraConfig, FreeRunTrigger, LineConfig
+from edge_agent.inference_budget import InferenceBudget
 from edge_agent.inspector import Inspector, InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
 from edge_agent.result import InspectionResult
@@ -198,6 +199,9 @@ class CameraWorker:
             "failures": self.failures,
             "last_error": self.last_error,
             "retry_in_s": self.retry_in_s,
+            # files a file source could not read (truncated, empty, not an image): logged once each
+            "skipped": int(getattr(self.source, "skipped", 0)),
+            "last_skip_error": getattr(self.source, "last_skip_error", None),
         }
 
 
@@ -237,6 +241,7 @@ class LineRuntime:
         sink: ResultSink | None = None,
         inspector: Inspector | None = None,
         boot_id: str = "",
+        budget: InferenceBudget | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -244,6 +249,7 @@ class LineRuntime:
         self.journal = journal
         self._sink = sink
         self._inspector = inspector
+        self._budget = budget
         self._boot = boot_id[:6] or "boot"
         self.active_recipe: str = config.active_recipe or next(iter(config.recipes))
         self._state = "starting"
@@ -389,7 +395,7 @@ class LineRuntime:
         self._start_cameras()
         if self._inspector is None:
             try:
-                self._inspector = Inspector.load(self.config, self.site)
+                self._inspector = Inspector.load(self.config, self.site, self._budget)
             except InspectorLoadError as exc:
                 self._fatal = str(exc)
                 log.error("line %s: %s", self.name, exc)
@@ -468,7 +474,7 @@ class LineRuntime:
             self._emit("reload_failed", {"error": msg})
             raise InspectorLoadError(msg)
         try:
-            inspector = Inspector.load(config, self.site)
+            inspector = Inspector.load(config, self.site, self._budget)
         except InspectorLoadError as exc:
             self.last_reload = {"ok": False, "at": stamp, "error": str(exc)}
             self._emit("reload_failed", {"error": str(exc)})

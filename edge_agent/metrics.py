@@ -120,6 +120,11 @@ class _AgentCollector(Collector):
         errors = CounterMetricFamily(
             "edge_inspect_inspection_errors", "Inspections that failed", labels=["line"]
         )
+        skipped = CounterMetricFamily(
+            "edge_inspect_skipped_files",
+            "Files a file source could not read (truncated, empty, not an image)",
+            labels=["line", "camera"],
+        )
         for line in list(agent.lines.values()):
             st = line.status()
             fps.add_metric([line.name], st["fps"])
@@ -131,8 +136,9 @@ class _AgentCollector(Collector):
             for cam in st["cameras"]:
                 dropped.add_metric([line.name, cam["name"]], cam["dropped"])
                 reconnects.add_metric([line.name, cam["name"]], cam["reconnects"])
+                skipped.add_metric([line.name, cam["name"]], cam.get("skipped", 0))
                 connected.add_metric([line.name, cam["name"]], 1.0 if cam["state"] == "connected" else 0.0)
-        yield from (fps, up, depth, dropped, reconnects, connected, errors)
+        yield from (fps, up, depth, dropped, reconnects, connected, errors, skipped)
 
         journal_seq = GaugeMetricFamily("edge_inspect_journal_last_seq", "Last journaled sequence number")
         journal_seq.add_metric([], agent.journal.last_seq() if agent.journal else 0)
@@ -155,6 +161,10 @@ class _AgentCollector(Collector):
         yield backlog
         yield stat
 
+        console = getattr(agent, "console", None)
+        if console is not None:  # reviews are made on the console; its hub keeps their counts
+            yield from _review_metrics(console.hub, list(agent.lines))
+
         if agent.archive is not None:
             s = agent.archive.stats
             arch = GaugeMetricFamily("edge_inspect_archive", "NG archive counters", labels=["stat"])
@@ -164,6 +174,27 @@ class _AgentCollector(Collector):
             arch.add_metric(["backlog"], agent.archive.backlog())
             arch.add_metric(["degraded"], 1.0 if s.degraded else 0.0)
             yield arch
+
+
+def _review_metrics(hub: Any, lines: list[str]) -> Iterable[Any]:
+    reviewed = GaugeMetricFamily(
+        "edge_inspect_reviewed_results", "Reviewed results by current decision", labels=["line", "decision"]
+    )
+    false_reject = GaugeMetricFamily(
+        "edge_inspect_false_reject_rate", "False rejects / reviewed NG results", labels=["line"]
+    )
+    escape = GaugeMetricFamily(
+        "edge_inspect_escape_rate", "Escapes found by review / OK results in the journal", labels=["line"]
+    )
+    for line in sorted(set(lines) | set(hub.review_counts)):
+        rates = hub.review_rates(line)
+        for decision, n in rates["counts"].items():
+            reviewed.add_metric([line, decision], n)
+        if rates["false_reject_rate"] is not None:
+            false_reject.add_metric([line], rates["false_reject_rate"])
+        if rates["escape_rate"] is not None:
+            escape.add_metric([line], rates["escape_rate"])
+    yield from (reviewed, false_reject, escape)
 
 
 HealthFn = Callable[[], tuple[bool, dict[str, Any]]]

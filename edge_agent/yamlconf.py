@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -111,37 +112,172 @@ def _substitute_env(text: str, on_missing: list[str]) -> str:
     return _ENV_PATTERN.sub(replace, text)
 
 
-def load_yaml(path: str | Path) -> YamlDocument:
-    """Load a YAML file, keeping the line of every key; `${VAR}` / `${VAR:-default}` in strings are replaced
-    from the environment. Raises `ConfigError` naming the file and line for syntax errors, duplicate keys
-    and unset environment variables."""
-    path = Path(path)
+#: deeper than this is never a config file, and would exhaust the recursion of the YAML composer
+MAX_NESTING = 64
+#: values built from one file at most: aliases of aliases ("billion laughs") must not eat the memory
+MAX_VALUES = 200_000
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based (line, column) of character `index` in `text`."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; an unreadable, UTF-16 or non-UTF-8 file, or one with NUL bytes, is a ConfigError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([ConfigIssue(path, None, None, (), f"cannot read: {exc.strerror or exc}")]) from exc
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError([ConfigIssue(path, None, None, (), "the file is UTF-16 text; save it as UTF-8")])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        utf16 = raw.count(b"\x00") > len(raw) // 4  # ASCII text saved as UTF-16 without a BOM
+        msg = (
+            "the file looks like UTF-16 text; save it as UTF-8"
+            if utf16
+            else f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        )
+        raise ConfigError([ConfigIssue(path, line, col, (), msg)]) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line, col = _position(text, nul)
+        utf16 = text.count("\x00") > len(text) // 4
+        msg = (
+            "the file looks like UTF-16 text; save it as UTF-8"
+            if utf16
+            else "a NUL byte: this is not a text file (binary, or damaged on disk?)"
+        )
+        raise ConfigError([ConfigIssue(path, line, col, (), msg)])
+    return text
+
+
+def _yaml_issue(path: Path, text: str, exc: yaml.YAMLError) -> ConfigIssue:
+    """A YAML parser/reader error as an issue with the file's line and column where it has one."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
-        msg = f"YAML syntax error: {exc.problem or exc}"
-        raise ConfigError([ConfigIssue(path, line, col, (), msg)]) from exc
+        problem = exc.problem or str(exc)
+        if exc.context and exc.problem:
+            problem = f"{exc.problem} ({exc.context})"
+        return ConfigIssue(path, line, col, (), f"YAML syntax error: {problem}")
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids (control characters)
+        line, col = _position(text, exc.position)
+        return ConfigIssue(path, line, col, (), f"character {exc.character!r} is not allowed in YAML")
+    return ConfigIssue(path, None, None, (), f"YAML error: {exc}")
+
+
+def _check_nesting(path: Path, text: str) -> None:
+    """Parse events (iterative, no recursion) and refuse nesting deeper than MAX_NESTING."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_NESTING:
+                mark = event.start_mark
+                msg = f"nested more than {MAX_NESTING} levels deep; no setting is that deep"
+                raise ConfigError([ConfigIssue(path, mark.line + 1, mark.column + 1, (), msg)])
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+_COLLECTION_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+
+
+def _short(value: str, limit: int = 60) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def load_yaml(path: str | Path) -> YamlDocument:
+    """Load a YAML file, keeping the line of every key; `${VAR}` / `${VAR:-default}` in strings are replaced
+    from the environment. Raises `ConfigError` naming the file and line for syntax errors, duplicate keys,
+    unset environment variables, unknown tags, bad values, bad encodings and absurd nesting: whatever the
+    bytes in the file, the only exception that leaves is `ConfigError`."""
+    path = Path(path)
+    try:
+        return _load_yaml(path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the last guard: a config file must explain itself, never crash the caller
+        raise ConfigError([ConfigIssue(path, None, None, (), f"cannot read this file: {exc!r}")]) from None
+
+
+def _load_yaml(path: Path) -> YamlDocument:
+    text = _read_text(path)
+    try:
+        _check_nesting(path, text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(path, text, exc)]) from None
     doc = YamlDocument(file=path, data=None)
     issues: list[ConfigIssue] = []
     if root is None:
         doc.data = {}
         return doc
     constructor = yaml.SafeLoader("")
+    built = 0
+    on_path: set[int] = set()  # nodes being built: an alias to an ancestor would recurse forever
+
+    def construct(node: yaml.Node, key_path: KeyPath) -> tuple[bool, Any]:
+        """(ok, value) of a scalar node; a tag or value YAML cannot construct becomes an issue."""
+        try:
+            return True, constructor.construct_object(node, deep=True)
+        except Exception as exc:  # ConstructorError (unknown !tag), ValueError (bad !!timestamp, huge int)
+            if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+                problem = exc.problem
+            else:
+                problem = str(exc).split("\n")[0]
+            value = node.value if isinstance(node, yaml.ScalarNode) else ""
+            what = f" in {node.tag} value {_short(str(value))!r}" if value else ""
+            issues.append(
+                ConfigIssue(
+                    path,
+                    node.start_mark.line + 1,
+                    node.start_mark.column + 1,
+                    key_path,
+                    f"cannot read the value{what}: {_short(problem, 160)}",
+                )
+            )
+            return False, None
 
     def build(node: yaml.Node, key_path: KeyPath) -> Any:
+        nonlocal built
+        built += 1
+        if built > MAX_VALUES:
+            raise ConfigError([doc.issue(key_path, f"more than {MAX_VALUES} values (aliases of aliases?)")])
         doc.marks.setdefault(key_path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if id(node) in on_path:
+            issues.append(doc.issue(key_path, "an alias refers to a node that contains it (endless value)"))
+            return None
+        plain_tag = _COLLECTION_TAGS.get(type(node))
+        if plain_tag is not None and node.tag != plain_tag:
+            msg = f"unknown tag {node.tag!r}: config files use plain YAML mappings and lists"
+            mark = node.start_mark
+            issues.append(ConfigIssue(path, mark.line + 1, mark.column + 1, key_path, msg))
+            return None
         if isinstance(node, yaml.MappingNode):
-            constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+            try:
+                constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark or node.start_mark
+                msg = f"bad merge key `<<`: {exc.problem or exc}"
+                issues.append(ConfigIssue(path, mark.line + 1, mark.column + 1, key_path, msg))
+                return {}
+            on_path.add(id(node))
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = constructor.construct_object(key_node, deep=True)
+                if not isinstance(key_node, yaml.ScalarNode):
+                    issues.append(doc.issue(key_path, "keys must be plain values, not lists or mappings"))
+                    continue
+                ok, key = construct(key_node, key_path)
+                if not ok:
+                    continue
                 if not isinstance(key, (str, int, float, bool)):
                     issues.append(doc.issue(key_path, f"keys must be plain values, got {type(key).__name__}"))
                     continue
@@ -150,11 +286,15 @@ def load_yaml(path: str | Path) -> YamlDocument:
                 if key in out:
                     issues.append(doc.issue(child, "duplicate key (the later one would silently win)"))
                 out[key] = build(value_node, child)
+            on_path.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [build(item, (*key_path, i)) for i, item in enumerate(node.value)]
-        value = constructor.construct_object(node, deep=True)
-        if isinstance(value, str) and "${" in value:
+            on_path.add(id(node))
+            items = [build(item, (*key_path, i)) for i, item in enumerate(node.value)]
+            on_path.discard(id(node))
+            return items
+        ok, value = construct(node, key_path)
+        if ok and isinstance(value, str) and "${" in value:
             missing: list[str] = []
             value = _substitute_env(value, missing)
             for name in missing:
@@ -290,12 +430,19 @@ def issues_from_validation(
             if "input" in err and not isinstance(err["input"], (dict, list)):
                 # never echo secrets into logs and terminals
                 secret = any(w in str(part).lower() for part in path for w in _SECRET_WORDS)
-                msg += " (value hidden)" if secret else f" (got {err['input']!r})"
+                msg += " (value hidden)" if secret else f" (got {_short(_safe_repr(err['input']), 80)})"
         issues.append(doc.issue(path, msg))
     return issues
 
 
 _SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int too long for Python's str conversion limit
+        return f"<{type(value).__name__} too long to show>"
 
 
 def validate(model: type[BaseModel], doc: YamlDocument, prefix: KeyPath = (), data: Any = None) -> Any:

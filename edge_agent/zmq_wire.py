@@ -11,9 +11,9 @@
   | encoding       | body encoding: `json` or `msgpack`                                              |
   | site, line     | where the part was inspected                                                    |
   | seq            | journal sequence number of the result (for a heartbeat: the line's last seq)    |
-  | prev_seq       | seq of the previous result *of the same line* sent by this agent boot; `null`   |
-  |                | for the first one after a boot. A subscriber that did not see `prev_seq` has a  |
-  |                | gap and asks the ROUTER for a replay.                                           |
+  | prev_seq       | seq of the previous result *of the same line* in the journal (across restarts:  |
+  |                | after a start, the line's newest journaled seq); `null` only when the line has |
+  |                | none yet. A subscriber that did not see `prev_seq` has a gap: replay.           |
   | boot_id        | changes at every agent start                                                    |
   | result_id      | unique id of the result (dedup key)                                             |
   | part_id        | the part's id                                                                   |

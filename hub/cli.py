@@ -314,3 +314,45 @@ def history(
         err = f" — {h['detail']['error']}" if h["detail"].get("error") else ""
         typer.echo(f"{when}Z  {h['event']:40s} rollout {h['rollout_id']}  {model}{err}")
     hub_store.close()
+
+
+@hub_app.command("collect")
+def collect(
+    out: Path = typer.Option(..., "--out", "-o", help="new folder for the dataset (YOLO layout)"),
+    company: str | None = typer.Option(None, help="every line of this company"),
+    line: str | None = typer.Option(None, "--line", help="only this SITE/LINE"),
+    reviewed: bool = typer.Option(False, "--reviewed", help="parts reviewed on the line consoles"),
+    uncertain: bool = typer.Option(False, "--uncertain", help="parts the model was unsure about"),
+    ng: bool = typer.Option(False, "--ng", help="archived NG parts, labelled with the model's boxes"),
+    limit: int = typer.Option(1000, help="at most this many parts per line and selection"),
+    timeout: float = typer.Option(300, help="seconds to wait for the agents"),
+    config: Path | None = ConfigOpt, data: Path | None = DataOpt, store: str | None = StoreOpt,
+) -> None:
+    """Gather reviewed/uncertain/NG images with labels from the agents into a dataset that
+    `edge-inspect dataset import --format yolo` takes. The hub must be running (agents answer it)."""
+    from hub.collect import CollectError, assemble, start_collect, wait_collect
+    from hub.commands import Commands
+    from hub.registry import Registry
+
+    if company is None and line is None:
+        raise typer.BadParameter("give --company and/or --line")
+    selection = [s for s, on in (("reviewed", reviewed), ("uncertain", uncertain), ("ng", ng)) if on]
+    cfg, hub_store = _open_store(config, data, store)
+    try:
+        commands = Commands(hub_store.db, cfg.data_dir)
+        ids = start_collect(Registry(hub_store.db), commands, company=company, line=line,
+                            selection=selection, limit=limit)
+        typer.echo(f"asked {len(ids)} agent(s): {', '.join(ids)}; waiting up to {timeout:g} s")
+        report = assemble(wait_collect(commands, ids, timeout), out)
+    except CollectError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        hub_store.close()
+    for agent_id, entry in report["agents"].items():
+        missing = entry.get("missing") or []
+        typer.echo(f"{agent_id}: {entry['status']}, {entry.get('images', 0)} images"
+                   + (f", {len(missing)} not sent ({missing[0]['why']})" if missing else "")
+                   + (f" — {entry['error']}" if entry.get("error") else ""))
+    typer.echo(f"{report['images']} images, {report['boxes']} boxes, classes {report['classes']} in {out}")
+    typer.echo(f"next: edge-inspect dataset import {out} DATASET --format yolo --val 0.2")

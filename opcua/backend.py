@@ -1,24 +1,33 @@
 """What the OPC UA server serves: an abstract backend, so `opcua` never imports `edge_agent`.
 
 A running line (`edge_agent.line.LineRuntime`, through the publisher adapter) satisfies
-`LineBackend`; the result journal (through the adapter) satisfies `ResultStore`. Results travel as
-plain dicts in the shape of `schemas/result.schema.json` (`InspectionResult.model_dump(mode="json")`):
-
-    {"result_id": "9f..", "seq": 12, "site": "plant1", "line": "line1", "part_id": "P-0001",
-     "recipe": "default", "product_id": null, "meas_id": null, "job_id": null, "trigger": "triggered",
-     "verdict": "NG", "reasons": ["scratch"], "defects": [{"camera": "top", "class": "scratch", ...}],
-     "frames": [...], "model": {"name": "m", "version": "3", "sha256": null},
-     "timestamp": "2026-11-25T14:00:00Z", "timings_ms": {"infer": 4.2, "total": 7.9}}
+`LineBackend`; the result journal (through the adapter) satisfies `ResultStore`. Results cross this
+boundary typed, as `contract.InspectionResult` (the one result contract both packages import).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
-ResultBody = Mapping[str, Any]
+from contract import InspectionResult
+
 StateListener = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True)
+class LineConfiguration:
+    """The line's active configuration (its YAML and its model) as OPC 40100 ConfigurationManagement
+    serves it; results' InternalConfigurationId carries the same `id` and `version`."""
+
+    id: str
+    version: str
+    sha256: str  # of the line's effective configuration and the model file together
+    description: str
+    last_modified: datetime
 
 
 @runtime_checkable
@@ -45,8 +54,8 @@ class LineBackend(Protocol):
         recipe: str | None = None,
         product_id: str | None = None,
         job_id: str | None = None,
-    ) -> Future:
-        """Inspect one part; the future resolves to the journaled result body (a dict)."""
+    ) -> Future[InspectionResult]:
+        """Inspect one part; the future resolves to the journaled result."""
 
     def pause(self) -> None: ...
 
@@ -55,12 +64,15 @@ class LineBackend(Protocol):
     def add_listener(self, callback: StateListener) -> None:
         """`callback(event, payload)` on state changes; called from the line's threads."""
 
+    def configuration(self) -> LineConfiguration:
+        """The active configuration (changes when the line's YAML or model is reloaded)."""
+
 
 @runtime_checkable
 class ResultStore(Protocol):
     """Read access to the result history (the journal): GetResultById, GetResultListFiltered."""
 
-    def get_by_id(self, result_id: str) -> ResultBody | None: ...
+    def get_by_id(self, result_id: str) -> InspectionResult | None: ...
 
     def query(
         self,
@@ -71,6 +83,11 @@ class ResultStore(Protocol):
         offset: int = 0,
         newest_first: bool = True,
         **equals: str,
-    ) -> list[ResultBody]:
+    ) -> list[InspectionResult]:
         """Results of `line` matching `part_id` and every `field=value` in `equals`
         (meas_id, job_id, product_id, recipe), `offset` and `limit` applied after filtering."""
+
+
+def configuration_id(line: str, model_name: str) -> str:
+    """The Id of a line's configuration: the same for the configuration and for its results."""
+    return f"{line}:{model_name}"

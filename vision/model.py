@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from vision.detections import Detections
 from vision.errors import ModelLoadError
 from vision.images import to_bgr8
 from vision.postprocess import MAX_DET, decode_end2end_head, decode_nms_head, masks_to_original, nms
-from vision.preprocess import Letterbox, classify_crop, letterbox, to_input_tensor
+from vision.preprocess import Letterbox, classify_crop, letterbox_tensor, to_input_tensor
 from vision.providers import Optimization, resolve_providers, session_options
 from vision.tiling import tile_windows
 
@@ -94,6 +95,9 @@ class Model:
             or a list of ORT provider names.
         names, imgsz, task: only needed when the file lacks Ultralytics metadata.
         threads: intra-op threads (default: physical cores). optimization: ORT graph optimisation level.
+        spinning: let idle ORT threads busy-wait (fastest for one model alone; off when models share cores).
+        gate: a context manager entered around every ONNX Runtime call, e.g. a `threading.Semaphore`
+            shared by several models so that they take turns on the cores instead of fighting for them.
         conf, iou, max_det: default thresholds for `predict`.
     """
 
@@ -107,6 +111,8 @@ class Model:
         task: str | None = None,
         threads: int | None = None,
         optimization: Optimization = "all",
+        spinning: bool = True,
+        gate: AbstractContextManager | None = None,
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = MAX_DET,
@@ -115,11 +121,11 @@ class Model:
         if not self.path.is_file():
             raise ModelLoadError(f"{self.path}: no such model file")
         self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.gate: AbstractContextManager = gate if gate is not None else nullcontext()
         chosen = resolve_providers(providers)
+        options = session_options(threads, optimization, spinning)
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=session_options(threads, optimization), providers=chosen
-            )
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
         except Exception as exc:  # ORT raises several types for corrupt/truncated/invalid graphs
             raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
         self.providers: list[str] = self.session.get_providers()
@@ -173,6 +179,14 @@ class Model:
             raise ModelLoadError(
                 f"{self.path}: task {task!r} is not supported (supported: {', '.join(TASKS)})"
             )
+        rank = len(self.outputs[0].shape)
+        if (task == "classify") != (rank == 2) or (task == "segment" and len(self.outputs) < 2):
+            # a wrong `task:` would otherwise decode garbage (or fail) on every frame
+            found = "classify" if rank == 2 else ("segment" if len(self.outputs) >= 2 else "detect")
+            raise ModelLoadError(
+                f"{self.path}: task {task!r} does not fit this model: its output "
+                f"{self.outputs[0].shape} is a {found} head"
+            )
         return task
 
     def _resolve_end2end(self) -> bool:
@@ -215,8 +229,9 @@ class Model:
             self.predict(blank)
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """Raw ONNX Runtime call on an NCHW tensor."""
-        return self.session.run(None, {self.input_name: tensor})
+        """Raw ONNX Runtime call on an NCHW tensor (inside the model's gate)."""
+        with self.gate:
+            return self.session.run(None, {self.input_name: tensor})
 
     def predict(
         self,
@@ -239,25 +254,25 @@ class Model:
         iou = self.iou if iou is None else iou
         t0 = time.perf_counter()
         frames = [to_bgr8(im) for im in images]
+        boxes: list[Letterbox | None]
         if self.task == "classify":
-            prepared = [classify_crop(f, self.imgsz) for f in frames]
-            boxes: list[Letterbox | None] = [None] * len(frames)
+            tensor = to_input_tensor([classify_crop(f, self.imgsz) for f in frames], self.input_dtype)
+            boxes = [None] * len(frames)
         else:
             same = len({f.shape for f in frames}) == 1
             # As Ultralytics: minimal padding when the graph allows it. Not for end-to-end heads: their TopK
             # k is baked at export from the full input size, and a smaller input makes ORT fail.
             auto = self.dynamic_shape and same and not self.end2end
-            pairs = [letterbox(f, self.imgsz, auto=auto, stride=self.stride) for f in frames]
-            prepared = [p[0] for p in pairs]
-            boxes = [p[1] for p in pairs]
+            tensor, lbs = letterbox_tensor(frames, self.imgsz, auto, self.stride, self.input_dtype)
+            boxes = list(lbs)
         t1 = time.perf_counter()
         outputs: list[list[np.ndarray]] = []
-        if self.dynamic_batch or len(prepared) == 1:
-            batch = self.run(to_input_tensor(prepared, self.input_dtype))
-            outputs = [[o[i] for o in batch] for i in range(len(prepared))]
+        if self.dynamic_batch or len(frames) == 1:
+            batch = self.run(tensor)
+            outputs = [[o[i] for o in batch] for i in range(len(frames))]
         else:
-            for p in prepared:
-                outputs.append([o[0] for o in self.run(to_input_tensor([p], self.input_dtype))])
+            for i in range(len(frames)):
+                outputs.append([o[0] for o in self.run(tensor[i : i + 1])])
         t2 = time.perf_counter()
         results = [
             self._decode(out, lb, f.shape[:2], conf, iou)

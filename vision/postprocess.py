@@ -67,14 +67,13 @@ def decode_nms_head(
     pred: np.ndarray, nc: int, conf: float, iou: float, max_det: int = MAX_DET, agnostic: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One image's `[4 + nc + extra, N]` output → (xyxy, score, class_id, extra) after NMS."""
-    scores_all = pred[4 : 4 + nc]
-    best = scores_all.argmax(0)
-    score = scores_all[best, np.arange(scores_all.shape[1])]
-    keep = score > conf
-    if not keep.any():
+    # Only the candidate columns (best score above conf, usually a few of thousands) are decoded further.
+    keep = np.flatnonzero(pred[4 : 4 + nc].max(0) > conf)
+    if not keep.size:
         return _empty(pred.shape[0] - 4 - nc)
     cand = pred[:, keep].T  # (M, 4 + nc + extra)
-    score, best = score[keep], best[keep]
+    best = cand[:, 4 : 4 + nc].argmax(1)
+    score = cand[np.arange(len(cand)), 4 + best]
     if len(score) > MAX_NMS:
         top = np.argsort(-score, kind="stable")[:MAX_NMS]
         cand, score, best = cand[top], score[top], best[top]

@@ -5,6 +5,9 @@ Example:
     >>> img, lb = letterbox(np.zeros((480, 640, 3), np.uint8), (320, 320))
     >>> img.shape, lb.pad_y, lb.gain_x
     ((320, 320, 3), 40, 0.5)
+    >>> tensor, boxes = letterbox_tensor([np.zeros((480, 640, 3), np.uint8)], (320, 320))
+    >>> tensor.shape, tensor.dtype, boxes[0].pad_y
+    ((1, 3, 320, 320), dtype('float32'), 40)
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import cv2
 import numpy as np
 
 PAD_VALUE = 114  # Ultralytics' grey
+# The padding as the model sees it: Ultralytics divides the uint8 image by 255 in float32.
+_PAD_FLOAT = np.float32(PAD_VALUE) / np.float32(255)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,47 @@ def letterbox(
             image, lb.pad_y, bottom, lb.pad_x, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
         )
     return image, lb
+
+
+def letterbox_tensor(
+    images: list[np.ndarray],
+    new_shape: tuple[int, int],
+    auto: bool = False,
+    stride: int = 32,
+    dtype: np.dtype = np.float32,
+) -> tuple[np.ndarray, list[Letterbox]]:
+    """`letterbox` + `to_input_tensor` in one pass: each resized frame is written straight into its place in
+    the NCHW tensor (BGR→RGB, /255), and only the border is filled with grey.
+
+    The same values as Ultralytics' `im / 255` in float32, bit for bit; 5-7x less work than padding a uint8
+    copy and converting the whole padded image (measured in bench/inference.py's preprocess column).
+    All images must give the same input shape: always so unless `auto` with frames of different sizes.
+    """
+    boxes = [letterbox_shape(im.shape[:2], new_shape, auto, stride) for im in images]
+    shapes = {lb.input_shape for lb in boxes}
+    if len(shapes) != 1:
+        raise ValueError(f"frames letterbox to different input shapes {sorted(shapes)}; use auto=False")
+    h, w = boxes[0].input_shape
+    tensor = np.empty((len(images), 3, h, w), np.float32)
+    for plane, image, lb in zip(tensor, images, boxes, strict=True):
+        h0, w0 = lb.orig_shape
+        new_w, new_h = round(w0 * lb.gain_x), round(h0 * lb.gain_y)
+        if (w0, h0) != (new_w, new_h):
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        top, left = lb.pad_y, lb.pad_x
+        plane[:, :top] = _PAD_FLOAT
+        plane[:, top + new_h :] = _PAD_FLOAT
+        plane[:, top : top + new_h, :left] = _PAD_FLOAT
+        plane[:, top : top + new_h, left + new_w :] = _PAD_FLOAT
+        for c in range(3):  # RGB plane c comes from BGR channel 2 - c
+            np.divide(
+                image[:, :, 2 - c],
+                np.float32(255),
+                out=plane[c, top : top + new_h, left : left + new_w],
+                dtype=np.float32,
+                casting="unsafe",
+            )
+    return (tensor if dtype == np.float32 else tensor.astype(dtype)), boxes
 
 
 def to_input_tensor(images: list[np.ndarray], dtype: np.dtype = np.float32) -> np.ndarray:

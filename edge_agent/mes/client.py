@@ -45,8 +45,18 @@ from edge_agent.zmq_wire import WireError, WireMessage, decode, topic_prefix
 class JournalBehindError(RuntimeError):
     """The agent's journal is behind what this client already processed: it was reset or replaced.
 
-    Seqs would restart from 1 and every new result would look like a duplicate, so the client stops
-    instead of silently skipping them. Decide what to do (usually: restart with `since_seq=0`)."""
+    Seqs restart from 1 and every new result would look like a duplicate, so the client stops instead of
+    silently skipping them. Only a person can decide what comes next: `since_seq=0` replays everything
+    the new journal holds (safe only if your side deduplicates by `result_id`); `since_seq=None` (a
+    snapshot) takes only what comes from now on. The error is raised only after the ROUTER has confirmed
+    that the journal really ends below what was processed (heartbeats queued during a long replay carry
+    older seqs and are not evidence)."""
+
+
+_RESET_ADVICE = (
+    "decide deliberately: restart with since_seq=None to take only new results, or since_seq=0 to take "
+    "everything the new journal holds (only if your side deduplicates by result_id)"
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,8 @@ class ClientCounters:
     gaps_filled: int = 0
     requests: int = 0
     bad_messages: int = 0
+    #: heartbeats older than what a replay had already delivered (checked with the ROUTER, ignored)
+    stale_heartbeats: int = 0
 
 
 class StreamClient:
@@ -102,6 +114,8 @@ class StreamClient:
         #: line -> seq of the last result delivered for it
         self.last_seq: dict[str, int] = {}
         self._start_seq = 0  # position for lines not seen yet (from the snapshot / replay)
+        # line -> the highest heartbeat seq the ROUTER confirmed as stale (queued before a replay ended)
+        self._stale_heartbeat: dict[str, int] = {}
         self._ready: deque[StreamEvent] = deque()
         self._req_ids = itertools.count(1)
         self._zctx = zmq.Context()
@@ -193,10 +207,8 @@ class StreamClient:
         elif message.kind == "heartbeat":
             seq = header.get("seq")
             if seq is not None and seq < self.last_seq.get(line, 0):
-                raise JournalBehindError(
-                    f"line {line}: the agent's last seq is {seq} but this client already processed "
-                    f"{self.last_seq[line]}: the agent's journal was reset or replaced"
-                )
+                self._check_reset(line, int(seq))
+                return  # a stale heartbeat, sent before what a replay already delivered
             if seq is not None and seq > last:
                 self._fill(line, last, int(seq))
             if self.include_heartbeats:
@@ -214,6 +226,23 @@ class StreamClient:
         self.last_seq[result.line] = result.seq
         self._ready.append(StreamEvent("result", result.line, message.header, result=result,
                                        is_historical=historical))
+
+    def _check_reset(self, line: str, heartbeat_seq: int) -> None:
+        """A heartbeat below what was delivered: stale (sent before a replay caught up), or the journal was
+        reset. Ask the ROUTER where the journal ends; raise only if it is really behind."""
+        if heartbeat_seq <= self._stale_heartbeat.get(line, -1):
+            return  # an even older heartbeat than one already found stale
+        processed = self.last_seq[line]
+        _messages, end = self._request({"op": "replay", "since": processed, "line": line, "limit": 1})
+        if int(end["last_seq"]) < processed:
+            raise JournalBehindError(
+                f"line {line}: the agent's journal ends at seq {end['last_seq']} but this client already "
+                f"processed {processed}: the journal was reset or replaced; {_RESET_ADVICE}"
+            )
+        self._stale_heartbeat[line] = heartbeat_seq
+        self.counters.stale_heartbeats += 1
+        for message in _messages:  # results that arrived meanwhile: delivered in order, not lost
+            self._deliver_historical(message)
 
     # -- catching up through the ROUTER ----------------------------------------------------------
     def _fill(self, line: str, after: int, until: int) -> None:
@@ -242,7 +271,7 @@ class StreamClient:
                 if int(end["last_seq"]) < since:
                     raise JournalBehindError(
                         f"the agent's journal ends at seq {end['last_seq']} but this client already "
-                        f"processed up to {since}: the journal was reset or replaced"
+                        f"processed up to {since}: the journal was reset or replaced; {_RESET_ADVICE}"
                     )
                 for message in messages:
                     self._deliver_historical(message)

@@ -17,15 +17,17 @@ up from there; LatestResult and ResultReadyEvent carry every result the server w
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
-from concurrent.futures import Future
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
+from contract import InspectionResult
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import Publisher, PublisherContext
-from edge_agent.result import InspectionResult
-from opcua.backend import ResultBody
+from opcua.backend import LineConfiguration, configuration_id
 from opcua.config import OpcUaServerConfig
 
 logger = logging.getLogger(__name__)
@@ -38,20 +40,15 @@ class OpcUaPublisherConfig(OpcUaServerConfig):
     name: str = "opcua"
 
 
-def result_body(result: InspectionResult) -> dict[str, Any]:
-    """The dict the OPC UA server serves: `schemas/result.schema.json` shape (aliases, JSON types)."""
-    return result.model_dump(mode="json", by_alias=True)
-
-
 class JournalResultStore:
-    """`opcua.backend.ResultStore` over the agent's `ResultJournal`."""
+    """`opcua.backend.ResultStore` over the agent's `ResultJournal` (and its NG archive, if any)."""
 
-    def __init__(self, journal: ResultJournal) -> None:
+    def __init__(self, journal: ResultJournal, archive_dir: Path | None = None) -> None:
         self.journal = journal
+        self.archive_dir = archive_dir
 
-    def get_by_id(self, result_id: str) -> ResultBody | None:
-        result = self.journal.get_by_id(result_id) if result_id else None
-        return result_body(result) if result is not None else None
+    def get_by_id(self, result_id: str) -> InspectionResult | None:
+        return self.journal.get_by_id(result_id) if result_id else None
 
     def query(
         self,
@@ -62,72 +59,80 @@ class JournalResultStore:
         offset: int = 0,
         newest_first: bool = True,
         **equals: str,
-    ) -> list[ResultBody]:
+    ) -> list[InspectionResult]:
         if not equals:
             rows = self.journal.query(
                 line=line, part_id=part_id, limit=offset + limit, newest_first=newest_first
             )
-            return [result_body(r) for r in rows[offset:]]
+            return rows[offset:]
         # meas_id/job_id/product_id/recipe are not journal columns: scan the line's rows (oldest first
         # lazily, stopping once the page is full; newest first has to read them all).
         rows = self.journal.iter_since(0, line=line)
         if newest_first:
             rows = reversed(list(rows))
-        matched: list[ResultBody] = []
+        matched: list[InspectionResult] = []
         for r in rows:
             if part_id is not None and r.part_id != part_id:
                 continue
             if all(getattr(r, key, None) == value for key, value in equals.items()):
-                matched.append(result_body(r))
+                matched.append(r)
                 if len(matched) >= offset + limit:
                     break
         return matched[offset:]
 
+    def images(self, result: InspectionResult) -> dict[str, tuple[str, bytes]]:
+        """camera -> (path, bytes) of the result's archived raw images (archive layout of
+        edge_agent.archive: <root>/<line>/<YYYY-MM-DD>/<seq>_<part>_<verdict>_<camera>.<ext>)."""
+        if self.archive_dir is None or result.seq is None:
+            return {}
+        from edge_agent.archive import _UNSAFE
+
+        folder = self.archive_dir / _UNSAFE.sub("_", result.line) / result.timestamp.strftime("%Y-%m-%d")
+        stem = f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}_"
+        found: dict[str, tuple[str, bytes]] = {}
+        cameras = {_UNSAFE.sub("_", f.camera): f.camera for f in result.frames}
+        for path in sorted(folder.glob(stem + "*")) if folder.is_dir() else []:
+            cam_part = path.stem[len(stem) :]
+            if cam_part.endswith("_annotated") or cam_part not in cameras:
+                continue
+            try:
+                found[cameras[cam_part]] = (str(path), path.read_bytes())
+            except OSError as exc:  # deleted by the quota meanwhile: the result simply has no image
+                logger.info("opcua: archived image %s unreadable: %s", path, exc)
+        return found
+
 
 class LineAdapter:
-    """Maps the agent's `LineRuntime` onto `opcua.backend.LineBackend` (result futures -> dicts)."""
+    """Presents the agent's `LineRuntime` as `opcua.backend.LineBackend`."""
 
     def __init__(self, line: Any) -> None:
         self._line = line
+        self._conf_key: tuple[Any, ...] | None = None
+        self._conf: LineConfiguration | None = None
 
     def __getattr__(self, name: str) -> Any:  # name, state, mode, recipes, active_recipe, model_version
         return getattr(self._line, name)
 
-    def set_recipe(self, name: str) -> None:
-        self._line.set_recipe(name)
-
-    def trigger(
-        self,
-        part_id: str | None = None,
-        *,
-        meas_id: str | None = None,
-        recipe: str | None = None,
-        product_id: str | None = None,
-        job_id: str | None = None,
-    ) -> Future:
-        inner = self._line.trigger(
-            part_id, meas_id=meas_id, recipe=recipe, product_id=product_id, job_id=job_id
-        )
-        outer: Future = Future()
-
-        def done(f: Future) -> None:
-            if f.exception() is not None:
-                outer.set_exception(f.exception())  # type: ignore[arg-type]
-            else:
-                value = f.result()
-                outer.set_result(result_body(value) if isinstance(value, InspectionResult) else value)
-
-        inner.add_done_callback(done)
-        return outer
-
-    def pause(self) -> None:
-        self._line.pause()
-
-    def resume(self) -> None:
-        self._line.resume()
-
-    def add_listener(self, callback: Any) -> None:
-        self._line.add_listener(callback)
+    def configuration(self) -> LineConfiguration:
+        """The line's YAML (as loaded) and its model, hashed together; recomputed after a reload."""
+        line = self._line
+        inspector = getattr(line, "_inspector", None)
+        info = inspector.model_info if inspector is not None else None
+        key = (id(line.config), info)
+        if key != self._conf_key or self._conf is None:
+            digest = hashlib.sha256(line.config.model_dump_json().encode())
+            digest.update(((info.sha256 or "") if info else "").encode())
+            model_name = info.name if info else ""  # a line whose model failed to load
+            model_version = info.version if info else ""
+            self._conf = LineConfiguration(
+                id=configuration_id(line.name, model_name),
+                version=model_version,
+                sha256=digest.hexdigest(),
+                description=f"line {line.name}: its YAML and model {model_name} v{model_version}",
+                last_modified=datetime.now(timezone.utc),
+            )
+            self._conf_key = key
+        return self._conf
 
 
 class OpcUaPublisher(Publisher):
@@ -142,13 +147,14 @@ class OpcUaPublisher(Publisher):
         self.name = config.name
         self.context = context
         lines: Mapping[str, Any] = {name: LineAdapter(line) for name, line in context.lines.items()}
-        self.server = ServerThread(config, lines, JournalResultStore(context.journal))
+        archive_dir = getattr(context, "archive_dir", None)
+        self.server = ServerThread(config, lines, JournalResultStore(context.journal, archive_dir))
 
     def start(self, journal: ResultJournal) -> None:
         self.server.start()
 
     def notify(self, result: InspectionResult) -> None:
-        self.server.submit_result(result_body(result))
+        self.server.submit_result(result)
 
     def publish_status(self, line: str, status: dict[str, Any]) -> None:
         self.server.line_changed(line)

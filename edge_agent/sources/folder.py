@@ -9,6 +9,7 @@ Example line YAML:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -18,6 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.sources.base import Frame, Source, SourceError
+
+log = logging.getLogger(__name__)
 
 
 class FolderSourceConfig(BaseModel):
@@ -49,9 +52,11 @@ class FolderSource(Source):
         self._seen: set[Path] = set()
         self._watch_started = False
         self._index = 0
-        #: unreadable files skipped so far, and the last such error (for status and logs)
+        #: unreadable files skipped so far, and the last such error (status, metrics, logs)
         self.skipped = 0
         self.last_skip_error: str | None = None
+        # unreadable file -> its (mtime, size) when it failed: left out of later laps until it changes
+        self._unreadable: dict[Path, tuple[float, int] | None] = {}
 
     def describe(self) -> str:
         return f"folder {self.config.path} {','.join(self.config.glob)} ({self.config.mode})"
@@ -61,7 +66,23 @@ class FolderSource(Source):
         for pattern in self.config.glob:
             it = self.config.path.rglob(pattern) if self.config.recursive else self.config.path.glob(pattern)
             found.update(p for p in it if p.is_file())
-        return sorted(found)
+        return sorted(p for p in found if not self._still_unreadable(p))
+
+    def _still_unreadable(self, path: Path) -> bool:
+        """A file that failed before and has not changed since (a rewritten file gets another try)."""
+        if path not in self._unreadable:
+            return False
+        if _signature(path) == self._unreadable[path]:
+            return True
+        del self._unreadable[path]
+        return False
+
+    def _skip(self, path: Path, reason: str) -> None:
+        """Count an unreadable file, log it once with the reason, and keep it out of the next laps."""
+        self.skipped += 1
+        self.last_skip_error = reason
+        self._unreadable[path] = _signature(path)
+        log.warning("%s: skipped unreadable file %s: %s", self.camera, path, reason)
 
     def open(self) -> None:
         if not self.config.path.is_dir():
@@ -116,9 +137,8 @@ class FolderSource(Source):
             except ImageError as exc:
                 if not path.exists() and not self.config.path.is_dir():
                     raise SourceError(f"folder source: {self.config.path} disappeared") from exc
-                # one unreadable file must not stop the line: skip it, the caller logs
-                self.skipped += 1
-                self.last_skip_error = str(exc)
+                # one unreadable file must not stop the line: skip it (logged once, counted)
+                self._skip(path, str(exc))
                 consecutive_skips += 1
                 if self.config.mode != "watch" and consecutive_skips >= max(1, len(self._files)):
                     raise SourceError(f"folder source: no readable image in {self.config.path}") from exc
@@ -134,3 +154,11 @@ class FolderSource(Source):
 
     def close(self) -> None:
         self._files = []
+
+
+def _signature(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "edge_agent.yamlconf",
+    "edge_agent.inference_budget",
     "edge_agent.journal",
     "edge_agent.metrics",
     "edge_agent.publishers.feed",

@@ -244,7 +244,10 @@ def test_line_whose_model_was_missing_recovers_when_it_appears(
     model = tmp_path / "models" / "model.onnx"  # not there yet (a model still being copied to the PC)
     line = folder_line("late", synthetic_images, model)
     other = folder_line("other", synthetic_images, tiny_detect_onnx)
-    agent = agent_factory(write_site(tmp_path, [line, other], reload={"enabled": True, "poll_s": 0.05}))
+    site = write_site(
+        tmp_path, [line, other], reload={"enabled": True, "poll_s": 0.05}, on_line_load_failure="run_others"
+    )
+    agent = agent_factory(site)
     agent.start()
     late = agent.lines["late"]
     assert late.state == "error" and "no such model file" in late.status()["last_error"]

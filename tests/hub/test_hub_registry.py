@@ -77,6 +77,33 @@ def test_agent_registers_heartbeats_and_goes_late_then_offline(
         wait_for(lambda: agent.hub_link.heartbeats >= beats + 3, timeout=30, what="more heartbeats")
         # the results go by the acknowledged stream to the same hub
         wait_for(lambda: hub_server.web_store.count() > 0, timeout=60, what="results in the hub")
+        # a review on the line console reaches the hub with the next heartbeat, and marks the hub's row
+        first = agent.journal.get(1)
+        wait_for(
+            lambda: (
+                hub_server.web_store.db.scalar(
+                    "SELECT COUNT(*) FROM results WHERE result_id = ?", (first.result_id,)
+                )
+                == 1
+            ),
+            what="result 1 in the hub",
+        )
+        agent.journal.add_review(
+            1,
+            "escape",
+            [{"camera": "top", "class": "scratch", "class_id": 0, "xyxy": [1.0, 2.0, 20.0, 30.0]}],
+            reviewer="qe",
+        )
+        wait_for(
+            lambda: (
+                hub_server.web_store.db.scalar(
+                    "SELECT review FROM results WHERE result_id = ?", (first.result_id,)
+                )
+                == "escape"
+            ),
+            what="the review in the hub",
+        )
+        assert hub_server.web_store.db.scalar("SELECT COUNT(*) FROM review_events") == 1
     finally:
         agent.stop()
     wait_for(lambda: registry.agents()[0]["status"] == "late", timeout=10, what="the agent late")

@@ -1,20 +1,24 @@
 """A small real line for the OPC UA tests: it journals real `InspectionResult`s and tells the server.
 
-It satisfies `opcua.backend.LineBackend` directly (result futures resolve to result dicts), the way
-the publisher adapter presents the agent's `LineRuntime`. A job finishes when `release` is set, so
-tests can hold the line busy on purpose.
+It satisfies `opcua.backend.LineBackend` directly (result futures resolve to the journaled
+`InspectionResult`), the way the publisher adapter presents the agent's `LineRuntime`. A job
+finishes when `release` is set, so tests can hold the line busy on purpose.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
+from contract import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.journal import ResultJournal
-from edge_agent.publishers.opcua_publisher import result_body
-from edge_agent.result import Defect, InspectionResult, ModelInfo
+from opcua.backend import LineConfiguration, configuration_id
+
+MODEL_SHA = "ab" * 32
 
 
 class JournalLine:
@@ -37,7 +41,8 @@ class JournalLine:
         self.model_version = "7"
         self.release = threading.Event()
         self.release.set()
-        self.sink: Callable[[dict], None] | None = None  # the server's submit_result
+        self.sink: Callable[[InspectionResult], None] | None = None  # the server's submit_result
+        self.loaded_at = datetime.now(timezone.utc)
         self.triggers: list[dict[str, Any]] = []
         self._listeners: list[Callable[[str, dict], None]] = []
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"line-{name}")
@@ -71,14 +76,21 @@ class JournalLine:
         self.triggers.append(request)
         return self._pool.submit(self._inspect, request)
 
-    def _inspect(self, request: dict[str, Any]) -> dict:
+    def _inspect(self, request: dict[str, Any]) -> InspectionResult:
         self.release.wait(30)
-        result = make_result(self.name, **request)
-        stored = self.journal.append(result)
-        body = result_body(stored)
+        stored = self.journal.append(make_result(self.name, **request))
         if self.sink is not None:
-            self.sink(body)
-        return body
+            self.sink(stored)
+        return stored
+
+    def configuration(self) -> LineConfiguration:
+        return LineConfiguration(
+            id=configuration_id(self.name, "tiny"),
+            version=self.model_version,
+            sha256=hashlib.sha256(f"{self.name}:{self.recipes}:{MODEL_SHA}".encode()).hexdigest(),
+            description=f"line {self.name}: tiny v{self.model_version}",
+            last_modified=self.loaded_at,
+        )
 
     def pause(self) -> None:
         self._set_state("paused")
@@ -136,6 +148,7 @@ def make_result(
         verdict="NG" if ng else "OK",
         reasons=["scratch"] if ng else [],
         defects=defects,
-        model=ModelInfo(name="tiny", version="7", sha256="ab" * 32),
-        timings_ms={"capture": 1.5, "infer": 4.25, "total": 7.0},
+        model=ModelInfo(name="tiny", version="7", sha256=MODEL_SHA),
+        frames=[FrameInfo(camera="top", width=64, height=48, source_ref=f"{part_id}.png")],
+        timings_ms={"capture": 1.5, "inference": 4.25, "total": 7.0},
     )

@@ -130,7 +130,6 @@ async def test_start_single_job_result_and_event_on_server_object(demo_server):
     assert event.JobId.Id == job_id.Id
     fields = (
         "ResultId",
-        "HasTransferableDataOnFile",
         "IsPartial",
         "IsSimulated",
         "ResultState",
@@ -168,7 +167,7 @@ def test_latest_result_decodes_in_a_fresh_client_process(demo_server):
     """A client that knows nothing of our types decodes LatestResult after load_data_type_definitions()."""
     body = make_result("line1", part_id="FRESH-1X", job_id="job-fresh")
     stored = demo_server.journal.append(body)
-    demo_server.server.submit_result(stored.model_dump(mode="json", by_alias=True))
+    demo_server.server.submit_result(stored)
     script = textwrap.dedent(f"""
         import asyncio, json
         from asyncua import Client, ua
@@ -327,7 +326,10 @@ async def test_state_machine_follows_the_line_and_halt_reset(demo_server):
             empty_args(),
         )
         assert error == -1 and job.Id == ""
-        assert await sm.call_method(f"{ns.mv}:Reset", *cause) == 0
+        assert await sm.call_method(f"{ns.mv}:Reset", *cause) == 0  # Halted -> Preoperational, held
+        await wait_value(top, ua.LocalizedText("Preoperational"))
+        assert line.state == "paused"
+        assert await sm.call_method(f"{ns.mv}:SelectModeAutomatic") == 0  # -> Operational
         await wait_value(top, ua.LocalizedText("Operational"))
         await wait_value(auto, ua.LocalizedText("Ready"))
         assert line.state == "running"
@@ -356,8 +358,8 @@ async def test_every_result_reaches_a_subscriber_while_the_server_loop_is_blocke
         bodies = []
         for i in range(n):
             stored = demo_server.journal.append(make_result("line1", part_id=f"BURST-{i}"))
-            bodies.append(stored.model_dump(mode="json", by_alias=True))
-            demo_server.server.submit_result(bodies[-1])
+            bodies.append(stored)
+            demo_server.server.submit_result(stored)
         assert not loop_released.is_set()  # all n submitted while the server loop could not run
         loop_released.set()
         await asyncio.wait_for(done.wait(), 30)
@@ -365,7 +367,7 @@ async def test_every_result_reaches_a_subscriber_while_the_server_loop_is_blocke
         value = await latest.read_value()
     burst = [e.PartId.Id for e in received if e.PartId.Id.startswith("BURST-")]
     assert burst == [f"BURST-{i}" for i in range(n)]  # none lost, in order
-    assert value.ResultId.Id == bodies[-1]["result_id"]
+    assert value.ResultId.Id == bodies[-1].result_id
     assert not math.isnan(value.ProcessingTimes.ProcessingDuration)
 
 
@@ -377,7 +379,8 @@ async def test_free_run_line_stop_and_start_continuous(demo_server):
         auto = await vision_node(client, "free1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
         state = await auto.get_child("0:CurrentState")
         await wait_value(state, ua.LocalizedText("ContinuousExecution"))
-        assert await auto.call_method(f"{ns.mv}:Stop") == 0
+        stop_cause = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("shift end", ua.VariantType.String))
+        assert await auto.call_method(f"{ns.mv}:Stop", *stop_cause) == 0
         await wait_value(state, ua.LocalizedText("Ready"))
         assert line.state == "paused"
         start_args = (
@@ -396,7 +399,7 @@ async def test_free_run_line_stop_and_start_continuous(demo_server):
 
         # a result of free1 lands on free1 only
         stored = demo_server.journal.append(make_result("free1", part_id="FREE-1"))
-        demo_server.server.submit_result(stored.model_dump(mode="json", by_alias=True))
+        demo_server.server.submit_result(stored)
         free_latest = await vision_node(
             client, "free1", "mv:ResultManagement", "mv:Results", "app:LatestResult"
         )

@@ -57,7 +57,7 @@ async def test_plc_handshake_and_trigger_while_busy(demo_server):
         assert await tags["PartId"].read_value() == stored.part_id
         assert await tags["Verdict"].read_value() == stored.verdict
         assert await tags["DefectCount"].read_value() == len(stored.defects)
-        assert await tags["InferenceMs"].read_value() == stored.timings_ms["infer"]
+        assert await tags["InferenceMs"].read_value() == stored.timings_ms["inference"]
 
         # ResultReady is held: another trigger before the acknowledgement is refused too
         await _write(tags["Trigger"], True)

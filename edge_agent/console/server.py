@@ -1,0 +1,192 @@
+"""`Console`: the line console of one agent: its live hub, journal reader, archive files, logins, and the
+uvicorn server that serves it on its own thread and event loop (never the lines' threads).
+
+Example (what `Agent.start()` does when the site file has `console: {enabled: true}`):
+    >>> console = Console(agent, agent.config.site.console)       # doctest: +SKIP
+    >>> console.start(); console.url                               # doctest: +SKIP
+    'http://127.0.0.1:8080'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.console.live import ConsoleHub
+from edge_agent.console.settings import ConsoleConfig
+from edge_agent.console.store import ArchiveFiles, JournalReader
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from edge_agent.agent import Agent
+    from edge_agent.console.auth import Session
+    from edge_agent.inspector import Outcome
+    from edge_agent.result import InspectionResult
+
+log = logging.getLogger(__name__)
+
+
+class Console:
+    def __init__(self, agent: Agent, config: ConsoleConfig) -> None:
+        from edge_agent.console.auth import Auth
+
+        self.agent = agent
+        self.config = config
+        site = agent.config.site
+        self.hub = ConsoleHub(site.journal.path, list(agent.lines), config.shift_starts)
+        self.reader = JournalReader(site.journal.path)
+        self.archive = ArchiveFiles(site.archive.path if site.archive.enabled else None)
+        self.auth = Auth(config)
+        self.tls = config.tls is not None
+        self.closing = False
+        self._overview_cache: tuple[float, dict[str, Any]] | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    # -- the agent's hook ------------------------------------------------------------------------------
+    def offer(self, line: str, result: InspectionResult, outcome: Outcome | None) -> None:
+        """Called on the line's journal thread after each commit: keep references, never encode here."""
+        images = {cam: f.image for cam, f in outcome.frames.items()} if outcome is not None else None
+        self.hub.offer(line, result, images)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._sock.getsockname()[1] if self._sock else self.config.port
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def start(self) -> None:
+        """Bind (an error here is the caller's: port in use...), then serve on a thread."""
+        import uvicorn
+
+        from edge_agent.console.routes import build_app
+
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.config.host, self.config.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+        self._sock = sock
+        tls = self.config.tls
+        server_config = uvicorn.Config(
+            build_app(self),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
+        )
+        self._server = uvicorn.Server(server_config)
+        self._thread = threading.Thread(target=self._serve, name="console-http", daemon=True)
+        self._thread.start()
+        threading.Thread(target=self.hub.seed, name="console-seed", daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._server.started:
+            raise OSError(f"console on {self.url} did not start (see the log)")
+
+    def _serve(self) -> None:
+        assert self._server is not None and self._sock is not None
+        asyncio.run(self._server.serve(sockets=[self._sock]))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.closing = True  # live streams end at their next tick
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # -- what pages share --------------------------------------------------------------------------------
+    def line_names(self) -> list[str]:
+        return list(self.agent.lines)
+
+    def page_context(self, request: Request, session: Session | None) -> dict[str, Any]:
+        return {
+            "site": self.agent.site,
+            "lines": self.line_names(),
+            "session": session,
+            "csrf": session.csrf if session else "",
+            "no_login": not self.auth.login_required,
+            "path": request.url.path,
+        }
+
+    def overview(self, max_age_s: float = 0.0) -> dict[str, Any]:
+        """Everything the overview shows, from memory (no journal query): fast with any journal size.
+
+        With `max_age_s`, an overview built that recently is shared (many live streams, one build)."""
+        cached = self._overview_cache
+        if max_age_s and cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
+        out = self._build_overview()
+        self._overview_cache = (time.monotonic(), out)
+        return out
+
+    def _build_overview(self) -> dict[str, Any]:
+        agent = self.agent
+        lines = {}
+        for name, line in list(agent.lines.items()):
+            st = line.status()
+            feed = self.hub.lines.get(name)
+            model = st.get("model") or {}
+            lines[name] = {
+                "name": name,
+                "state": st["state"],
+                "mode": st["mode"],
+                "fps": st["fps"],
+                "recipe": st["recipe"],
+                "recipes": st["recipes"],
+                "model": {"name": model.get("name"), "version": model.get("version")},
+                "providers": st["providers"],
+                "cameras": [
+                    {k: c[k] for k in ("name", "state", "frames", "dropped", "reconnects", "last_error")}
+                    for c in st["cameras"]
+                ],
+                "counts": st["counts"],
+                "last_error": st["last_error"],
+                "last_seq": st["last_seq"],
+                "shift": feed.shift.to_dict() if feed else None,
+                "reviews": self.hub.review_rates(name),
+                "recent": list(feed.recent)[:50] if feed else [],
+            }
+        publishers = {
+            name: {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+            for name, stats in agent.publisher_stats().items()
+        }
+        archive = None
+        if agent.archive is not None:
+            s = agent.archive.stats
+            archive = {"written": s.written, "degraded": s.degraded, "mb": round(s.bytes_used / 1e6, 1)}
+        return {
+            "site": agent.site,
+            "time": time.strftime("%H:%M:%S"),
+            "lines": lines,
+            "publishers": publishers,
+            "archive": archive,
+            "watchers": self.hub.watchers,
+            "frames_encoded": self.hub.frames_encoded,
+            "seeded": self.hub.seeded.is_set(),
+        }
+
+    def line_file(self, name: str) -> Path:
+        return self.agent.loaded_line(name).file

@@ -1,0 +1,202 @@
+"""The console's reading side: result queries on its own read-only SQLite connections (so a browser
+never holds the journal's lock the lines write under) and image files found in the NG archive.
+
+No route takes a file path: images are looked up by result seq and camera name inside the archive
+folder, and every path is checked to lie inside it before it is opened.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from edge_agent.archive import archived_image
+from edge_agent.result import InspectionResult
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class BadQuery(ValueError):
+    """A filter the console cannot use; the message says which and why."""
+
+
+@dataclass
+class ResultFilter:
+    line: str | None = None
+    verdict: str | None = None
+    class_name: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before_seq: int | None = None
+    reviewed: str | None = None  # a decision, "any" or "none"
+    limit: int = 48
+
+    def validate(self) -> ResultFilter:
+        if self.line is not None and not SAFE_NAME.match(self.line):
+            raise BadQuery(f"line {self.line!r}: only letters, digits, '_', '.', '-'")
+        if self.verdict not in (None, "OK", "NG"):
+            raise BadQuery(f"verdict {self.verdict!r}: OK or NG")
+        if self.class_name is not None and len(self.class_name) > 64:
+            raise BadQuery("class name: at most 64 characters")
+        if self.reviewed not in (
+            None,
+            "any",
+            "none",
+            "confirmed_ng",
+            "false_reject",
+            "escape",
+            "confirmed_ok",
+        ):
+            raise BadQuery(f"reviewed {self.reviewed!r}: any, none or a decision")
+        if not 1 <= self.limit <= 500:
+            raise BadQuery("limit: 1 to 500")
+        if self.since and self.until and self.since > self.until:
+            raise BadQuery("'from' is after 'to'")
+        return self
+
+
+class JournalReader:
+    """Read-only access to the journal file, one connection per console thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._classes: dict[str | None, tuple[float, list[str]]] = {}
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            self._local.db = db
+        return db
+
+    def get(self, seq: int) -> InspectionResult | None:
+        row = self._db().execute("SELECT body FROM results WHERE seq = ?", (seq,)).fetchone()
+        return InspectionResult.from_json(row[0]) if row else None
+
+    def results(self, f: ResultFilter) -> list[InspectionResult]:
+        """Newest first, at most `f.limit`; page on with `before_seq` = the last seq shown."""
+        clauses, args = [], []
+        for col, op, val in (
+            ("line", "=", f.line),
+            ("verdict", "=", f.verdict),
+            ("ts", ">=", f.since.timestamp() if f.since else None),
+            ("ts", "<=", f.until.timestamp() if f.until else None),
+            ("seq", "<", f.before_seq),
+        ):
+            if val is not None:
+                clauses.append(f"{col} {op} ?")
+                args.append(val)
+        if f.class_name:
+            clauses.append(
+                "EXISTS (SELECT 1 FROM json_each(results.body, '$.defects') d "
+                "WHERE json_extract(d.value, '$.class') = ? "
+                "AND json_extract(d.value, '$.counts_for_verdict'))"
+            )
+            args.append(f.class_name)
+        if f.reviewed == "none":
+            clauses.append("NOT EXISTS (SELECT 1 FROM reviews v WHERE v.result_seq = results.seq)")
+        elif f.reviewed == "any":
+            clauses.append("EXISTS (SELECT 1 FROM reviews v WHERE v.result_seq = results.seq)")
+        elif f.reviewed:
+            clauses.append(
+                "(SELECT decision FROM reviews v WHERE v.result_seq = results.seq "
+                "ORDER BY id DESC LIMIT 1) = ?"
+            )
+            args.append(f.reviewed)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = (
+            self._db()
+            .execute(f"SELECT body FROM results {where} ORDER BY seq DESC LIMIT ?", [*args, f.limit])
+            .fetchall()
+        )
+        return [InspectionResult.from_json(r[0]) for r in rows]
+
+    def decisions(self, seqs: list[int]) -> dict[int, str]:
+        """Current review decision of each of `seqs` that has one."""
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        rows = self._db().execute(
+            f"SELECT result_seq, decision FROM reviews WHERE id IN (SELECT MAX(id) FROM reviews "
+            f"WHERE result_seq IN ({marks}) GROUP BY result_seq)",
+            seqs,
+        )
+        return {int(s): d for s, d in rows}
+
+    def recent_for_recipe(self, line: str, recipe: str, limit: int) -> list[InspectionResult]:
+        rows = (
+            self._db()
+            .execute(
+                "SELECT body FROM results WHERE line = ? ORDER BY seq DESC LIMIT ?",
+                (line, limit * 4),
+            )
+            .fetchall()
+        )
+        out = [r for r in (InspectionResult.from_json(b[0]) for b in rows) if r.recipe == recipe]
+        return out[:limit]
+
+    def classes_seen(self, line: str | None) -> list[str]:
+        """Defect classes of the newest results (the gallery's class filter); cached for a minute."""
+        cached = self._classes.get(line)
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        where, args = ("WHERE line = ?", [line]) if line else ("", [])
+        rows = self._db().execute(
+            "SELECT DISTINCT json_extract(d.value, '$.class') FROM "
+            f"(SELECT body FROM results {where} ORDER BY seq DESC LIMIT 500) r, "
+            "json_each(r.body, '$.defects') d",
+            args,
+        )
+        out = sorted(str(r[0]) for r in rows if r[0])
+        self._classes[line] = (time.monotonic(), out)
+        return out
+
+
+class ArchiveFiles:
+    """Find the archived images of a result; never opens anything outside the archive folder."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = Path(root).resolve() if root else None
+        self._thumbs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def image(self, result: InspectionResult, camera: str, annotated: bool) -> Path | None:
+        if self.root is None or not SAFE_NAME.match(camera):
+            return None
+        return archived_image(self.root, result, camera, annotated)
+
+    def has_images(self, result: InspectionResult) -> bool:
+        return any(self.image(result, f.camera, False) for f in result.frames)
+
+    def thumbnail(self, path: Path, width: int = 320) -> bytes | None:
+        import cv2
+        import numpy as np
+
+        key = (str(path), width)
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        data = np.fromfile(str(path), dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if image is None:
+            return None
+        h, w = image.shape[:2]
+        if w > width:
+            image = cv2.resize(image, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            return None
+        out = buf.tobytes()
+        with self._lock:
+            self._thumbs[key] = out
+            while len(self._thumbs) > 512:
+                self._thumbs.popitem(last=False)
+        return out

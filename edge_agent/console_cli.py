@@ -1,0 +1,192 @@
+"""`edge-inspect console hash-password` and `edge-inspect dataset from-reviews`.
+
+    edge-inspect console hash-password                      # for console.users[].password_hash
+    edge-inspect dataset from-reviews data/reviewed         # reviewed images + corrected labels
+    edge-inspect dataset import --format yolo data/reviewed data/neu-plus-reviews   # or train on it
+
+`from-reviews` reads the journal (the agent side owns it; `training` never imports `edge_agent`) and
+writes the Ultralytics layout that `dataset import` and `train` read: `images/`, `labels/` (YOLO boxes from
+each result's current review), `data.yaml`, and `reviews.jsonl` saying where every image came from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_agent.agent_cli import ConfigOption, default_config_path
+
+console_app = typer.Typer(
+    help="The line console served by the agent (docs/console.md).", no_args_is_help=True
+)
+
+
+@console_app.command("hash-password")
+def hash_password_command(
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="Prompted when not given (avoid putting it in shell history).",
+    ),
+) -> None:
+    """Print the scrypt hash to put in `console.users[].password_hash`."""
+    from opcua.config import hash_password
+
+    if len(password) < 8:
+        typer.echo("error: use at least 8 characters", err=True)
+        raise typer.Exit(1)
+    typer.echo(hash_password(password))
+
+
+def from_reviews(
+    dst: Annotated[Path, typer.Argument(help="Destination folder for the dataset.")],
+    config: ConfigOption = None,
+    journal: Annotated[Path | None, typer.Option(help="Journal file (default: from the site file).")] = None,
+    archive: Annotated[
+        Path | None, typer.Option(help="NG archive folder (default: from the site file).")
+    ] = None,
+    line: Annotated[str | None, typer.Option(help="Only this line's reviews.")] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class list, in model order (default: from the results)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty destination.")] = False,
+) -> None:
+    """Write every reviewed result's archived images with the reviewer's boxes as YOLO labels.
+
+    A false reject whose boxes were all deleted becomes an image with an empty label file (a good part);
+    an escape with drawn boxes becomes the missed defects. Results whose images are no longer in the
+    archive are listed and skipped."""
+    from edge_agent.archive import archived_image
+    from edge_agent.journal import ResultJournal
+
+    if journal is None or archive is None:
+        from edge_agent.config import load_agent_config
+        from edge_agent.yamlconf import ConfigError
+
+        try:
+            cfg = load_agent_config(config or default_config_path())
+        except ConfigError as exc:
+            typer.secho(f"configuration errors:\n{exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        journal = journal or cfg.site.journal.path
+        archive = archive or cfg.site.archive.path
+    if not Path(journal).is_file():
+        typer.echo(f"error: journal {journal} does not exist", err=True)
+        raise typer.Exit(2)
+    if dst.exists() and any(dst.iterdir()) and not overwrite:
+        typer.echo(f"error: {dst} is not empty (use --overwrite to replace it)", err=True)
+        raise typer.Exit(2)
+    if dst.exists() and overwrite:
+        shutil.rmtree(dst)
+    j = ResultJournal(journal)
+    try:
+        reviews = j.current_reviews(line)
+        results = {r["result_seq"]: j.get(r["result_seq"]) for r in reviews}
+    finally:
+        j.close()
+    if not reviews:
+        typer.echo(f"error: no reviews in {journal}" + (f" for line {line}" if line else ""), err=True)
+        raise typer.Exit(1)
+
+    names: dict[int, str] = {}
+    if classes:
+        names = dict(enumerate(c.strip() for c in classes.split(",") if c.strip()))
+    else:
+        for review in reviews:
+            result = results.get(review["result_seq"])
+            pairs = [(b["class_id"], b["class"]) for b in review["boxes"]]
+            pairs += [(d.class_id, d.class_name) for d in (result.defects if result else [])]
+            for cid, name in pairs:
+                if names.setdefault(cid, name) != name:
+                    typer.echo(
+                        f"error: class id {cid} is {names[cid]!r} in one result and {name!r} in another "
+                        "(different models); pass --classes or --line",
+                        err=True,
+                    )
+                    raise typer.Exit(2)
+    by_name = {v: k for k, v in names.items()}
+
+    (dst / "images").mkdir(parents=True)
+    (dst / "labels").mkdir()
+    written, skipped = 0, []
+    with open(dst / "reviews.jsonl", "w", encoding="utf-8") as manifest:
+        for review in reviews:
+            seq = review["result_seq"]
+            result = results.get(seq)
+            if result is None:
+                skipped.append(f"#{seq}: the result is no longer in the journal")
+                continue
+            for frame in result.frames:
+                image = archived_image(Path(archive), result, frame.camera)
+                if image is None:
+                    skipped.append(f"#{seq}/{frame.camera}: no archived image")
+                    continue
+                stem = f"{result.line}_{seq:010d}_{frame.camera}"
+                shutil.copyfile(image, dst / "images" / f"{stem}{image.suffix}")
+                rows = []
+                for box in review["boxes"]:
+                    if box["camera"] != frame.camera:
+                        continue
+                    if box["class"] not in by_name:
+                        typer.echo(f"error: class {box['class']!r} (#{seq}) is not in --classes", err=True)
+                        raise typer.Exit(2)
+                    x1, y1, x2, y2 = box["xyxy"]
+                    w, h = frame.width, frame.height
+                    cx, cy = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h
+                    rows.append(
+                        f"{by_name[box['class']]} {cx:.6f} {cy:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                    )
+                (dst / "labels" / f"{stem}.txt").write_text("".join(r + "\n" for r in rows))
+                manifest.write(
+                    json.dumps(
+                        {
+                            "image": f"images/{stem}{image.suffix}",
+                            "seq": seq,
+                            "result_id": result.result_id,
+                            "line": result.line,
+                            "camera": frame.camera,
+                            "verdict": result.verdict,
+                            "decision": review["decision"],
+                            "reviewer": review["reviewer"],
+                            "reviewed_at": review["time"],
+                            "boxes": len(rows),
+                        }
+                    )
+                    + "\n"
+                )
+                written += 1
+    top = max(names, default=-1)
+    full_names = {i: names.get(i, f"class_{i}") for i in range(top + 1)}
+    import yaml
+
+    (dst / "data.yaml").write_text(
+        yaml.safe_dump(
+            {"path": str(dst.resolve()), "train": "images", "val": "images", "names": full_names},
+            sort_keys=False,
+        )
+    )
+    for line_ in skipped:
+        typer.echo(f"skipped {line_}", err=True)
+    typer.echo(
+        f"wrote {written} image(s) from {len(reviews)} review(s) to {dst} "
+        f"(classes: {', '.join(full_names.values())})"
+    )
+    if written == 0:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(console_app, name="console")
+    # `dataset` belongs to training.cli (registered before us); the command reading the journal lives here
+    dataset = next((g.typer_instance for g in app.registered_groups if g.name == "dataset"), None)
+    if dataset is None:  # training not installed: give the command a group of its own
+        dataset = typer.Typer(help="Labelled image datasets.", no_args_is_help=True)
+        app.add_typer(dataset, name="dataset")
+    dataset.command("from-reviews")(from_reviews)

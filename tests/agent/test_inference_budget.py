@@ -1,0 +1,79 @@
+"""One inference budget for the whole agent: every line's model runs inside the same gate, with its share of
+the threads, so several lines on a small PC take turns on the cores instead of fighting for them."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from agent_helpers import folder_line, wait_until, write_site
+
+from edge_agent.inference_budget import InferenceBudget
+from vision import Model
+
+
+class _ConcurrencyProbe:
+    """A real gate (a semaphore) that also records how many ORT calls ran at the same time."""
+
+    def __init__(self, permits: int) -> None:
+        self._sem = threading.Semaphore(permits)
+        self._lock = threading.Lock()
+        self.inside = 0
+        self.most = 0
+        self.calls = 0
+
+    def __enter__(self) -> None:
+        self._sem.acquire()
+        with self._lock:
+            self.inside += 1
+            self.calls += 1
+            self.most = max(self.most, self.inside)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.inside -= 1
+        self._sem.release()
+
+
+def test_models_sharing_a_gate_never_run_at_once(tiny_detect_onnx) -> None:
+    probe = _ConcurrencyProbe(1)
+    models = [Model(tiny_detect_onnx, threads=1, gate=probe, spinning=False) for _ in range(3)]
+    frame = np.full((240, 320, 3), 90, np.uint8)
+
+    def work(model: Model) -> None:
+        for _ in range(15):
+            model.predict(frame)
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert probe.calls == 45
+    assert probe.most == 1
+
+
+def test_budget_splits_threads_and_spins_only_without_competition() -> None:
+    alone = InferenceBudget(threads=4, concurrent=1, models=1)
+    assert (alone.threads_per_model, alone.spinning) == (4, True)
+    shared = InferenceBudget(threads=4, concurrent=2, models=5)
+    assert (shared.threads_per_model, shared.spinning) == (2, False)
+    assert InferenceBudget(threads=2, concurrent=8).concurrent == 2  # never more at once than threads
+
+
+def test_every_line_of_an_agent_uses_the_one_budget(
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
+) -> None:
+    lines = [folder_line(name, synthetic_images, tiny_detect_onnx) for name in ("a", "b", "c")]
+    for line in lines:
+        del line["model"]["threads"]  # the budget decides
+    site = write_site(tmp_path, lines, inference={"threads": 2, "concurrent": 1})
+    agent = agent_factory(site)
+    agent.start()
+    wait_until(lambda: all(line.counts["inspected"] > 0 for line in agent.lines.values()))
+    budget = agent.budget
+    assert budget is not None and budget.describe().startswith("2 inference threads, 1 inference(s)")
+    gates = {id(line._inspector.model.gate) for line in agent.lines.values()}
+    assert gates == {id(budget.gate)}
+    for line in agent.lines.values():
+        assert line._inspector.model.session.get_session_options().intra_op_num_threads == 2
