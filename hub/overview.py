@@ -49,6 +49,11 @@ def conf_drift(
     return abs(m1 - m0) >= min_change and abs(m1 - m0) > z * se, round(m0, 4), round(m1, 4)
 
 
+def _only(only: tuple[str, str] | None) -> tuple[str, tuple[str, ...]]:
+    """An extra WHERE clause (and its parameters) for one line, or nothing."""
+    return ("", ()) if only is None else (" AND site = ? AND line = ?", only)
+
+
 def _rate(num: float, den: float) -> float | None:
     return None if not den else num / den
 
@@ -60,10 +65,13 @@ class Overview:
         self.drift_config = drift
 
     # -- per line -------------------------------------------------------------------------------
-    def line_stats(self, now: float | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    def line_stats(
+        self, now: float | None = None, only: tuple[str, str] | None = None
+    ) -> dict[tuple[str, str], dict[str, Any]]:
         """Every line seen in the registry or the roll-ups: today, 30 days, classes, reviews, drift."""
         now = time.time() if now is None else now
         today = int(now // 86400)
+        f, fp = _only(only)
         stats: dict[tuple[str, str], dict[str, Any]] = defaultdict(
             lambda: {
                 "parts_today": 0,
@@ -76,7 +84,7 @@ class Overview:
             }
         )
         for site, line, day, parts, ng in self.db.query(
-            "SELECT site, line, day, parts, ng FROM rollup_day WHERE day > ?", (today - 30,)
+            "SELECT site, line, day, parts, ng FROM rollup_day WHERE day > ?" + f, (today - 30, *fp)
         ):
             s = stats[(site, line)]
             s["parts_30d"] += int(parts)
@@ -84,18 +92,18 @@ class Overview:
             if int(day) == today:
                 s["parts_today"], s["ng_today"] = int(parts), int(ng)
         for site, line, name, count in self.db.query(
-            "SELECT site, line, class_name, SUM(count) FROM rollup_day_class WHERE day > ? "
+            "SELECT site, line, class_name, SUM(count) FROM rollup_day_class WHERE day > ?" + f + " "
             "GROUP BY site, line, class_name",
-            (today - 30,),
+            (today - 30, *fp),
         ):
             stats[(site, line)]["classes_30d"][name] = int(count)
         for site, line, review, n in self.db.query(
-            "SELECT site, line, review, COUNT(*) FROM review_events WHERE reviewed_at > ? "
+            "SELECT site, line, review, COUNT(*) FROM review_events WHERE reviewed_at > ?" + f + " "
             "GROUP BY site, line, review",
-            (now - 30 * 86400,),
+            (now - 30 * 86400, *fp),
         ):
             stats[(site, line)]["reviews"][review] = int(n)
-        for key, d in self.drift(now).items():
+        for key, d in self.drift(now, only).items():
             stats[key]["drift"] = d
         for s in stats.values():
             s["yield_today"] = _rate(s["parts_today"] - s["ng_today"], s["parts_today"])
@@ -108,8 +116,11 @@ class Overview:
             s["drifting"] = bool(s["drift"].get("ng_flag") or s["drift"].get("conf_flag"))
         return dict(stats)
 
-    def drift(self, now: float | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    def drift(
+        self, now: float | None = None, only: tuple[str, str] | None = None
+    ) -> dict[tuple[str, str], dict[str, Any]]:
         cfg = self.drift_config
+        f, fp = _only(only)
         now = time.time() if now is None else now
         today = int(now // 86400)
         recent_from = int(now // 60) - cfg.recent_minutes
@@ -118,8 +129,8 @@ class Overview:
             for s, ln, p, g, n, cs, cq in self.db.query(
                 "SELECT site, line, SUM(parts), SUM(ng), SUM(conf_n), SUM(conf_sum), SUM(conf_sq) FROM "
                 "rollup_day "
-                "WHERE day >= ? AND day < ? GROUP BY site, line",
-                (today - cfg.baseline_days, today),
+                "WHERE day >= ? AND day < ?" + f + " GROUP BY site, line",
+                (today - cfg.baseline_days, today, *fp),
             )
         }
         recent = {
@@ -127,8 +138,8 @@ class Overview:
             for s, ln, p, g, n, cs, cq in self.db.query(
                 "SELECT site, line, SUM(parts), SUM(ng), SUM(conf_n), SUM(conf_sum), SUM(conf_sq) FROM "
                 "rollup_minute "
-                "WHERE minute > ? GROUP BY site, line",
-                (recent_from,),
+                "WHERE minute > ?" + f + " GROUP BY site, line",
+                (recent_from, *fp),
             )
         }
         out: dict[tuple[str, str], dict[str, Any]] = {}

@@ -202,6 +202,17 @@ class Registry:
             r["agent_status"] = self.status_of(r["agent_seen"], r["heartbeat_s"], now)
         return rows
 
+    def line(self, site: str, line: str, now: float | None = None) -> dict[str, Any] | None:
+        now = time.time() if now is None else now
+        rows = self.db.query_dicts(
+            "SELECT l.*, a.heartbeat_s, a.last_seen AS agent_seen FROM lines l "
+            "JOIN agents a ON a.agent_id = l.agent_id WHERE l.site = ? AND l.line = ?",
+            (site, line),
+        )
+        for r in rows:
+            r["agent_status"] = self.status_of(r["agent_seen"], r["heartbeat_s"], now)
+        return rows[0] if rows else None
+
     def agent_of_line(self, site: str, line: str) -> str | None:
         return self.db.scalar("SELECT agent_id FROM lines WHERE site = ? AND line = ?", (site, line))
 

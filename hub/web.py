@@ -149,8 +149,8 @@ class Dashboard:
         site, line = request.path_params["site"], request.path_params["line"]
 
         def gather() -> dict[str, Any]:
-            info = next((r for r in self.registry.lines() if r["site"] == site and r["line"] == line), None)
-            stats = self.overview.line_stats().get((site, line))
+            info = self.registry.line(site, line)
+            stats = self.overview.line_stats(only=(site, line)).get((site, line))
             return {
                 "info": info,
                 "stats": stats,
