@@ -7,7 +7,17 @@ import importlib
 
 import pytest
 
-MODULES = ["hub.db", "hub.store", "hub.config", "hub.server"]
+MODULES = [
+    "hub.db",
+    "hub.store",
+    "hub.config",
+    "hub.server",
+    "hub.registry",
+    "hub.auth",
+    "hub.commands",
+    "hub.overview",
+    "edge_agent.model_signing",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
