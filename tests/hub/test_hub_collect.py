@@ -52,6 +52,18 @@ def test_collect_imports_and_trains(tmp_path: Path, tiny_classify_onnx: Path, sy
             timeout=90,
             what="18 NG parts archived (raw + annotated) and the agent registered",
         )
+        # two parts reviewed on the line console: a false reject (a background image) and a confirmed NG
+        # whose box the reviewer redrew; they come as `reviewed`, with the reviewer's labels
+        ng = agent.journal.query(line="press", verdict="NG", limit=2)
+        agent.journal.add_review(ng[0].seq, "false_reject", [], reviewer="qe")
+        d = ng[1].defects[0]
+        box = {
+            "camera": "top",
+            "class": d.class_name,
+            "class_id": d.class_id,
+            "xyxy": [10.0, 20.0, 50.0, 60.0],
+        }
+        agent.journal.add_review(ng[1].seq, "confirmed_ng", [box], reviewer="qe")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         out = tmp_path / "collected"
         run = subprocess.run(
@@ -88,12 +100,18 @@ def test_collect_imports_and_trains(tmp_path: Path, tiny_classify_onnx: Path, sy
     report = json.loads((out / "collect_report.json").read_text())
     entry = report["agents"]["acme-pc1"]
     assert entry["status"] == "done" and entry["images"] == 18 == report["images"]
-    assert entry["by_selection"] == {"ng": 18}
-    # what this agent cannot give is said, not silently skipped
-    reasons = {m["selection"]: m["why"] for m in entry["missing"]}
-    assert set(reasons) <= {"reviewed", "uncertain"}
+    assert entry["by_selection"] == {"reviewed": 2, "ng": 16}
+    # what this agent cannot give is said, not silently skipped (no capture archive of uncertain parts)
+    assert {m["selection"] for m in entry["missing"]} == {"uncertain"}
     labels = sorted((out / "labels").glob("*.txt"))
-    assert len(labels) == 18 and all(p.read_text().strip() for p in labels)  # every NG part has its box
+    assert len(labels) == 18
+    by_stem = {p.stem: p.read_text().split() for p in labels}
+    assert by_stem[f"acme-north__press__{ng[0].seq}__top"] == []  # the false reject: background
+    _cid, cx, cy, w, h = by_stem[f"acme-north__press__{ng[1].seq}__top"]
+    assert [float(v) for v in (cx, cy, w, h)] == pytest.approx(
+        [30 / 128, 40 / 96, 40 / 128, 40 / 96], abs=1e-5
+    )  # redrawn box
+    assert sum(1 for v in by_stem.values() if v) == 17  # every other part has the box that made it NG
     assert sorted(p.stem for p in (out / "images").iterdir()) == [p.stem for p in labels]
     assert all(p.name.startswith("acme-north__press__") for p in labels)
 
@@ -101,8 +119,8 @@ def test_collect_imports_and_trains(tmp_path: Path, tiny_classify_onnx: Path, sy
     from training.train import train
 
     imported = import_dataset(out, tmp_path / "canon", fmt="yolo")
-    assert imported.images_imported == 6  # 18 parts of 6 distinct images: duplicates reported, not kept
-    assert imported.counts().get("duplicate_image") == 12
+    # 18 parts of 6 distinct images: duplicates reported, not kept
+    assert imported.images_imported == 6 and imported.counts().get("duplicate_image") == 12
     split_dataset(tmp_path / "canon", val=0.34, test=0.0, seed=0)
     run_dir = train(
         tmp_path / "canon",
