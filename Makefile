@@ -21,7 +21,7 @@ $(CORE_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,dev,hub]'
 	touch $@ $(CORE_STAMP)
 
 setup: $(CORE_STAMP)
