@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from edge_agent.console.settings import ConsoleConfig
+from edge_agent.hub_link import HubLinkConfig
 from edge_agent.sources import SourceConfig
 from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
 from vision.rules import RecipeRules
@@ -269,6 +270,10 @@ class SiteConfig(BaseModel):
         "refuse",
         description="a line whose model cannot load at start: refuse to start (exit 1, the reason), or "
         "run_others: start the other lines, the failed one in state error until a fixed file reloads it",
+    )
+    hub: HubLinkConfig | None = Field(
+        None, description="the programme hub this agent registers with (docs/hub.md); results go by "
+                          "`type: mes`"
     )
 
 

@@ -101,6 +101,21 @@ def dataset_split(
         _print_split(split_dataset(data, val=val, test=test, seed=seed))
 
 
+@dataset_app.command("validate")
+def dataset_validate(
+    data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
+) -> None:
+    """Check a dataset as training reads it: images decode, labels are valid boxes of known classes,
+    val is not train. Exit 1 on errors."""
+    from training.datasets import validate_dataset
+
+    with _plain_errors():
+        report = validate_dataset(data)
+        typer.echo(report.to_text())
+        if report.errors:
+            raise typer.Exit(1)
+
+
 @dataset_app.command("stats")
 def dataset_stats_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
@@ -229,6 +244,20 @@ def train_cmd(
 
     os.environ.setdefault("YOLO_VERBOSE", "True")  # show the per-epoch progress bars
     with _plain_errors():
+        if not resume:
+            from training.datasets import train_val_overlap
+            from training.train import check_data_yaml
+
+            overlap, n_val = train_val_overlap(check_data_yaml(data))
+            if overlap:
+                typer.secho(
+                    f"WARNING: {overlap} of the {n_val} validation images are training images: the "
+                    f"metrics will not say how the model does on new parts. Split first: "
+                    f"edge-inspect dataset split {data if Path(data).is_dir() else Path(data).parent}",
+                    fg=typer.colors.RED,
+                    bold=True,
+                    err=True,
+                )
         run = train(
             data,
             model=model,
@@ -322,12 +351,62 @@ def model_list(registry: Annotated[Path, typer.Option(help="Registry folder.")] 
 def model_show(
     model: Annotated[str, typer.Argument(help="Registry name, model folder or .onnx path.")],
     registry: Annotated[Path, typer.Option(help="Registry folder.")] = Path("models"),
+    as_json: Annotated[bool, typer.Option("--json", help="The whole model card as JSON.")] = False,
 ) -> None:
-    """Print a model's card."""
+    """A model's card in a few lines: classes, input, files, metrics, data, training (--json: all of it)."""
     from training.registry import resolve_model
 
     with _plain_errors():
-        typer.echo(json.dumps(resolve_model(model, registry).card, indent=2))
+        card = resolve_model(model, registry).card
+        typer.echo(json.dumps(card, indent=2) if as_json else card_summary(card))
+
+
+def card_summary(card: dict[str, Any]) -> str:
+    """The model card's essentials, one topic per line (the full card: `model show --json`)."""
+
+    def num(value: Any, digits: int = 3) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+    classes = card.get("classes") or {}
+    names = classes.values() if isinstance(classes, dict) else classes
+    inp = card.get("input") or {}
+    lines = [
+        f"{card.get('name', '?')}: {card.get('description', '')}".rstrip(": "),
+        f"  task {card.get('task', '?')}; classes: {', '.join(map(str, names))}",
+        f"  input {inp.get('imgsz')} ({'dynamic' if inp.get('dynamic_batch') else 'fixed'} batch)",
+    ]
+    for variant, info in (card.get("files") or {}).items():
+        size = info.get("bytes")
+        mb = f"{size / 1e6:.1f} MB" if isinstance(size, (int, float)) else "?"
+        lines.append(f"  {variant}: {info.get('file')} ({mb}, sha256 {str(info.get('sha256', ''))[:12]})")
+    for variant, m in (card.get("metrics") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        lines.append(
+            f"  {variant} on {m.get('split', '?')} ({m.get('images', '?')} images): "
+            f"mAP50 {num(m.get('map50'))}, "
+            f"mAP50-95 {num(m.get('map50_95'))}, escape rate {num(m.get('escape_rate'))} / false rejects "
+            f"{num(m.get('false_reject_rate'))} at conf {num(m.get('decision_conf'), 2)}, "
+            f"{num(m.get('ms_per_image'), 1)} ms/image"
+        )
+    data = card.get("dataset") or {}
+    if data:
+        lines.append(
+            f"  data: {data.get('citation') or data.get('data_yaml') or '?'}; eval split "
+            f"{data.get('eval_split', '?')}; content sha256 {str(data.get('content_sha256', ''))[:12]}"
+        )
+    training = card.get("training") or {}
+    if training:
+        args = training.get("args") or {}
+        lines.append(
+            f"  training: {training.get('epochs_completed', '?')} epochs "
+            f"({num(training.get('train_hours'), 2)} h) "
+            f"of {args.get('model', '?')} at {args.get('imgsz', '?')} px"
+        )
+    promotions = card.get("promotions") or []
+    lines.append(f"  created {card.get('created', '?')}; promoted {len(promotions)} time(s)")
+    lines.append("  (everything: edge-inspect model show NAME --json)")
+    return "\n".join(lines)
 
 
 @model_app.command("promote")
