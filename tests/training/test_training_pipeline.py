@@ -324,3 +324,11 @@ def test_gate_tolerance_for_precision_variants(trained: dict[str, Path]) -> None
     worse = GateSide("model.int8.onnx", 0.93, 0.03, 0.02, {}, True)
     failures, _ = compare_sides(worse, fp32, PRECISION_VARIANT_TOLERANCE)
     assert any("escape" in f for f in failures) and any("mAP50" in f for f in failures)
+
+
+def test_model_show_gives_the_operating_point(trained: dict[str, Path]) -> None:
+    from edge_agent.cli import app
+
+    res = CliRunner().invoke(app, ["model", "show", "tiny", "--registry", str(trained["root"] / "models")])
+    assert res.exit_code == 0, res.output
+    assert "operating point for escape <= 0.010: scratch " in res.output
