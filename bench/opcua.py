@@ -68,7 +68,7 @@ async def run_client(url: str, security: str, pki: str | None) -> None:
 
         def datachange_notification(self, node, value, data):
             counts["changes"] += 1
-            seq = value.ResultContent[0].Value.Seq
+            seq = value.ResultContent[0].Value.Seq if value.ResultContent else 0  # [] before the first
             if seq:
                 change_seqs.add(seq)
 

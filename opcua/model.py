@@ -14,7 +14,6 @@ Instance NodeIds are strings in the application namespace, built by asyncua from
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -110,7 +109,7 @@ METHOD_OWNERS = {
     "GetConfigurationById": "ConfigurationManagement",
     "GetConfigurationList": "ConfigurationManagement",
 }
-# optional members of the official types that are served: (owner path, declaration NodeId in MV)
+# optional methods of the official types that are served: name -> NodeId (MV) of their declaration
 _OPTIONAL_METHODS = {"SelectModeAutomatic": 7095, "ReleaseResultHandle": 7090}
 READ_ONLY_METHODS = (
     "GetRecipeListFiltered",
@@ -435,13 +434,6 @@ def system_state_to_ua(types: MvTypes, state: str, description: str) -> Any:
     return types.new(
         "SystemStateDescriptionDataType", State=getattr(enum, semi), StateDescription=description
     )
-
-
-def config_sha256(*parts: bytes) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return digest.hexdigest()
 
 
 # -- instances ----------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import threading
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any
@@ -353,82 +352,7 @@ class VisionServer:
         return await self._loop.run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
-class ServerThread:
-    """Runs a `VisionServer` in its own thread with its own event loop."""
+# the thread wrapper lives in opcua.thread (it imports asyncua only in its own thread)
+from opcua.thread import ServerThread  # noqa: E402
 
-    def __init__(
-        self, config: OpcUaServerConfig, lines: Mapping[str, LineBackend], store: ResultStore
-    ) -> None:
-        self.vision = VisionServer(config, lines, store)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self, timeout: float = 60.0, *, wait: bool = True) -> None:
-        """Start the thread; with `wait`, return once the server listens (raise what made it fail).
-        Without, return at once: results submitted meanwhile are published once it listens."""
-        self._thread = threading.Thread(target=self._run, name="opcua-server", daemon=True)
-        self._thread.start()
-        if wait:
-            self.wait_started(timeout)
-
-    def wait_started(self, timeout: float = 60.0) -> None:
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"opcua: server did not start within {timeout} s")
-        if self._error is not None:
-            raise self._error
-
-    @property
-    def started(self) -> bool:
-        return self._ready.is_set() and self._error is None
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self.vision.start())
-        except BaseException as exc:  # handed to start()'s caller (or to wait_started())
-            logger.error("opcua: the server failed to start: %s", exc)
-            self._error = exc
-            self._ready.set()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(self.vision.stop())
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self.vision.stop())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
-    def submit_result(self, result: InspectionResult) -> None:
-        self.vision.submit_result(result)
-
-    def line_changed(self, line: str) -> None:
-        self.vision.line_changed(line)
-
-    @property
-    def endpoint_url(self) -> str:
-        return self.vision.endpoint_url
-
-    def stop(self, timeout: float = 5.0) -> None:
-        # a server still starting (NodeSet import) finishes its start first: stopping the loop under
-        # it would leave a half-built server and a misleading "failed to start"
-        if self._thread is not None:
-            self._ready.wait(max(timeout, 30.0))
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
-
-    def stats(self) -> dict[str, float]:
-        return self.vision.stats()
+__all__ = ["ServerThread", "VisionServer"]

@@ -138,7 +138,7 @@ class OpcUaPublisher(Publisher):
     guaranteed = False  # history is served from the journal itself; no cursor to keep
 
     def __init__(self, config: OpcUaPublisherConfig, context: PublisherContext) -> None:
-        from opcua.server import ServerThread  # asyncua is imported only when the plug-in is used
+        from opcua.thread import ServerThread  # asyncua is imported in the server's own thread
 
         self.config = config
         self.name = config.name

@@ -90,6 +90,27 @@ async def test_viewer_reads_but_may_not_control(production_server, pki):
             f"{ns.mv}:GetResultById", ua.ResultIdDataType(Id="x"), ua.Variant(0, ua.VariantType.Int32)
         )
         assert error == -5  # the call ran (not found), i.e. viewers may query results
+        components = await results.call_method(
+            f"{ns.mv}:GetResultComponentsById",
+            ua.ResultIdDataType(Id="x"),
+            ua.Variant(0, ua.VariantType.Int32),
+        )
+        assert components[-1] == -5
+        config = await vision_node(client, "secure1", "mv:ConfigurationManagement")
+        listing = await config.call_method(
+            f"{ns.mv}:GetConfigurationList",
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(0, ua.VariantType.Int32),
+        )
+        assert listing[-1] == 0
+        recipes = await vision_node(client, "secure1", "mv:RecipeManagement")
+        with pytest.raises(ua.uaerrors.BadUserAccessDenied):  # changes the line: operators only
+            await recipes.call_method(
+                f"{ns.mv}:UnprepareRecipe",
+                ua.RecipeIdExternalDataType(Id=""),
+                ua.RecipeIdInternalDataType(Id=""),
+            )
         latest = await vision_node(client, "secure1", "mv:ResultManagement", "mv:Results", "app:LatestResult")
         assert await latest.read_value() is not None
         auto = await vision_node(client, "secure1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
