@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.archive import Archive
-from edge_agent.config import AgentConfig, LoadedLine, load_line
+from edge_agent.capture import CaptureArchive
+from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
 from edge_agent.inference_budget import InferenceBudget
 from edge_agent.inspector import InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
@@ -87,6 +88,7 @@ class Agent:
         self.publishers: list[Publisher] = []
         self.feeds: list[PublisherFeed] = []  # one per publisher: a blocking publisher cannot stall a line
         self.archive: Archive | None = None
+        self.capture: CaptureArchive | None = None  # uncertain / reviewed parts for labelling
         self.metrics = AgentMetrics()
         self.metrics_server: MetricsServer | None = None
         self.console: Any = None  # edge_agent.console.server.Console when the site file enables it
@@ -97,6 +99,10 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopped = False
+        # programme hub (site file `hub:`): line -> verified model file from the hub, run instead of its own
+        self.hub_link: Any = None
+        self.model_overrides: dict[str, Path] = {}
+        self._reload_lock = threading.Lock()  # hot reload and hub model switches, one at a time
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,6 +122,19 @@ class Agent:
         except OSError as exc:  # a broken archive disk degrades archiving, never inspection
             log.error("archive %s: %s; archiving is off", site.archive.path, exc)
             self.archive = None
+        if site.capture.enabled:
+            self.capture = CaptureArchive(site.capture)
+            try:
+                self.capture.start()
+            except OSError as exc:  # like the archive: capturing degrades, inspection goes on
+                log.error("capture %s: %s; capturing is off", site.capture.path, exc)
+                self.capture = None
+
+        if site.hub is not None:
+            from edge_agent.hub_link import HubLink
+
+            self.hub_link = HubLink(self, site.hub)
+            self.model_overrides = self.hub_link.prepare()
 
         enabled = [loaded for loaded in self.config.lines if loaded.config.enabled]
         self.budget = InferenceBudget(site.inference.threads, site.inference.concurrent, len(enabled))
@@ -125,7 +144,7 @@ class Agent:
                 log.info("line %s is disabled in %s", loaded.config.name, loaded.file)
                 continue
             line = LineRuntime(
-                loaded.config,
+                self._with_model_override(loaded.config),
                 site=self.site,
                 journal=self.journal,
                 sink=self._on_line_result,
@@ -137,7 +156,11 @@ class Agent:
             self._line_files[line.name] = loaded
 
         context = PublisherContext(
-            site=self.site, boot_id=self.boot_id, journal=self.journal, lines=self.lines
+            site=self.site,
+            boot_id=self.boot_id,
+            journal=self.journal,
+            lines=self.lines,
+            archive_dir=self.archive.root if self.archive is not None else None,
         )
         for entry in self.config.publishers:
             try:
@@ -174,6 +197,8 @@ class Agent:
         self._refuse_failed_lines()
 
         self._spawn(self._retention_loop, "journal-retention")
+        if self.hub_link is not None:
+            self.hub_link.start()
         if site.reload.enabled:
             self._snapshot_watched()
             self._spawn(self._reload_loop, "hot-reload")
@@ -221,11 +246,15 @@ class Agent:
             return
         self._stopped = True
         self._stop.set()
+        if self.hub_link is not None:
+            self.hub_link.stop()
         for line in list(self.lines.values()):
             line.stop(timeout)
         self._stop_publishers(timeout)
         if self.archive is not None:
             self.archive.stop(timeout)
+        if self.capture is not None:
+            self.capture.stop(timeout)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.console is not None:
@@ -292,6 +321,8 @@ class Agent:
             feed.notify(result)  # never blocks; the feed thread calls publisher.notify()
         if outcome is not None and self.archive is not None:
             self.archive.submit(outcome)
+        if outcome is not None and self.capture is not None:
+            self.capture.submit(outcome)
         if self.console is not None:
             self.console.offer(line.name, result, outcome)  # keeps references only; never encodes here
         if self.on_result is not None:
@@ -408,7 +439,8 @@ class Agent:
                 raise ConfigError(
                     [new.doc.issue(("name",), f"renaming line {name!r} needs an agent restart")]
                 )
-            line.reload(new.config)
+            with self._reload_lock:
+                line.reload(self._with_model_override(new.config))
         except Exception as exc:  # ConfigError, InspectorLoadError or a surprise: not retried until changed
             if not isinstance(exc, (ConfigError, InspectorLoadError)):
                 exc = ConfigError([ConfigIssue(loaded.file, None, None, (), f"cannot reload: {exc!r}")])
@@ -432,6 +464,37 @@ class Agent:
     def loaded_line(self, name: str) -> LoadedLine:
         """The line's file and config as last loaded (after hot reloads: the running version)."""
         return self._line_files[name]
+
+    # -- models from the programme hub -----------------------------------------------------------
+    def _with_model_override(self, config: LineConfig) -> LineConfig:
+        path = self.model_overrides.get(config.name)
+        if path is None:
+            return config
+        return config.model_copy(update={"model": config.model.model_copy(update={"path": path})})
+
+    def switch_model(self, name: str, path: Path | None) -> None:
+        """Run the (already verified) model file `path` on line `name`, or its own model for None.
+
+        Validated like a hot reload (loads, warms up, runs the reference image, knows the recipes'
+        classes); on failure the running model stays and `InspectorLoadError` is raised."""
+        line = self.lines[name]
+        with self._reload_lock:
+            previous = self.model_overrides.get(name)
+            if path is None:
+                self.model_overrides.pop(name, None)
+            else:
+                self.model_overrides[name] = path
+            try:
+                line.reload(self._with_model_override(self._line_files[name].config))
+            except InspectorLoadError:
+                if previous is None:
+                    self.model_overrides.pop(name, None)
+                else:
+                    self.model_overrides[name] = previous
+                raise
+        self.reload_log.append(
+            {"line": name, "ok": True, "model_version": line.model_version, "at": time.time(), "hub": True}
+        )
 
     def _mark_seen(self, name: str, loaded: LoadedLine) -> None:
         for kind, path in self._files_of(loaded).items():

@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "opcua.cli",
     "training.cli",
     "edge_agent.console_cli",  # after training.cli: it adds `dataset from-reviews` to its group
+    "hub.cli",
 )
 
 for _module in _COMMAND_MODULES:

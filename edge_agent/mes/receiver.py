@@ -28,7 +28,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import zmq
 
@@ -46,19 +46,22 @@ class MesReceiver:
     def __init__(
         self,
         endpoint: str,
-        store_path: str | Path,
+        store_path: str | Path | None,
         security: ServerSecurity,
         *,
         durability: Literal["normal", "full"] = "full",
         max_batch: int = 1000,
         on_stored: Callable[[InspectionResult, StoreStatus], None] | None = None,
+        store_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.requested_endpoint = endpoint
-        self.store_path = Path(store_path)
+        self.store_path = Path(store_path) if store_path is not None else None
         self.security = security
         self.durability = durability
         self.max_batch = max_batch
         self.on_stored = on_stored
+        # another store with the same store_batch()/close() contract (the programme hub's database)
+        self.store_factory = store_factory
         self.endpoint: str | None = None
         self.counters = {"received": 0, "stored": 0, "duplicate": 0, "rejected": 0}
         self._stopping = threading.Event()
@@ -72,7 +75,10 @@ class MesReceiver:
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
         """Open the store and bind (raises a clear error if the endpoint is taken)."""
-        self.store = ResultStore(self.store_path, self.durability)
+        if self.store_factory is not None:
+            self.store = self.store_factory()
+        else:
+            self.store = ResultStore(self.store_path, self.durability)
         self._zctx = zmq.Context()
         self._curve = make_curve_server(self._zctx, self.security)
         self._router = self._zctx.socket(zmq.ROUTER)
@@ -85,7 +91,9 @@ class MesReceiver:
             self.close()
             raise RuntimeError(f"MES receiver cannot bind {self.requested_endpoint!r}: {exc}") from exc
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("MES receiver on %s storing into %s", self.endpoint, self.store_path)
+        # CURVE: an agent whose key leaves the authorised folder loses its live connection too
+        self._guard = self._curve.guard(self._router, "MES receiver") if self._curve is not None else None
+        log.info("MES receiver on %s storing into %s", self.endpoint, getattr(self.store, "path", ""))
 
     def start(self) -> None:
         self.open()
@@ -133,15 +141,21 @@ class MesReceiver:
     # -- the receive → store → ack loop --------------------------------------------------------
     def _loop(self) -> None:
         assert self._router is not None
+        guard = getattr(self, "_guard", None)
         while not (self._stop_requested or self._stopping.is_set()):
+            if guard is not None:
+                guard.check()
             if not self._router.poll(100):
                 continue
             batch: list[tuple[bytes, int | None, str | None, StoreItem]] = []
             while len(batch) < self.max_batch:
                 try:
-                    frames = self._router.recv_multipart(zmq.NOBLOCK)
+                    parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                if guard is not None:
+                    guard.note(parts[-1])
+                frames = [p.bytes for p in parts]
                 batch.append(self._parse(frames[0], frames[1:]))
             self._store_and_ack(batch)
 

@@ -1,0 +1,124 @@
+"""Dashboard users and sessions: scrypt password hashes, roles, HMAC-signed session cookies.
+
+Roles: `viewer` (every dashboard page), `ml` (also rollouts and data collection), `admin` (also users).
+The cookie secret lives in `<data_dir>/session.key` (made on first start, mode 0600), so sessions
+survive a hub restart and several hub processes on one data folder share them.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from hub.store import HubStore
+    >>> store = HubStore.open(str(pathlib.Path(tempfile.mkdtemp()) / "hub.sqlite"))
+    >>> users = Users(store.db)
+    >>> users.set("ana", "correct horse", "ml")
+    >>> users.check("ana", "correct horse"), users.check("ana", "wrong")
+    ('ml', None)
+    >>> s = Sessions(b"k" * 32, hours=1)
+    >>> s.read(s.issue("ana", "ml"))["user"], s.read("forged.cookie")
+    ('ana', None)
+    >>> store.close()
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from hub.db import Database
+
+ROLES = ("viewer", "ml", "admin")
+_RANK = {r: i for i, r in enumerate(ROLES)}
+
+
+class AuthError(ValueError):
+    pass
+
+
+def _hash(password: str, salt: bytes) -> str:
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def role_at_least(role: str | None, wanted: str) -> bool:
+    return role is not None and _RANK.get(role, -1) >= _RANK[wanted]
+
+
+class Users:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def set(self, name: str, password: str, role: str) -> None:
+        if role not in ROLES:
+            raise AuthError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        if len(password) < 8:
+            raise AuthError("a password needs at least 8 characters")
+        if not name or len(name) > 64:
+            raise AuthError("a user name needs 1 to 64 characters")
+        hashed = _hash(password, secrets.token_bytes(16))
+        self.db.execute(
+            "INSERT INTO users(name, password_hash, role, created_at) VALUES (?,?,?,?) ON CONFLICT (name) "
+            "DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role",
+            (name, hashed, role, time.time()),
+        )
+
+    def check(self, name: str, password: str) -> str | None:
+        """The user's role if the password is right, else None (same work either way)."""
+        row = self.db.query("SELECT password_hash, role FROM users WHERE name = ?", (name,))
+        stored = row[0][0] if row else _hash("x", b"0" * 16)
+        _, salt, _ = stored.split("$")
+        ok = hmac.compare_digest(_hash(password, base64.b64decode(salt)), stored)
+        return row[0][1] if row and ok else None
+
+
+class Sessions:
+    """`issue(user, role)` → cookie value; `read(cookie)` → {user, role, exp} or None (bad or expired)."""
+
+    def __init__(self, secret: bytes, hours: float) -> None:
+        self.secret = secret
+        self.seconds = hours * 3600
+
+    def _sign(self, body: bytes) -> str:
+        return (
+            base64.urlsafe_b64encode(hmac.new(self.secret, body, hashlib.sha256).digest())
+            .decode()
+            .rstrip("=")
+        )
+
+    def issue(self, user: str, role: str) -> str:
+        body = (
+            base64.urlsafe_b64encode(
+                json.dumps({"user": user, "role": role, "exp": time.time() + self.seconds}).encode()
+            )
+            .decode()
+            .rstrip("=")
+        )
+        return f"{body}.{self._sign(body.encode())}"
+
+    def read(self, cookie: str | None) -> dict[str, Any] | None:
+        if not cookie or "." not in cookie:
+            return None
+        body, sig = cookie.rsplit(".", 1)
+        if not hmac.compare_digest(sig, self._sign(body.encode())):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        return data if data.get("exp", 0) > time.time() else None
+
+
+def session_secret(data_dir: Path) -> bytes:
+    path = Path(data_dir) / "session.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(secrets.token_bytes(32))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    return path.read_bytes()
