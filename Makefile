@@ -44,6 +44,7 @@ bench: setup-dev
 	$(BIN)/python bench/agent.py
 	$(BIN)/python bench/zmq.py
 	$(BIN)/python bench/opcua.py
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs/tmp

@@ -161,6 +161,15 @@ class ConsoleHub:
         return text
 
     # -- frames (console threads) -------------------------------------------------------------------
+    def cached_jpeg(self, line: str, camera: str, seq: int | None) -> tuple[int, bytes] | None:
+        """The JPEG of a kept frame if it has been encoded already (no lock, no encoding)."""
+        feed = self.lines.get(line)
+        frame = feed.frame(seq) if feed is not None else None
+        if frame is None:
+            return None
+        data = feed._jpeg_cache.get((frame.seq, camera))
+        return (frame.seq, data) if data is not None else None
+
     def frame_jpeg(self, line: str, camera: str, seq: int | None, quality: int) -> tuple[int, bytes] | None:
         """The JPEG of a recent frame (the one of result `seq` if still kept, else the newest)."""
         import cv2

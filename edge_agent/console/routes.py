@@ -379,8 +379,12 @@ async def api_events(request: Request) -> Response:
                         yield f"event: result\ndata: {hub.result_json(latest)}\n\n"
                 if (hub.version != last_version and now - last_overview >= 1.0) or now - last_overview >= 5.0:
                     last_version, last_overview = hub.version, now
-                    data = await asyncio.to_thread(console.overview, 0.5)
-                    yield f"event: overview\ndata: {json.dumps(data, default=str)}\n\n"
+                    cached = console._overview_cache
+                    if cached is not None and time.monotonic() - cached[0] < 0.5:
+                        text = console.overview_json(0.5)  # built already: no thread needed
+                    else:
+                        text = await asyncio.to_thread(console.overview_json, 0.5)
+                    yield f"event: overview\ndata: {text}\n\n"
                 await asyncio.sleep(interval)
         finally:
             if line is not None:
@@ -394,14 +398,17 @@ async def api_events(request: Request) -> Response:
 
 
 @access("viewer")
-def api_frame(request: Request) -> Response:
+async def api_frame(request: Request) -> Response:
     console = console_of(request)
     name = _line(request)
     camera = request.path_params["camera"]
     if not SAFE_NAME.match(camera):
         raise HttpError(400, f"camera {camera!r}: only letters, digits, '_', '.', '-'")
     seq = int_param(request.query_params.get("seq"), "seq", 1)
-    got = console.hub.frame_jpeg(name, camera, seq, console.config.jpeg_quality)
+    # later watchers of a frame get the cached JPEG right on the event loop; encoding runs in a thread
+    got = console.hub.cached_jpeg(name, camera, seq)
+    if got is None:
+        got = await asyncio.to_thread(console.hub.frame_jpeg, name, camera, seq, console.config.jpeg_quality)
     if got is None:
         raise not_found(f"no live frame of {name}/{camera} yet")
     frame_seq, data = got

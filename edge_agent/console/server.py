@@ -9,7 +9,7 @@ Example (what `Agent.start()` does when the site file has `console: {enabled: tr
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
 import socket
 import threading
@@ -46,6 +46,7 @@ class Console:
         self.tls = config.tls is not None
         self.closing = False
         self._overview_cache: tuple[float, dict[str, Any]] | None = None
+        self._overview_json: tuple[dict[str, Any], str] | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -105,7 +106,7 @@ class Console:
 
     def _serve(self) -> None:
         assert self._server is not None and self._sock is not None
-        asyncio.run(self._server.serve(sockets=[self._sock]))
+        self._server.run(sockets=[self._sock])  # uvloop and httptools when installed
 
     def stop(self, timeout: float = 5.0) -> None:
         self.closing = True  # live streams end at their next tick
@@ -140,7 +141,18 @@ class Console:
             return cached[1]
         out = self._build_overview()
         self._overview_cache = (time.monotonic(), out)
+        self._overview_json = None
         return out
+
+    def overview_json(self, max_age_s: float) -> str:
+        """The overview as JSON text, serialised once for all live streams."""
+        data = self.overview(max_age_s)
+        cached = self._overview_json
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        text = json.dumps(data, default=str)
+        self._overview_json = (data, text)
+        return text
 
     def _build_overview(self) -> dict[str, Any]:
         agent = self.agent

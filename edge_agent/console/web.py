@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -102,6 +103,14 @@ def access(
                     raise HttpError(
                         421, "this console has no login and answers only to localhost (Host header refused)"
                     )
+                origin = request.headers.get("origin")
+                if (
+                    request.method == "POST"
+                    and origin
+                    and urlsplit(origin).netloc != request.headers.get("host")
+                ):
+                    # another site's page posting here (login CSRF included): refused whatever it carries
+                    raise HttpError(403, f"a request from {origin} may not change anything here")
                 session = auth.session(request.cookies.get(COOKIE))
                 if session is None and not auth.login_required:
                     session = new_session = auth.anonymous_session()

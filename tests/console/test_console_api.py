@@ -288,6 +288,12 @@ def test_login_roles_cookies_csrf_and_rate_limit(console_agent) -> None:
         )
         assert r.status_code == 200, r.text
     with client(agent) as c:
+        foreign = c.post(
+            "/login",
+            data={"user": "ines", "password": "integrator-pass"},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert foreign.status_code == 403 and "set-cookie" not in foreign.headers
         for _ in range(3):
             assert login(c, "ines", "wrong").status_code == 401
         limited = login(c, "ines", "integrator-pass")  # even the right password waits now
