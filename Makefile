@@ -12,11 +12,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-setup: $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Stamp files: install once, again only when pyproject.toml changes (`make demo` twice does not reinstall).
+CORE_STAMP = $(VENV)/.edge-inspect-core.stamp
+DEV_STAMP  = $(VENV)/.edge-inspect-dev.stamp
 
-setup-dev: $(BIN)/python
+$(CORE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[train,dev,hub]'
+	touch $@ $(CORE_STAMP)
+
+setup: $(CORE_STAMP)
+
+setup-dev: $(DEV_STAMP)
 
 demo: setup
 	$(BIN)/edge-inspect run

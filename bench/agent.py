@@ -106,8 +106,10 @@ def write_config(
     max_fps: float | None,
     lines: int = 1,
     cameras: int = 1,
+    concurrent: int = 1,
 ) -> Path:
-    """A site with `lines` free-run lines ("bench", "bench2", ...), each with `cameras` folder cameras."""
+    """A site with `lines` free-run lines ("bench", "bench2", ...), each with `cameras` folder cameras;
+    `concurrent` inferences at once in the agent's inference budget."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
     names = ["bench"] + [f"bench{i}" for i in range(2, lines + 1)]
     for name in names:
@@ -129,6 +131,7 @@ def write_config(
         "archive": {"path": "archive", "ok_sample_rate": 0.0},
         "metrics": {"port": 0},
         "reload": {"enabled": False},
+        "inference": {"concurrent": concurrent},
         "publishers": [
             {
                 "type": "zmq",
@@ -201,10 +204,11 @@ def measure_run(
     max_fps: float | None,
     lines: int = 1,
     cameras: int = 1,
+    concurrent: int = 1,
 ) -> dict:
     """Results/s at the subscriber over the window (all lines together), latency, seq gaps."""
     port = free_port()
-    site = write_config(root, frames, model, port, max_fps, lines, cameras)
+    site = write_config(root, frames, model, port, max_fps, lines, cameras, concurrent)
     sub = Subscriber(port)
     sub.start()
     proc = start_agent(site)
@@ -366,6 +370,9 @@ def main() -> None:
     ap.add_argument("--memory-imgsz", type=int, default=160)
     ap.add_argument("--lines", type=int, default=0, help="also run N lines in one agent vs one line")
     ap.add_argument("--cameras", type=int, default=0, help="also run one line of N cameras (one batch)")
+    ap.add_argument(
+        "--concurrent", type=int, default=0, help="also run with N inferences at once (threads / N each)"
+    )
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--archive-parts", type=int, default=100_000, help="NG archive memory run; 0 to skip")
     ap.add_argument("--archive-quota-mb", type=float, default=50.0)
@@ -418,6 +425,16 @@ def main() -> None:
                 f"{args.lines} lines, one budget  {many['fps']:8.1f} inspections/s in all, "
                 f"{many['fps'] / full['fps']:.2f}x one line's {full['fps']:.1f} "
                 f"(sharing the cores: ~1.0 is ideal); p99 {many['p99_ms']:.1f} ms, seq gaps {many['gaps']}"
+            )
+        if args.concurrent > 1:
+            conc = measure_run(
+                tmp / "run-conc", frames, model, args.seconds, None, concurrent=args.concurrent
+            )
+            out["concurrent"] = {"n": args.concurrent, **conc, "ratio": conc["fps"] / raw}
+            print(
+                f"{args.concurrent} in inference     {conc['fps']:8.1f} FPS   ratio {conc['fps'] / raw:.3f} "
+                f"against raw; p50 {conc['p50_ms']:.1f} ms, p99 {conc['p99_ms']:.1f} ms, "
+                f"seq gaps {conc['gaps']}"
             )
         if args.cameras > 1:
             from vision import Model

@@ -9,6 +9,7 @@ The last row sends as fast as it can and reports the sustained rate the client c
 
     .venv/bin/python bench/opcua.py                     # rates 50, 200, 400 for 10 s each + max
     .venv/bin/python bench/opcua.py --rates 50 --seconds 20 --security production
+    .venv/bin/python bench/opcua.py --start 3          # agent start -> first result, with/without OPC UA
 
 Goal (issue 6): >= 200 results/s per agent with no loss; < 30 % of one core at 50/s.
 """
@@ -134,6 +135,57 @@ class BenchLine:
         )
 
 
+def start_bench(runs: int) -> None:
+    """`edge-inspect run` of a one-line site (the demo model on its sample images), from process start to
+    the first journaled result, with the zmq publisher only and with an `opcua` publisher added (the
+    goal: <= 2 s either way; the OPC UA server starts in the background)."""
+    import importlib.util
+    import shutil
+    import statistics
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("bench_agent", REPO / "bench" / "agent.py")
+    agent_bench = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(agent_bench)
+    tmp = Path(tempfile.mkdtemp(prefix="opcua-start-"))
+    frames = tmp / "frames"
+    frames.mkdir()
+    for image in sorted((REPO / "images").glob("*.jpg")):
+        shutil.copy(image, frames / image.name)
+    model = REPO / "models" / "demo" / "model.onnx"
+    results: dict[str, list[float]] = {"zmq only": [], "zmq + opcua": []}
+    for i in range(runs):
+        for label in results:
+            root = tmp / f"{label.replace(' ', '')}-{i}"
+            site = agent_bench.write_config(root, frames, model, agent_bench.free_port(), None)
+            if "opcua" in label:
+                doc = yaml.safe_load(site.read_text())
+                doc["publishers"].append(
+                    {"type": "opcua", "security": "none", "endpoint": "opc.tcp://127.0.0.1:0/edge-inspect/"}
+                )
+                site.write_text(yaml.safe_dump(doc, sort_keys=False))
+            journal = root / "journal.sqlite"
+            t0 = time.perf_counter()
+            proc = agent_bench.start_agent(site)
+            try:
+                while agent_bench.journal_count(journal) == 0:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"agent exited: {proc.stderr.read() if proc.stderr else ''}")
+                    time.sleep(0.005)
+                results[label].append(time.perf_counter() - t0)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    for label, times in results.items():
+        print(
+            f"start -> first result, {label:12s} median {statistics.median(times):.2f} s "
+            f"({', '.join(f'{t:.2f}' for t in times)})"
+        )
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
+
+
 def thread_cpu_s(native_id: int) -> float:
     import psutil
 
@@ -153,9 +205,18 @@ def main() -> None:
     parser.add_argument("--security", choices=["none", "production"], default="none")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--pki", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--start",
+        type=int,
+        metavar="N",
+        help="instead: agent start -> first result, N runs with and without OPC UA",
+    )
     args = parser.parse_args()
     if args.client:
         asyncio.run(run_client(args.client, args.security, args.pki))
+        return
+    if args.start:
+        start_bench(args.start)
         return
 
     import logging

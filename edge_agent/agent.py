@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.archive import Archive
+from edge_agent.capture import CaptureArchive
 from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
 from edge_agent.inference_budget import InferenceBudget
 from edge_agent.inspector import InspectorLoadError, Outcome
@@ -87,6 +88,7 @@ class Agent:
         self.publishers: list[Publisher] = []
         self.feeds: list[PublisherFeed] = []  # one per publisher: a blocking publisher cannot stall a line
         self.archive: Archive | None = None
+        self.capture: CaptureArchive | None = None  # uncertain / reviewed parts for labelling
         self.metrics = AgentMetrics()
         self.metrics_server: MetricsServer | None = None
         self.console: Any = None  # edge_agent.console.server.Console when the site file enables it
@@ -120,6 +122,13 @@ class Agent:
         except OSError as exc:  # a broken archive disk degrades archiving, never inspection
             log.error("archive %s: %s; archiving is off", site.archive.path, exc)
             self.archive = None
+        if site.capture.enabled:
+            self.capture = CaptureArchive(site.capture)
+            try:
+                self.capture.start()
+            except OSError as exc:  # like the archive: capturing degrades, inspection goes on
+                log.error("capture %s: %s; capturing is off", site.capture.path, exc)
+                self.capture = None
 
         if site.hub is not None:
             from edge_agent.hub_link import HubLink
@@ -147,7 +156,11 @@ class Agent:
             self._line_files[line.name] = loaded
 
         context = PublisherContext(
-            site=self.site, boot_id=self.boot_id, journal=self.journal, lines=self.lines
+            site=self.site,
+            boot_id=self.boot_id,
+            journal=self.journal,
+            lines=self.lines,
+            archive_dir=self.archive.root if self.archive is not None else None,
         )
         for entry in self.config.publishers:
             try:
@@ -240,6 +253,8 @@ class Agent:
         self._stop_publishers(timeout)
         if self.archive is not None:
             self.archive.stop(timeout)
+        if self.capture is not None:
+            self.capture.stop(timeout)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.console is not None:
@@ -306,6 +321,8 @@ class Agent:
             feed.notify(result)  # never blocks; the feed thread calls publisher.notify()
         if outcome is not None and self.archive is not None:
             self.archive.submit(outcome)
+        if outcome is not None and self.capture is not None:
+            self.capture.submit(outcome)
         if self.console is not None:
             self.console.offer(line.name, result, outcome)  # keeps references only; never encodes here
         if self.on_result is not None:

@@ -12,6 +12,7 @@ Imports stay inside the commands: `edge-inspect --help` must not load ONNX Runti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -298,47 +299,127 @@ def trigger(
 
 @config_app.command("check")
 def config_check(
-    path: Annotated[
-        Path | None, typer.Argument(help="Site file or folder (default configs/agent.yaml).")
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Site files, line files or folders (default configs/agent.yaml). A folder: its agent.yaml "
+            "with its lines, and every other YAML file in it, each checked as what it is."
+        ),
     ] = None,
     models: Annotated[
         bool,
         typer.Option("--models/--no-models", help="Also load each line's model and check recipe classes."),
     ] = True,
 ) -> None:
-    """Validate a site file and its line files; every error with file, line and key path."""
+    """Validate site files and line files; every error with file, line and key path."""
+    checked: set[Path] = set()
+    failed = 0
+    for target in paths or [default_config_path()]:
+        for kind, file in _config_files(target):
+            if file.resolve() in checked:
+                continue
+            ok, covered = _check_site(file, models) if kind == "site" else _check_line(file, models)
+            checked.update(covered)
+            failed += not ok
+    if failed:
+        raise typer.Exit(1)
+
+
+def _config_files(target: Path) -> list[tuple[str, Path]]:
+    """(kind, file) to check for a path: a file as what it is; a folder's site file first, then every other
+    YAML file under it (a line file that the site file does not list is still checked)."""
+    from edge_agent.config import find_site_file
+    from edge_agent.yamlconf import ConfigError
+
+    if not target.is_dir():
+        return [(_config_kind(target), target)]
+    out: list[tuple[str, Path]] = []
+    with contextlib.suppress(ConfigError):  # without a site file: a folder of line files
+        out.append(("site", find_site_file(target)))
+    for file in sorted([*target.rglob("*.yaml"), *target.rglob("*.yml")]):
+        if not any(part.startswith(".") for part in file.relative_to(target).parts):
+            out.append((_config_kind(file), file))
+    return out
+
+
+_SITE_KEYS = {"site", "lines", "journal", "archive", "metrics", "reload", "publishers"}
+_LINE_KEYS = {"cameras", "model", "recipes", "trigger", "active_recipe"}
+
+
+def _config_kind(file: Path) -> str:
+    """"site" or "line", from the top-level keys (a file that cannot be read is checked as a line)."""
+    from edge_agent.yamlconf import ConfigError, load_yaml
+
+    try:
+        data = load_yaml(file).data
+    except ConfigError:
+        return "line"
+    if not isinstance(data, dict):
+        return "line"
+    keys = set(map(str, data))
+    return "site" if len(keys & _SITE_KEYS) > len(keys & _LINE_KEYS) else "line"
+
+
+def _print_issues(issues: list[Any]) -> None:
+    typer.secho(f"{len(issues)} error(s):", fg=typer.colors.RED, err=True)
+    for issue in issues:
+        typer.echo(str(issue), err=True)
+
+
+def _check_site(file: Path, models: bool) -> tuple[bool, set[Path]]:
+    """Check a site file and its lines; returns (ok, files covered)."""
     from edge_agent.config import load_agent_config
     from edge_agent.inspector import validate_line_model
     from edge_agent.yamlconf import ConfigError
 
-    path = path or default_config_path()
     try:
-        cfg = load_agent_config(path)
+        cfg = load_agent_config(file)
     except ConfigError as exc:
-        typer.secho(f"{len(exc.issues)} error(s):", fg=typer.colors.RED, err=True)
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(1) from None
+        _print_issues(exc.issues)
+        # its line files were read (and reported) too: do not check them a second time
+        return False, {file.resolve(), *(i.file.resolve() for i in exc.issues if i.file)}
+    covered = {file.resolve(), *(loaded.file.resolve() for loaded in cfg.lines)}
     issues = []
     if models:
         for loaded in cfg.lines:
             issues.extend(validate_line_model(loaded))
     if issues:
-        typer.secho(f"{len(issues)} error(s):", fg=typer.colors.RED, err=True)
-        for issue in issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(1)
+        _print_issues(issues)
+        return False, covered
     typer.secho(f"OK: {cfg.site_file}", fg=typer.colors.GREEN)
     typer.echo(f"  site {cfg.site.site}; journal {cfg.site.journal.path}")
     for loaded in cfg.lines:
-        c = loaded.config
-        cams = ", ".join(f"{cam.name} ({cam.source.type})" for cam in c.cameras)
-        typer.echo(
-            f"  line {c.name} [{c.trigger.type}] from {loaded.file}: cameras {cams}; "
-            f"recipes {', '.join(c.recipes)}"
-        )
+        typer.echo("  " + _line_summary(loaded))
     pubs = ", ".join(p.type for p in cfg.publishers) or "none"
     typer.echo(f"  publishers: {pubs}")
+    return True, covered
+
+
+def _check_line(file: Path, models: bool) -> tuple[bool, set[Path]]:
+    """Check one line file on its own (it need not be listed in a site file)."""
+    from edge_agent.config import load_line
+    from edge_agent.inspector import validate_line_model
+    from edge_agent.yamlconf import ConfigError
+
+    try:
+        loaded = load_line(file)
+    except ConfigError as exc:
+        _print_issues(exc.issues)
+        return False, {file.resolve()}
+    issues = validate_line_model(loaded) if models else []
+    if issues:
+        _print_issues(issues)
+        return False, {file.resolve()}
+    typer.secho(f"OK: {loaded.file} (line file)", fg=typer.colors.GREEN)
+    typer.echo("  " + _line_summary(loaded))
+    return True, {file.resolve()}
+
+
+def _line_summary(loaded: Any) -> str:
+    c = loaded.config
+    cams = ", ".join(f"{cam.name} ({cam.source.type})" for cam in c.cameras)
+    recipes = ", ".join(c.recipes)
+    return f"line {c.name} [{c.trigger.type}] from {loaded.file}: cameras {cams}; recipes {recipes}"
 
 
 @config_app.command("schema")

@@ -184,6 +184,36 @@ class ArchiveConfig(BaseModel):
     queue: int = Field(64, ge=1, description="images waiting to be written; beyond it they are skipped")
 
 
+class CaptureConfig(BaseModel):
+    """Frames the model is unsure about (best confidence inside `band`) or that a reviewer marked, kept
+    in their own archive and quota for labelling (`edge-inspect dataset from-archive`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    path: Path = Field(Path("data/capture"), description="folder (relative to the site file)")
+    band: tuple[float, float] = Field(
+        (0.25, 0.6),
+        description="keep a part when its best detection confidence is >= low and < high "
+        "(detections under the model's `conf` never reach it)",
+    )
+    sample_rate: float = Field(1.0, ge=0, le=1, description="share of the parts in the band that are kept")
+    reviewed: bool = Field(True, description="also keep parts a reviewer marked (console)")
+    format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = Field(95, ge=10, le=100)
+    quota_mb: float = Field(1024, gt=0, description="oldest captures are deleted beyond this")
+    min_free_mb: float = Field(500, ge=0, description="stop capturing when the disk has less free space")
+    queue: int = Field(16, ge=1, description="parts waiting to be written; beyond it they are skipped")
+
+    @field_validator("band")
+    @classmethod
+    def _band_ordered(cls, band: tuple[float, float]) -> tuple[float, float]:
+        low, high = band
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"band {list(band)} must be [low, high] with 0 <= low < high <= 1")
+        return band
+
+
 class MetricsConfig(BaseModel):
     """Prometheus `/metrics` and `/healthz` over HTTP."""
 
@@ -227,6 +257,7 @@ class SiteConfig(BaseModel):
     )
     journal: JournalConfig = Field(default_factory=JournalConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
@@ -445,6 +476,7 @@ __all__ = [
     "AgentConfig",
     "ArchiveConfig",
     "CameraConfig",
+    "CaptureConfig",
     "FreeRunTrigger",
     "JournalConfig",
     "LineConfig",

@@ -20,6 +20,7 @@ Public API used by publishers (OPC UA methods, ZeroMQ triggers) through `Publish
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import logging
 import queue
@@ -225,6 +226,17 @@ class _Pending:
     t_done: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _InFlight:
+    """A part handed to an inference worker; settled (journal-queued) in the order parts were taken."""
+
+    done: concurrent.futures.Future  # resolves to the Outcome, or raises the inspection error
+    part_id: str
+    recipe: str
+    extra: dict[str, Any]
+    future: concurrent.futures.Future | None
+
+
 #: called by the journal thread after each commit: (line, stored result, outcome or None)
 ResultSink = Callable[["LineRuntime", InspectionResult, Outcome | None], None]
 
@@ -266,6 +278,11 @@ class LineRuntime:
         self._journal_thread: threading.Thread | None = None
         self._done_times: deque[float] = deque(maxlen=256)
         self._inspecting = False  # a part between "frames taken" and "result queued"
+        # With an inference budget of k concurrent runs, k parts of this line can be in inference at once
+        # (each ORT call on threads/k threads), so no core idles while the next frame's work runs.
+        self._workers = budget.concurrent if budget is not None else 1
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._inflight: deque[_InFlight] = deque()
         self.counts = {"inspected": 0, "ok": 0, "ng": 0, "errors": 0, "triggers": 0, "trigger_failures": 0}
         self.last_error: str | None = None
         self.last_reload: dict[str, Any] | None = None
@@ -308,6 +325,7 @@ class LineRuntime:
         return (
             not any(c.backlog() for c in self._cameras)
             and not self._inspecting
+            and not self._inflight
             and self._results.unfinished_tasks == 0
         )
 
@@ -409,6 +427,10 @@ class LineRuntime:
 
     def _ensure_threads(self) -> None:
         """Start the inspector and journal threads, or restart one that crashed."""
+        if self._workers > 1 and self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self._workers, thread_name_prefix=f"{self.name}/infer"
+            )
         if self._inspect_thread is None or not self._inspect_thread.is_alive():
             self._inspect_thread = threading.Thread(
                 target=self._guard(self._inspect_loop), name=f"{self.name}/inspect", daemon=True
@@ -436,6 +458,8 @@ class LineRuntime:
         for t in (self._inspect_thread, self._journal_thread):
             if t is not None:
                 t.join(max(0.1, deadline - time.monotonic()))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         # triggers still queued get an answer, never silence
         while True:
             try:
@@ -538,6 +562,7 @@ class LineRuntime:
                 try:
                     frames = self._gather(last_ready, timeout=0.5)
                     if isinstance(frames, str):
+                        self._settle(0)  # no new frame: let the parts in inference through
                         continue  # camera states already tell why; free-run just waits
                     last_ready.update({cam: f.t_ready for cam, f in frames.items()})
                     part_id = self._next_part_id()
@@ -548,6 +573,7 @@ class LineRuntime:
                 try:
                     req = self._triggers.get(timeout=0.1)
                 except queue.Empty:
+                    self._settle(0)
                     continue
                 if req.future.set_running_or_notify_cancel() is False:
                     continue
@@ -558,9 +584,11 @@ class LineRuntime:
                 frames = self._gather(after, timeout=self.config.trigger.frame_timeout_s)
                 if isinstance(frames, str):
                     self.counts["trigger_failures"] += 1
+                    self._settle(0)  # parts triggered earlier are journaled first
                     self._queue_failure(frames, part_id, recipe, req.extra, req.future)
                     continue
                 self._inspect_and_queue(frames, part_id, recipe, "triggered", req.extra, req.future)
+        self._settle(0)  # stopping: every part taken is journaled
 
     def _inspect_and_queue(
         self,
@@ -573,16 +601,37 @@ class LineRuntime:
     ) -> None:
         inspector = self._inspector
         assert inspector is not None
+        inspect = functools.partial(
+            inspector.inspect, frames, recipe, part_id=part_id, trigger=trigger, extra=extra  # type: ignore[arg-type]
+        )
+        if self._pool is None:  # one part at a time, on this thread
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            try:
+                done.set_result(inspect())
+            except Exception as exc:
+                done.set_exception(exc)
+            self._finish(_InFlight(done, part_id, recipe, extra, future))
+            return
+        self._inflight.append(_InFlight(self._pool.submit(inspect), part_id, recipe, extra, future))
+        self._settle(self._workers - 1)
+
+    def _settle(self, limit: int) -> None:
+        """Queue the results of finished parts in order; wait for the oldest while more than `limit` run."""
+        while self._inflight and (len(self._inflight) > limit or self._inflight[0].done.done()):
+            self._finish(self._inflight[0])
+            self._inflight.popleft()
+
+    def _finish(self, part: _InFlight) -> None:
         try:
-            outcome = inspector.inspect(frames, recipe, part_id=part_id, trigger=trigger, extra=extra)  # type: ignore[arg-type]
+            outcome = part.done.result()
         except Exception as exc:
             self.counts["errors"] += 1
             self.last_error = f"inspection failed: {exc}"
-            log.warning("line %s: part %s: %s", self.name, part_id, self.last_error)
-            if future is not None:  # a triggered part is never lost: it gets an NG saying why
-                self._queue_failure(self.last_error, part_id, recipe, extra, future)
+            log.warning("line %s: part %s: %s", self.name, part.part_id, self.last_error)
+            if part.future is not None:  # a triggered part is never lost: it gets an NG saying why
+                self._queue_failure(self.last_error, part.part_id, part.recipe, part.extra, part.future)
             return
-        self._put_result(_Pending(outcome, outcome.result, future))
+        self._put_result(_Pending(outcome, outcome.result, part.future))
 
     def _queue_failure(
         self, reason: str, part_id: str, recipe: str, extra: dict[str, Any], future: concurrent.futures.Future

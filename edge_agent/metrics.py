@@ -175,6 +175,18 @@ class _AgentCollector(Collector):
             arch.add_metric(["degraded"], 1.0 if s.degraded else 0.0)
             yield arch
 
+        capture = getattr(agent, "capture", None)
+        if capture is not None:
+            cap = GaugeMetricFamily(
+                "edge_inspect_capture", "uncertain/reviewed parts kept for labelling", labels=["stat"]
+            )
+            for key, value in capture.counts.items():  # uncertain, review, skipped
+                cap.add_metric([key], float(value))
+            cap.add_metric(["bytes_used"], capture.stats.bytes_used)
+            cap.add_metric(["deleted_for_quota"], capture.stats.deleted_for_quota)
+            cap.add_metric(["backlog"], capture.backlog())
+            yield cap
+
 
 def _review_metrics(hub: Any, lines: list[str]) -> Iterable[Any]:
     reviewed = GaugeMetricFamily(

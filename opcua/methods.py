@@ -144,13 +144,17 @@ class MachineVisionMethods:
         return _x(self.types.new("JobIdDataType", Id=job_id))
 
     async def _apply(self, served: ServedLine, cause: str) -> None:
+        """Bring the state machines in step after `cause` acted. The cause is set before the line is
+        touched (its listener may refresh first) and dropped after, so it names only its own change."""
         served.state.cause = cause
         await self.host.refresh(served.backend.name)
+        served.state.cause = None
 
     # -- VisionStateMachine ------------------------------------------------------------------------
     async def halt(self, served: ServedLine, cause: int, description: str) -> list[ua.Variant]:
         logger.warning("opcua: Halt on %s (cause %s: %s)", served.backend.name, cause, description)
         served.state.halted = True
+        served.state.cause = "Halt"
         await self.host.in_thread(served.backend.pause)
         await self._apply(served, "Halt")
         return [_int32(Err.OK)]
@@ -162,6 +166,7 @@ class MachineVisionMethods:
         st.halted = False
         st.preoperational = True
         st.unprepared = False
+        st.cause = "Reset"
         await self.host.in_thread(served.backend.pause)
         await self._apply(served, "Reset")
         return [_int32(Err.OK)]
@@ -171,6 +176,7 @@ class MachineVisionMethods:
         if served.state.states[0] != "Preoperational" or served.state.halted:
             return [_int32(Err.NOT_READY)]
         served.state.preoperational = False
+        served.state.cause = "SelectModeAutomatic"
         if served.backend.state == "paused":
             await self.host.in_thread(served.backend.resume)
         await self._apply(served, "SelectModeAutomatic")
@@ -206,6 +212,7 @@ class MachineVisionMethods:
         except Exception:
             logger.exception("opcua: StartSingleJob on %s refused by the line", backend.name)
             return [self._job_id(""), _int32(Err.BACKEND)]
+        st.cause = "StartSingleJob"
         st.jobs_in_flight += 1
         st.current_job = job_id
         st.started_jobs.add(job_id)
@@ -236,6 +243,7 @@ class MachineVisionMethods:
             return [self._job_id(""), _int32(Err.UNKNOWN_RECIPE)]
         if st.states != ("Operational", "Ready"):
             return [self._job_id(""), _int32(Err.NOT_READY)]
+        st.cause = "StartContinuous"
         try:
             if recipe_id and recipe_id != backend.active_recipe:
                 await self.host.in_thread(backend.set_recipe, recipe_id)
@@ -261,6 +269,7 @@ class MachineVisionMethods:
         if served.state.states[1] not in ("SingleExecution", "ContinuousExecution"):
             return [_int32(Err.NOT_READY)]
         logger.info("opcua: %s on %s (cause %s: %s)", how, served.backend.name, cause, description)
+        served.state.cause = how
         if served.backend.mode == "free_run":
             await self.host.in_thread(served.backend.pause)
         await self._apply(served, how)

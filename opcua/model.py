@@ -24,7 +24,7 @@ from asyncua import Server, ua
 from asyncua.common.instantiate_util import instantiate
 from asyncua.common.manage_nodes import create_encoding
 from asyncua.common.node import Node
-from asyncua.common.structures104 import new_struct_field
+from asyncua.common.structures104 import load_custom_struct, new_struct_field
 
 from contract import InspectionResult, ModelInfo
 from opcua.backend import LineConfiguration, configuration_id
@@ -130,6 +130,7 @@ class MvTypes:
     mv: int  # namespace index of the Machine Vision URI
     app: int  # namespace index of the application URI
     vendor: dict[str, type] = field(default_factory=dict)
+    _classes: dict[str, type] = field(default_factory=dict, repr=False)
 
     def id(self, name: str) -> ua.NodeId:
         """Official NodeId of a Machine Vision node named in `nodeset.MV`, or a vendor type."""
@@ -138,7 +139,9 @@ class MvTypes:
         return ua.NodeId(getattr(MV, name), self.mv)
 
     def new(self, name: str, **values: Any) -> Any:
-        cls = self.vendor.get(name) or getattr(ua, name)
+        cls = self._classes.get(name)
+        if cls is None:  # once per name: this is on the result hot path
+            cls = self._classes[name] = self.vendor.get(name) or getattr(ua, name)
         return cls(**values)
 
 
@@ -248,8 +251,6 @@ async def build_vendor_types(server: Server, mv: int, app: int) -> MvTypes:
     )
     # generate only the vendor classes (the official ones came with the NodeSet import)
     for name, type_id in _APP_IDS.items():
-        from asyncua.common.structures104 import load_custom_struct
-
         types.vendor[name] = await load_custom_struct(server.get_node(ua.NodeId(type_id, app)))
     return types
 
@@ -475,7 +476,7 @@ async def _state_machine_nodes(server: Server, sm: Node, nid: str, app: int) -> 
     )
     last = await _instance(
         sm,
-        ua.NodeId(ua.ObjectIds.TransitionVariableType),
+        ua.NodeId(ua.ObjectIds.FiniteTransitionVariableType),
         ua.NodeId(f"{nid}.LastTransition", app),
         ua.QualifiedName("LastTransition", 0),
         optional=True,

@@ -146,6 +146,10 @@ class VisionServer:
                 await server.get_event_generator(types.id("ResultReadyEventType"), nodes.system),
                 await server.get_event_generator(types.id("ResultReadyEventType"), ua.ObjectIds.Server),
             ]
+            for gen in self._result_events[name]:  # the same in every event of this line
+                gen.event.SourceNode = nodes.system.nodeid
+                gen.event.SourceName = name
+                classify(gen.event)
             await self.write(nodes.plc["ModelVersion"], str(backend.model_version), ua.VariantType.String)
             await self._write_configuration(served)
             backend.add_listener(lambda event, payload, _name=name: self.line_changed(_name))
@@ -254,9 +258,13 @@ class VisionServer:
         fields = model.result_field_variants(self.types, value)
         nodes = served.nodes
         write = self.server.write_attribute_value
-        # children first: a client that reads them after LatestResult changed sees the same result
+        # children first: a client that reads them after LatestResult changed sees the same result;
+        # the ones equal to the last result's (IsPartial, the recipe and configuration ids) stay
+        last = served.state.last_children
         for name, variant in fields.items():
-            await write(nodes.latest_children[name].nodeid, ua.DataValue(variant))
+            if last.get(name) != variant.Value:
+                await write(nodes.latest_children[name].nodeid, ua.DataValue(variant))
+                last[name] = variant.Value
         await write(
             nodes.latest_result.nodeid, ua.DataValue(ua.Variant(value, ua.VariantType.ExtensionObject))
         )
@@ -280,10 +288,7 @@ class VisionServer:
             for name in model.EVENT_FIELDS:
                 variant = fields[name]
                 event.add_property(name, variant.Value, variant.VariantType)
-            event.SourceNode = nodes.system.nodeid
-            event.SourceName = nodes.line
             event.Severity = severity
-            classify(event)
             await gen.trigger(time_attr=value.CreationTime, message=message)
         self.published += 1
 
@@ -318,7 +323,6 @@ class VisionServer:
                 model.system_state_to_ua(self.types, backend.state, description),
                 ua.VariantType.ExtensionObject,
             )
-        st.cause = None
         if served.nodes.active_configuration is not None:
             await self._write_configuration(served)
         await self.plc.write_ready(served)
@@ -389,7 +393,8 @@ class ServerThread:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self.vision.start())
-        except BaseException as exc:  # handed to start()'s caller
+        except BaseException as exc:  # handed to start()'s caller (or to wait_started())
+            logger.error("opcua: the server failed to start: %s", exc)
             self._error = exc
             self._ready.set()
             with contextlib.suppress(Exception):
@@ -416,6 +421,10 @@ class ServerThread:
         return self.vision.endpoint_url
 
     def stop(self, timeout: float = 5.0) -> None:
+        # a server still starting (NodeSet import) finishes its start first: stopping the loop under
+        # it would leave a half-built server and a misleading "failed to start"
+        if self._thread is not None:
+            self._ready.wait(max(timeout, 30.0))
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._loop.stop)

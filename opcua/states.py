@@ -108,6 +108,7 @@ class LineState:
     #: job ids this server started (StartSingleJob, PLC): their results also get AcquisitionDoneEvent
     started_jobs: set[str] = field(default_factory=set)
     configuration: Any = None  # the LineConfiguration last written to ActiveConfiguration
+    last_children: dict[str, Any] = field(default_factory=dict)  # LatestResult children as written
 
 
 def vision_states(line: LineBackend, st: LineState, *, busy: bool) -> tuple[str, str | None]:

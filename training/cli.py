@@ -1,4 +1,4 @@
-"""Training commands: `dataset import|split|stats|synth`, `train`, `evaluate`, `export`,
+"""Training commands: `dataset import|split|stats|synth|export|from-archive`, `train`, `evaluate`, `export`,
 `model list|show|promote`.
 
 Every command checks its input first and says in plain words what is wrong (exit code 2); torch and
@@ -39,14 +39,20 @@ def _plain_errors() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ dataset
 @dataset_app.command("import")
 def dataset_import(
-    src: Annotated[Path, typer.Argument(help="Source: VOC folder, COCO .json (or its folder), YOLO folder.")],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="Source: VOC folder, COCO .json, YOLO folder, Label Studio .json, CVAT annotations.xml."
+        ),
+    ],
     dst: Annotated[Path, typer.Argument(help="Destination folder for the canonical dataset.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="voc, coco or yolo.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="voc, coco, yolo, label-studio or cvat.")],
     classes: Annotated[
         str | None, typer.Option(help="Comma-separated class list (fixes names and order).")
     ] = None,
     images: Annotated[
-        Path | None, typer.Option(help="COCO: folder the file_name entries are relative to.")
+        Path | None,
+        typer.Option(help="COCO, Label Studio, CVAT: folder the images are in (default: beside the file)."),
     ] = None,
     val: Annotated[float | None, typer.Option(help="Also split: validation fraction.")] = None,
     test: Annotated[float, typer.Option(help="Test fraction (with --val).")] = 0.0,
@@ -95,6 +101,21 @@ def dataset_split(
         _print_split(split_dataset(data, val=val, test=test, seed=seed))
 
 
+@dataset_app.command("validate")
+def dataset_validate(
+    data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
+) -> None:
+    """Check a dataset as training reads it: images decode, labels are valid boxes of known classes,
+    val is not train. Exit 1 on errors."""
+    from training.datasets import validate_dataset
+
+    with _plain_errors():
+        report = validate_dataset(data)
+        typer.echo(report.to_text())
+        if report.errors:
+            raise typer.Exit(1)
+
+
 @dataset_app.command("stats")
 def dataset_stats_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
@@ -132,6 +153,74 @@ def dataset_synth(
     typer.echo(f"Wrote {n} images ({', '.join(CLASSES)}) and {data_yaml}")
 
 
+@dataset_app.command("export")
+def dataset_export(
+    src: Annotated[Path, typer.Argument(help="Dataset (folder with data.yaml) or a plain folder of images.")],
+    dst: Annotated[Path, typer.Argument(help="Folder for the labelling batch (images + the tool's file).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="label-studio or cvat.")],
+    split: Annotated[str, typer.Option(help="Dataset split: all, train, val or test.")] = "all",
+    model: Annotated[Path | None, typer.Option(help="ONNX model whose boxes become pre-annotations.")] = None,
+    conf: Annotated[float, typer.Option(help="Pre-annotation confidence threshold.")] = 0.25,
+    url_prefix: Annotated[
+        str | None, typer.Option(help="Label Studio: image URL prefix (default: local files, images/).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty destination.")] = False,
+) -> None:
+    """Write images + a Label Studio task list or a CVAT for images 1.1 XML, with the dataset's labels
+    and/or a model's boxes as pre-annotations, ready to import into the labelling tool."""
+    from training.formats.batch import add_predictions, dataset_sources, folder_sources, write_batch
+
+    with _plain_errors():
+        if (src / "data.yaml").is_file() or src.suffix in (".yaml", ".yml"):
+            sources, classes = dataset_sources(src, split)
+        else:
+            sources, classes = folder_sources(src), []
+        if model is not None:
+            model_classes = add_predictions(sources, model, conf=conf)
+            classes = classes or model_classes
+        if not classes:
+            typer.echo("error: a folder of images needs --model (for the classes and boxes)", err=True)
+            raise typer.Exit(2)
+        out = write_batch(
+            sources, dst, fmt.lower(), classes, url_prefix, str(model) if model else None, overwrite
+        )
+        typer.echo(f"Wrote {len(sources)} images and {out}")
+
+
+@dataset_app.command("from-archive")
+def dataset_from_archive(
+    archive: Annotated[Path, typer.Argument(help="The agent's capture folder (site file: capture.path).")],
+    dst: Annotated[Path, typer.Argument(help="Folder for the labelling batch.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="label-studio or cvat.")] = "label-studio",
+    reason: Annotated[
+        str | None, typer.Option(help="Only parts captured for this reason: uncertain or review.")
+    ] = None,
+    line: Annotated[str | None, typer.Option(help="Only this line's parts.")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Re-run this ONNX model for the pre-annotations (default: boxes at capture)."),
+    ] = None,
+    conf: Annotated[float, typer.Option(help="Confidence threshold with --model.")] = 0.1,
+    url_prefix: Annotated[str | None, typer.Option(help="Label Studio: image URL prefix.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty destination.")] = False,
+) -> None:
+    """Turn captured frames (uncertain or reviewer-marked parts) into a labelling batch with
+    pre-annotations; label them, then `dataset import --format label-studio|cvat` brings them back."""
+    from training.formats.batch import add_predictions, capture_sources, write_batch
+
+    with _plain_errors():
+        sources, classes = capture_sources(archive, [reason] if reason else None, line)
+        if not sources:
+            typer.echo("error: no captured images match (wrong --reason or --line?)", err=True)
+            raise typer.Exit(2)
+        if model is not None:
+            classes = add_predictions(sources, model, conf=conf)
+        out = write_batch(
+            sources, dst, fmt.lower(), classes, url_prefix, str(model) if model else None, overwrite
+        )
+        typer.echo(f"Wrote {len(sources)} images and {out}")
+
+
 # ------------------------------------------------------------------------------------------ train etc.
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder or data.yaml.")],
@@ -155,6 +244,20 @@ def train_cmd(
 
     os.environ.setdefault("YOLO_VERBOSE", "True")  # show the per-epoch progress bars
     with _plain_errors():
+        if not resume:
+            from training.datasets import train_val_overlap
+            from training.train import check_data_yaml
+
+            overlap, n_val = train_val_overlap(check_data_yaml(data))
+            if overlap:
+                typer.secho(
+                    f"WARNING: {overlap} of the {n_val} validation images are training images: the "
+                    f"metrics will not say how the model does on new parts. Split first: "
+                    f"edge-inspect dataset split {data if Path(data).is_dir() else Path(data).parent}",
+                    fg=typer.colors.RED,
+                    bold=True,
+                    err=True,
+                )
         run = train(
             data,
             model=model,
@@ -248,12 +351,62 @@ def model_list(registry: Annotated[Path, typer.Option(help="Registry folder.")] 
 def model_show(
     model: Annotated[str, typer.Argument(help="Registry name, model folder or .onnx path.")],
     registry: Annotated[Path, typer.Option(help="Registry folder.")] = Path("models"),
+    as_json: Annotated[bool, typer.Option("--json", help="The whole model card as JSON.")] = False,
 ) -> None:
-    """Print a model's card."""
+    """A model's card in a few lines: classes, input, files, metrics, data, training (--json: all of it)."""
     from training.registry import resolve_model
 
     with _plain_errors():
-        typer.echo(json.dumps(resolve_model(model, registry).card, indent=2))
+        card = resolve_model(model, registry).card
+        typer.echo(json.dumps(card, indent=2) if as_json else card_summary(card))
+
+
+def card_summary(card: dict[str, Any]) -> str:
+    """The model card's essentials, one topic per line (the full card: `model show --json`)."""
+
+    def num(value: Any, digits: int = 3) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+    classes = card.get("classes") or {}
+    names = classes.values() if isinstance(classes, dict) else classes
+    inp = card.get("input") or {}
+    lines = [
+        f"{card.get('name', '?')}: {card.get('description', '')}".rstrip(": "),
+        f"  task {card.get('task', '?')}; classes: {', '.join(map(str, names))}",
+        f"  input {inp.get('imgsz')} ({'dynamic' if inp.get('dynamic_batch') else 'fixed'} batch)",
+    ]
+    for variant, info in (card.get("files") or {}).items():
+        size = info.get("bytes")
+        mb = f"{size / 1e6:.1f} MB" if isinstance(size, (int, float)) else "?"
+        lines.append(f"  {variant}: {info.get('file')} ({mb}, sha256 {str(info.get('sha256', ''))[:12]})")
+    for variant, m in (card.get("metrics") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        lines.append(
+            f"  {variant} on {m.get('split', '?')} ({m.get('images', '?')} images): "
+            f"mAP50 {num(m.get('map50'))}, "
+            f"mAP50-95 {num(m.get('map50_95'))}, escape rate {num(m.get('escape_rate'))} / false rejects "
+            f"{num(m.get('false_reject_rate'))} at conf {num(m.get('decision_conf'), 2)}, "
+            f"{num(m.get('ms_per_image'), 1)} ms/image"
+        )
+    data = card.get("dataset") or {}
+    if data:
+        lines.append(
+            f"  data: {data.get('citation') or data.get('data_yaml') or '?'}; eval split "
+            f"{data.get('eval_split', '?')}; content sha256 {str(data.get('content_sha256', ''))[:12]}"
+        )
+    training = card.get("training") or {}
+    if training:
+        args = training.get("args") or {}
+        lines.append(
+            f"  training: {training.get('epochs_completed', '?')} epochs "
+            f"({num(training.get('train_hours'), 2)} h) "
+            f"of {args.get('model', '?')} at {args.get('imgsz', '?')} px"
+        )
+    promotions = card.get("promotions") or []
+    lines.append(f"  created {card.get('created', '?')}; promoted {len(promotions)} time(s)")
+    lines.append("  (everything: edge-inspect model show NAME --json)")
+    return "\n".join(lines)
 
 
 @model_app.command("promote")
@@ -265,17 +418,39 @@ def model_promote(
         Path | None, typer.Option(help="Evaluation set for the comparison (default: card's).")
     ] = None,
     split: Annotated[str | None, typer.Option(help="Evaluation split (default: card's).")] = None,
-    force: Annotated[bool, typer.Option(help="Promote even if worse than the current model.")] = False,
+    recipe: Annotated[
+        str | None, typer.Option(help="Recipe that gets the thresholds (default: the active one).")
+    ] = None,
+    thresholds: Annotated[
+        bool, typer.Option(help="Write the operating point's per-class thresholds into the recipe.")
+    ] = True,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if worse than the current model, or without a gate.")
+    ] = False,
     reason: Annotated[str, typer.Option(help="Why (recorded in the card, needed with --force).")] = "",
 ) -> None:
-    """Put MODEL on a line: refused if its classes do not fit the line's rules or it is worse."""
+    """Put MODEL on a line: refused if its classes do not fit the line's rules, if it is worse than the
+    current model at the operating point (escape, false reject) or in mAP50, or if that cannot be checked."""
     from training.registry import promote
 
     if force and not reason:
         typer.echo("error: --force needs --reason (it is recorded in the model card)", err=True)
         raise typer.Exit(2)
     with _plain_errors():
-        result = promote(model, line, registry=registry, data=data, split=split, force=force, reason=reason)
+        result = promote(
+            model,
+            line,
+            registry=registry,
+            data=data,
+            split=split,
+            force=force,
+            reason=reason,
+            recipe=recipe,
+            write_thresholds=thresholds,
+        )
+        if result.gate is not None:
+            typer.echo(result.gate.summary())
+        typer.echo(result.diff or "(line file unchanged)")
         typer.echo(result.message)
 
 

@@ -6,7 +6,9 @@ Canonical layout written by `import_dataset` (DST)::
     DST/labels/<stem>.txt        YOLO boxes: class cx cy w h (normalised)
     DST/data.yaml                path, train/val/test lists, names
     DST/import_report.json/.txt  every skipped file and every corrected box, with its reason
-    DST/train.txt, val.txt, test.txt   image lists written by `split_dataset`
+    DST/train.txt, val.txt, test.txt   image lists: the source's own split when it has one (a YOLO
+                                 source's images/train|val|test or train|valid|test/images), else
+                                 written by `split_dataset`
 
 Nothing is dropped silently: unreadable or missing images, labels without images, boxes outside the
 image (clipped), zero-area boxes, unknown classes and duplicate images (same decoded pixels) all go
@@ -41,7 +43,8 @@ import yaml
 from training.errors import TrainingInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-Format = Literal["voc", "coco", "yolo"]
+Format = Literal["voc", "coco", "yolo", "label-studio", "cvat"]
+_ONE_FILE_FORMATS = ("coco", "label-studio", "cvat")  # all labels in one file: reports name the image
 SPLITS = ("train", "val", "test")
 
 
@@ -66,6 +69,8 @@ class ImportReport:
     boxes_imported: int = 0
     boxes_per_class: dict[str, int] = field(default_factory=dict)
     issues: list[ImportIssue] = field(default_factory=list)
+    #: images per split kept from the source (empty: the source had no split; run `dataset split`)
+    source_split: dict[str, int] = field(default_factory=dict)
 
     def add(self, file: str | Path, problem: str, detail: str, action: str) -> None:
         self.issues.append(ImportIssue(str(file), problem, detail, action))
@@ -89,6 +94,13 @@ class ImportReport:
             f"from {self.source} ({self.format}) into {self.destination}.",
             "Classes: " + ", ".join(f"{c} ({self.boxes_per_class.get(c, 0)} boxes)" for c in self.classes),
         ]
+        if self.source_split:
+            kept = ", ".join(f"{k} {v}" for k, v in self.source_split.items())
+            lines.append(f"Kept the source's split: {kept} (`dataset split` replaces it).")
+            if not self.source_split.get("val"):
+                lines.append("WARNING: the source has no val split; run `dataset split` before training.")
+        else:
+            lines.append("The source has no split: run `dataset split` before training.")
         if not self.issues:
             lines.append("No problems found.")
         else:
@@ -117,6 +129,29 @@ class _RawImage:
     label_file: Path | None
     boxes: list[_RawBox]
     declared_size: tuple[int, int] | None = None  # (w, h) the annotation claims
+    split: str | None = None  # the source's split (train/val/test) when its folders say so
+
+
+#: folder names that mark a source's split (Ultralytics, Roboflow, CVAT exports)
+_SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def _source_split(src: Path, image: Path) -> str | None:
+    """`images/train/a.jpg` or `train/images/a.jpg` under `src` -> "train"; None without split folders."""
+    try:
+        parts = image.relative_to(src).parts[:-1]
+    except ValueError:
+        return None
+    found = {_SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in _SPLIT_FOLDERS}
+    return found.pop() if len(found) == 1 else None
 
 
 def _index_images(root: Path) -> dict[str, list[Path]]:
@@ -305,7 +340,9 @@ def _parse_yolo(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[
                 boxes.append(
                     _RawBox(label_name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), normalised=True)
                 )
-        items.append(_RawImage(image, label if label.is_file() else None, boxes))
+        items.append(
+            _RawImage(image, label if label.is_file() else None, boxes, split=_source_split(src, image))
+        )
     for orphan in sorted(labels):
         report.add(
             orphan, "label_without_image", "label file has no image with the same name", "label skipped"
@@ -340,8 +377,8 @@ def import_dataset(
     every `<name>` found, sorted.
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    if fmt not in ("voc", "coco", "yolo"):
-        raise TrainingInputError(f"unknown format {fmt!r}: use voc, coco or yolo")
+    if fmt not in ("voc", "coco", "yolo", "label-studio", "cvat"):
+        raise TrainingInputError(f"unknown format {fmt!r}: use voc, coco, yolo, label-studio or cvat")
     if not src.exists():
         raise TrainingInputError(f"source {src} does not exist")
     if dst.exists() and any(dst.iterdir()):
@@ -353,6 +390,11 @@ def import_dataset(
         items, found = _parse_voc(src, report)
     elif fmt == "coco":
         items, found = _parse_coco(src, report, Path(images_dir) if images_dir else None)
+    elif fmt in ("label-studio", "cvat"):  # labelling tools' exports: training/formats
+        from training.formats import cvat, label_studio
+
+        parser = label_studio.parse if fmt == "label-studio" else cvat.parse
+        items, found = parser(src, report, Path(images_dir) if images_dir else None)
     else:
         items, found = _parse_yolo(src, report)
     names = list(classes) if classes else found
@@ -363,6 +405,7 @@ def import_dataset(
     (dst / "images").mkdir(parents=True, exist_ok=True)
     (dst / "labels").mkdir(parents=True, exist_ok=True)
     seen_hashes: dict[str, Path] = {}
+    split_lists: dict[str, list[str]] = defaultdict(list)  # the source's split, image by image
     used_stems: set[str] = set()
     per_class: Counter[str] = Counter()
     for item in sorted(items, key=lambda i: str(i.image or i.label_file)):
@@ -392,7 +435,7 @@ def import_dataset(
         seen_hashes[digest] = item.image
         h, w = img.shape[:2]
         # COCO keeps every label in one JSON: name the image, so the report says which one.
-        where = item.image if fmt == "coco" else (item.label_file or item.image)
+        where = item.image if fmt in _ONE_FILE_FORMATS else (item.label_file or item.image)
         if item.declared_size and all(item.declared_size) and item.declared_size != (w, h):
             report.add(
                 where,
@@ -436,7 +479,7 @@ def import_dataset(
                 f"{(cx2 - cx1) / w:.6f} {(cy2 - cy1) / h:.6f}"
             )
             per_class[box.label] += 1
-        if item.label_file is None and fmt != "coco":
+        if item.label_file is None and fmt not in _ONE_FILE_FORMATS:
             report.add(
                 item.image, "no_label", "image has no annotation file", "imported as defect-free image"
             )
@@ -450,14 +493,37 @@ def import_dataset(
         if suffix in (".jpg", ".jpeg", ".png", ".bmp"):
             shutil.copyfile(item.image, dst / "images" / f"{stem}{suffix}")
         else:  # re-encode formats some tools read poorly
+            suffix = ".png"
             cv2.imwrite(str(dst / "images" / f"{stem}.png"), img)
+        split_lists[item.split or ""].append(f"./images/{stem}{suffix}")
         (dst / "labels" / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
         report.images_imported += 1
         report.boxes_imported += len(lines)
     report.boxes_per_class = {n: per_class.get(n, 0) for n in names}
-    write_data_yaml(dst, names)
+    if split_lists.get("train"):  # keep the source's split rather than flatten it
+        for entry in split_lists.pop("", []):
+            split_lists["train"].append(entry)
+            report.add(entry, "no_source_split", "not in the source's train/val/test folders", "put in train")
+        kept = [s for s in SPLITS if split_lists.get(s)]
+        for split in kept:
+            (dst / f"{split}.txt").write_text("\n".join(split_lists[split]) + "\n")
+        report.source_split = {s: len(split_lists[s]) for s in kept}
+        lists = {s: f"{s}.txt" for s in kept}
+        write_data_yaml(dst, names, lists if "val" in lists else {**lists, "val": "train.txt"})
+    else:
+        write_data_yaml(dst, names)
     report.write(dst)
     return report
+
+
+def train_val_overlap(data: str | Path) -> tuple[int, int]:
+    """(validation images that are also training images, validation images) of a data.yaml.
+
+    Right after an import without a split, train and val are the same images: a training "validated"
+    on them reports what it memorised, not what it learnt."""
+    train = {p.resolve() for p in split_images(data, "train")}
+    val = [p.resolve() for p in split_images(data, "val")]
+    return sum(1 for p in val if p in train), len(val)
 
 
 def write_data_yaml(dst: Path, names: Sequence[str], splits: dict[str, str] | None = None) -> Path:
@@ -651,3 +717,77 @@ def split_dataset(data: str | Path, val: float = 0.2, test: float = 0.1, seed: i
         )
     )
     return SplitResult(counts, class_images, warnings, data_yaml)
+
+
+# ----------------------------------------------------------------------------------------------- validate
+@dataclass
+class ValidationReport:
+    """`dataset validate`: what a training would read, checked; errors make the command exit 1."""
+
+    data_yaml: Path
+    images: dict[str, int] = field(default_factory=dict)  # per split
+    boxes: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_text(self) -> str:
+        lines = [f"{self.data_yaml}:"]
+        lines += [f"  {s:<6} {self.images[s]} images, {self.boxes.get(s, 0)} boxes" for s in self.images]
+        lines += [f"  ERROR {e}" for e in self.errors] + [f"  WARNING {w}" for w in self.warnings]
+        lines.append("  OK" if not self.errors else f"  {len(self.errors)} error(s)")
+        return "\n".join(lines)
+
+
+def validate_dataset(data: str | Path, max_listed: int = 20) -> ValidationReport:
+    """Check a dataset as training will read it: every split's images decode, every label line is
+    `class cx cy w h` with a known class and a box inside the image, and val is not train."""
+    path, cfg = load_data_yaml(data)
+    report = ValidationReport(path)
+    names = class_names(cfg)
+    if not names:
+        report.errors.append("data.yaml has no class names (`names`)")
+    problems: list[str] = []
+    for split in SPLITS:
+        if not cfg.get(split):
+            if split in ("train", "val"):
+                report.errors.append(f"no {split!r} split in data.yaml")
+            continue
+        images = split_images(path, split)
+        report.images[split] = len(images)
+        boxes = 0
+        unlabelled = 0
+        for image in images:
+            if _read_image(image) is None:
+                problems.append(f"{image}: not a readable image")
+            lp = label_path(image)
+            if not lp.is_file():
+                unlabelled += 1
+                continue
+            for n, line in enumerate(lp.read_text(errors="replace").splitlines(), 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                try:
+                    cid = int(fields[0])
+                    cx, cy, w, h = (float(v) for v in fields[1:5])
+                except (ValueError, IndexError):
+                    problems.append(f"{lp}:{n}: {line!r} is not 'class cx cy w h'")
+                    continue
+                if cid not in names:
+                    problems.append(f"{lp}:{n}: class {cid} is not in names (0..{len(names) - 1})")
+                if w <= 0 or h <= 0 or not all(0 <= v <= 1 for v in (cx, cy, w, h)):
+                    problems.append(f"{lp}:{n}: box {cx} {cy} {w} {h} is not inside the image (0-1)")
+                boxes += 1
+        report.boxes[split] = boxes
+        if unlabelled:
+            report.warnings.append(f"{split}: {unlabelled} image(s) without labels (taken as defect-free)")
+    report.errors += problems[:max_listed]
+    if len(problems) > max_listed:
+        report.errors.append(f"... and {len(problems) - max_listed} more")
+    if report.images.get("val"):
+        overlap, n_val = train_val_overlap(path)
+        if overlap:
+            report.warnings.append(
+                f"{overlap} of the {n_val} val images are train images: run `edge-inspect dataset split`"
+            )
+    return report

@@ -6,7 +6,9 @@ Box metrics come from Ultralytics' own, well-tested implementation (`match_predi
 
 - escape rate: NG images (at least one labelled defect) judged OK (no detection >= the confidence);
 - false-reject rate: OK images (no labelled defect) judged NG;
-- the highest confidence whose escape rate meets a target (and its false-reject rate).
+- the highest confidence whose escape rate meets a target (and its false-reject rate);
+- the operating point: per-class thresholds for the target escape rate at the lowest false-reject rate
+  (`training.operating_point`), the trade-off curve and its plot (`tradeoff.png`).
 
 Example (needs the `train` extra):
     >>> report = evaluate("models/demo/model.onnx", "runs/demo/data", split="val")   # doctest: +SKIP
@@ -25,6 +27,13 @@ import numpy as np
 
 from training.datasets import class_names, load_data_yaml, read_labels, split_images
 from training.errors import TrainingInputError
+from training.operating_point import (
+    CURVE_TARGETS,
+    OperatingPoint,
+    choose_operating_point,
+    plot_tradeoff,
+    tradeoff_curve,
+)
 
 EVAL_CONF = 0.001  # like `yolo val`: keep low-confidence boxes so the PR curve reaches full recall
 
@@ -68,6 +77,9 @@ class EvalReport:
     providers: list[str]
     plots: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict() for target_escape_rate
+    tradeoff: list[dict[str, float]] = field(default_factory=list)  # one-threshold sweep
+    tradeoff_points: list[dict[str, Any]] = field(default_factory=list)  # per-class points, CURVE_TARGETS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +113,13 @@ class EvalReport:
                 f"{self.conf_for_target_escape:.3f} "
                 f"(false-reject rate there {pct(self.false_reject_at_target)})"
             )
+        if self.ok_images == 0:
+            lines.append(
+                "NO DEFECT-FREE IMAGES in this split: false-reject rates cannot be measured here; "
+                "evaluate on a split that has OK parts before choosing thresholds for a line."
+            )
+        if self.operating_point is not None:
+            lines.append(OperatingPoint(**self.operating_point).summary())
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -173,10 +192,12 @@ def evaluate(
     confusion = ConfusionMatrix(names=names, task="detect")
     stats: dict[str, list[np.ndarray]] = {"tp": [], "conf": [], "pred_cls": [], "target_cls": []}
     image_scores, image_is_ng = [], []
+    class_scores = np.zeros((len(images), len(names)))  # best confidence per class per image
+    class_present = np.zeros((len(images), len(names)), dtype=bool)
     images_per_class = np.zeros(len(names), dtype=int)
     total_ms = 0.0
     model.warmup(1)
-    for path in images:
+    for row, path in enumerate(images):
         img = read_image(path)
         h, w = img.shape[:2]
         pred = model.predict(img, conf=EVAL_CONF, iou=iou)
@@ -208,6 +229,8 @@ def evaluate(
         )
         image_scores.append(float(conf.max()) if len(conf) else 0.0)
         image_is_ng.append(len(gt_cls) > 0)
+        np.maximum.at(class_scores[row], det.class_id.astype(int), det.confidence.astype(np.float64))
+        class_present[row, labels.class_ids.astype(int)] = True
 
     cat = {k: np.concatenate(v, 0) for k, v in stats.items()}
     notes: list[str] = []
@@ -252,6 +275,12 @@ def evaluate(
     if not len(ok_scores):
         notes.append("the split has no defect-free (OK) images: false-reject rate cannot be measured")
     t_conf, t_frr = conf_for_escape_target(ng_scores, ok_scores, target_escape_rate)
+    point = choose_operating_point(class_scores, is_ng, names, target_escape_rate, class_present)
+    point.per_class_recall = _recall_at(point.thresholds, cat, names, instances)
+    others = [
+        choose_operating_point(class_scores, is_ng, names, t, class_present)
+        for t in sorted(set(CURVE_TARGETS) | {target_escape_rate})
+    ]
 
     report = EvalReport(
         model=str(model_path),
@@ -277,6 +306,9 @@ def evaluate(
         ms_per_image=total_ms / len(images),
         providers=list(model.providers),
         notes=notes,
+        operating_point=point.to_dict(),
+        tradeoff=tradeoff_curve(class_scores, is_ng),
+        tradeoff_points=[p.to_dict() for p in others],
     )
     if out_dir is not None:
         out = Path(out_dir)
@@ -284,9 +316,34 @@ def evaluate(
         report.plots = {
             "pr_curve": str(_plot_pr(out / "pr_curve.png", pr_x, pr_y, present, names, report)),
             "confusion_matrix": str(_plot_confusion(out / "confusion_matrix.png", confusion.matrix, names)),
+            "tradeoff": str(
+                plot_tradeoff(
+                    out / "tradeoff.png",
+                    report.tradeoff,
+                    others,
+                    point,
+                    f"Escape vs false reject per part, {Path(report.model).name} on {report.split}",
+                )
+            ),
         }
         (out / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+def _recall_at(
+    thresholds: dict[str, float], cat: dict[str, np.ndarray], names: dict[int, str], instances: np.ndarray
+) -> dict[str, float]:
+    """Per class: share of labelled boxes matched (IoU 0.5) by a detection at or above its threshold."""
+    out: dict[str, float] = {}
+    if not len(cat["conf"]):
+        return {names[c]: 0.0 for c in range(len(names)) if instances[c]}
+    tp50 = cat["tp"][:, 0].astype(bool)
+    for c in range(len(names)):
+        if not instances[c]:
+            continue
+        hit = tp50 & (cat["pred_cls"].astype(int) == c) & (cat["conf"] >= thresholds[names[c]])
+        out[names[c]] = float(hit.sum() / instances[c])
+    return out
 
 
 def _plot_pr(

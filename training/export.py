@@ -95,6 +95,10 @@ def _training_summary(run_dir: Path) -> dict[str, Any]:
             "workers",
             "cache",
             "patience",
+            "nbs",
+            "cls_pw",
+            "warmup_epochs",
+            "degrees",
         )
         summary["args"] = {k: args[k] for k in keep if k in args}
     results = run_dir / "results.csv"
@@ -251,8 +255,9 @@ def _metrics_entry(report: Any, card_dir: Path) -> dict[str, Any]:
         "providers",
         "notes",
         "plots",
+        "operating_point",
     )
-    out = {k: d[k] for k in keep}
+    out = {k: d.get(k) for k in keep}
     # plot paths relative to the card, so a copied model folder stays self-describing
     out["plots"] = {
         k: str(Path(v).resolve().relative_to(card_dir.resolve())) for k, v in out["plots"].items()
@@ -294,6 +299,7 @@ def build_card(
             }
         },
         "metrics": metrics,
+        "operating_point": card_operating_point(metrics, onnx_path.name, dataset),
         "speed": speed,
         "dataset": dataset,
         "training": _training_summary(run_dir) if run_dir else {},
@@ -311,6 +317,26 @@ def build_card(
             "opset": _opset(int8_path),
         }
     return card
+
+
+def card_operating_point(
+    metrics: dict[str, Any], fp32_file: str, dataset: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The card's operating point: the FP32 file's, with where it was measured (None if not evaluated).
+
+    Each precision variant keeps its own under `metrics.<variant>.operating_point` (INT8 may need
+    other thresholds); `model promote` writes the one of the file it puts on the line.
+    """
+    point = (metrics.get("fp32") or {}).get("operating_point")
+    if not point:
+        return None
+    return {
+        "variant": "fp32",
+        "file": fp32_file,
+        "data": dataset.get("data_yaml"),
+        "split": dataset.get("eval_split"),
+        **point,
+    }
 
 
 def _opset(path: Path) -> int | None:

@@ -1,8 +1,14 @@
 """The model registry: a folder (`models/`) with one sub-folder per model holding `model.onnx` + `model.json`.
 
-`promote` puts a model on a line: it checks the model's classes against the line's recipe rules, compares
-it with the line's current model on the same evaluation set, and only then rewrites the line file's
-`model.path` (comments and layout of the file are kept). Refusals raise `PromotionRefused`.
+`promote` puts a model on a line: it checks the model's classes against the line's recipe rules, runs the
+gate (candidate and current model on the same evaluation set, compared at their operating points: escape
+and false-reject rate per part, and mAP50), and only then rewrites the line file: `model.path` and the
+operating point's per-class thresholds in the target recipe (comments and layout of the file are kept;
+the diff is shown). Refusals raise `PromotionRefused`; a gate that cannot run refuses too, unless forced.
+
+Gate tolerances (`GateTolerance`): none between independent trainings (a retrained model must be at least
+as good); `PRECISION_VARIANT_TOLERANCE` between precision variants of one training (the INT8 file and its
+FP32 twin listed in the same model card), which differ by quantization noise only.
 
 The line file is read as plain YAML (`model.path`, `recipes.<name>` rules as in `vision.rules`), so the
 training tools do not depend on the edge agent.
@@ -17,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,18 +127,229 @@ def read_line(line_file: str | Path) -> LineModelRef:
     return LineModelRef(path, doc, model_path, rule_classes)
 
 
-def _replace_model_path(line_file: Path, new_value: str) -> None:
-    """Rewrite only the `model.path` scalar in the file text, so comments and layout survive."""
-    text = line_file.read_text()
-    root = yaml.compose(text)
-    for key, value in root.value:  # type: ignore[union-attr]
-        if key.value == "model":
-            for k2, v2 in value.value:
-                if k2.value == "path":
-                    start, end = v2.start_mark.index, v2.end_mark.index
-                    line_file.write_text(text[:start] + json.dumps(new_value) + text[end:])
-                    return
-    raise TrainingInputError(f"{line_file}: could not find model.path to update")
+# ------------------------------------------------------------------------------------------ gate
+@dataclass(frozen=True)
+class GateTolerance:
+    """How much worse than the current model a candidate may be and still pass the gate."""
+
+    map50: float = 0.0
+    escape_rate: float = 0.0
+    false_reject_rate: float = 0.0
+
+    def widened(self, other: GateTolerance) -> GateTolerance:
+        return GateTolerance(
+            max(self.map50, other.map50),
+            max(self.escape_rate, other.escape_rate),
+            max(self.false_reject_rate, other.false_reject_rate),
+        )
+
+
+# INT8 vs its FP32 twin: static quantization moves mAP50 by a few thousandths and can flip a part or two
+# near a threshold; one point of mAP50 and one point of each rate is the documented allowance.
+PRECISION_VARIANT_TOLERANCE = GateTolerance(map50=0.01, escape_rate=0.01, false_reject_rate=0.01)
+
+
+@dataclass
+class GateSide:
+    model: str
+    map50: float
+    escape_rate: float | None
+    false_reject_rate: float | None
+    thresholds: dict[str, float]
+    reached: bool
+
+
+@dataclass
+class GateResult:
+    ran: bool
+    why_not: str | None = None  # why the gate could not run
+    data: str | None = None
+    split: str | None = None
+    target_escape_rate: float | None = None
+    candidate: GateSide | None = None
+    current: GateSide | None = None
+    tolerance: GateTolerance = field(default_factory=GateTolerance)
+    precision_variant: bool = False
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if not self.ran:
+            return f"gate did not run: {self.why_not}"
+
+        def pct(v: float | None) -> str:
+            return "n/a" if v is None else f"{100 * v:.1f}%"
+
+        rows = [f"gate on {self.data} [{self.split}], escape target {pct(self.target_escape_rate)}:"]
+        for label, side in (("candidate", self.candidate), ("current", self.current)):
+            if side is not None:
+                rows.append(
+                    f"  {label:<9} escape {pct(side.escape_rate):>6}  false reject "
+                    f"{pct(side.false_reject_rate):>6}  mAP50 {side.map50:.3f}  ({side.model})"
+                )
+        if self.precision_variant:
+            rows.append("  precision variants of one training: tolerance " + _fmt_tol(self.tolerance))
+        rows += [f"  worse: {f}" for f in self.failures] + [f"  note: {n}" for n in self.notes]
+        return "\n".join(rows)
+
+
+def _fmt_tol(t: GateTolerance) -> str:
+    return f"mAP50 {t.map50:g}, escape {t.escape_rate:g}, false reject {t.false_reject_rate:g}"
+
+
+def _side(model: Path, report: Any) -> GateSide:
+    point = report.operating_point or {}
+    return GateSide(
+        model=str(model),
+        map50=float(report.map50),
+        escape_rate=point.get("escape_rate"),
+        false_reject_rate=point.get("false_reject_rate"),
+        thresholds=dict(point.get("thresholds") or {}),
+        reached=bool(point.get("reached", False)),
+    )
+
+
+def is_precision_variant(candidate: RegisteredModel, current: Path) -> bool:
+    """True when the current file is another precision of the candidate's training (same model card)."""
+    from vision.model import file_sha256
+
+    shas = {f.get("sha256") for f in candidate.card.get("files", {}).values()}
+    return file_sha256(current) in shas and file_sha256(candidate.onnx) in shas
+
+
+def run_gate(
+    candidate: RegisteredModel,
+    current: Path,
+    data: str | Path,
+    split: str,
+    target: float,
+    tolerance: GateTolerance,
+) -> GateResult:
+    """Both models through `vision` on one set, each at its operating point for `target`; compare."""
+    from training.evaluate import evaluate
+
+    variant = is_precision_variant(candidate, current)
+    tol = tolerance.widened(PRECISION_VARIANT_TOLERANCE) if variant else tolerance
+    cand = _side(candidate.onnx, evaluate(candidate.onnx, data, split=split, target_escape_rate=target))
+    cur = _side(current, evaluate(current, data, split=split, target_escape_rate=target))
+    gate = GateResult(True, None, str(data), split, target, cand, cur, tol, variant)
+    gate.failures, gate.notes = compare_sides(cand, cur, tol)
+    return gate
+
+
+def compare_sides(cand: GateSide, cur: GateSide, tol: GateTolerance) -> tuple[list[str], list[str]]:
+    """(failures, notes): where the candidate is worse than the current model beyond `tol`."""
+    failures: list[str] = []
+    notes: list[str] = []
+    if cand.escape_rate is not None and cur.escape_rate is not None:
+        if cand.escape_rate > cur.escape_rate + tol.escape_rate + 1e-9:
+            failures.append(
+                f"escape rate {100 * cand.escape_rate:.1f}% > {100 * cur.escape_rate:.1f}% "
+                "at the operating point"
+            )
+    else:
+        notes.append("escape rates not compared: the set has no NG parts")
+    if cand.false_reject_rate is not None and cur.false_reject_rate is not None:
+        if cand.false_reject_rate > cur.false_reject_rate + tol.false_reject_rate + 1e-9:
+            failures.append(
+                f"false-reject rate {100 * cand.false_reject_rate:.1f}% > "
+                f"{100 * cur.false_reject_rate:.1f}% at the operating point"
+            )
+    else:
+        notes.append("false-reject rates not compared: the set has no defect-free parts")
+    if cand.map50 + tol.map50 < cur.map50 - 1e-9:
+        failures.append(f"mAP50 {cand.map50:.3f} < {cur.map50:.3f}")
+    return failures, notes
+
+
+# ------------------------------------------------------------------------------------------ line edits
+def card_thresholds(candidate: RegisteredModel) -> tuple[dict[str, float] | None, float | None]:
+    """The operating point's thresholds (and target) for the file being promoted, from its card: each
+    precision variant has its own (`metrics.fp32.operating_point`, `metrics.int8.operating_point`)."""
+    files = candidate.card.get("files", {})
+    variant = next((v for v, f in files.items() if f.get("file") == candidate.onnx.name), None)
+    point = (candidate.card.get("metrics", {}).get(variant) or {}).get("operating_point") if variant else None
+    if not point:
+        return None, None
+    return dict(point["thresholds"]), float(point["target_escape_rate"])
+
+
+def target_recipe(doc: dict[str, Any], recipe: str | None) -> str:
+    recipes = doc.get("recipes") or {}
+    if recipe is not None:
+        if recipe not in recipes:
+            raise TrainingInputError(
+                f"recipe {recipe!r} is not in the line file (it has {', '.join(recipes)})"
+            )
+        return recipe
+    return str(doc.get("active_recipe") or next(iter(recipes), "default"))
+
+
+def edit_line_text(
+    text: str,
+    model_path: str,
+    thresholds: dict[str, float] | None,
+    recipe: str,
+    skip_classes: list[str],
+) -> str:
+    """The line file's text with a new `model.path` and the thresholds in `recipes.<recipe>.classes`.
+
+    Round-trip YAML: comments, order and flow style survive; only the changed values differ. The model's
+    own `conf` is lowered when a threshold is below it (detections under `conf` never reach the rules).
+    """
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.indent(mapping=2, sequence=4, offset=2)
+    doc = rt.load(text)
+    model = doc["model"]
+    model["path"] = model_path
+    if thresholds:
+        recipes = doc.get("recipes")
+        if recipes is None:
+            doc["recipes"] = recipes = CommentedMap()
+        if recipes.get(recipe) is None:
+            recipes[recipe] = CommentedMap()
+        rules = recipes[recipe]
+        if rules.get("classes") is None:
+            rules["classes"] = CommentedMap()
+        classes = rules["classes"]
+        for name, t in thresholds.items():
+            if name in skip_classes:
+                continue
+            if classes.get(name) is None:
+                entry = CommentedMap()
+                entry.fa.set_flow_style()
+                classes[name] = entry
+            classes[name]["min_confidence"] = round(float(t), 3)
+        lowest = min(t for n, t in thresholds.items() if n not in skip_classes) if thresholds else None
+        conf = float(model.get("conf", 0.25))
+        if lowest is not None and lowest < conf:
+            if "conf" in model:
+                model["conf"] = round(lowest, 3)
+            else:
+                model.insert(list(model).index("path") + 1, "conf", round(lowest, 3))
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    return buf.getvalue()
+
+
+def text_diff(before: str, after: str, name: str) -> str:
+    import difflib
+
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(True), after.splitlines(True), f"{name} (before)", f"{name} (after)"
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------ promote
@@ -145,6 +362,9 @@ class PromotionResult:
     current_map50: float | None
     forced: bool
     message: str
+    gate: GateResult | None = None
+    thresholds: dict[str, float] | None = None
+    diff: str = ""
 
 
 def promote(
@@ -155,79 +375,109 @@ def promote(
     split: str | None = None,
     force: bool = False,
     reason: str = "",
-    tolerance: float = 0.0,
+    tolerance: float | GateTolerance = 0.0,
+    recipe: str | None = None,
+    write_thresholds: bool = True,
 ) -> PromotionResult:
-    """Point `line_file`'s model at `model`, if its classes fit the rules and it is not worse.
+    """Put `model` on `line_file` if its classes fit the rules and the gate passes (see the module doc).
 
-    "Worse" = lower mAP50 than the line's current model on the same evaluation set (`data`/`split`,
-    default: the set named in the candidate's card), both run through `vision`. `force` overrides
-    that comparison (never the class check) and is recorded in the card with `reason`.
+    The gate runs on `data`/`split` (default: the set named in the candidate's card). It refuses when the
+    candidate is worse at the operating point (escape rate, false-reject rate) or in mAP50, beyond the
+    tolerance, and also when it cannot run (the current model file is missing here, no evaluation data,
+    different class lists). `force` (with `reason`, recorded in the card) overrides the gate, never the
+    class check. The operating point's thresholds go into `recipe` (default: the line's active recipe).
     """
-    from training.evaluate import evaluate
     from vision import Model
 
+    tol = tolerance if isinstance(tolerance, GateTolerance) else GateTolerance(map50=float(tolerance))
     candidate = resolve_model(model, registry)
     line = read_line(line_file)
     names = list(Model(candidate.onnx, providers="cpu").names.values())
-    for recipe, used in line.rule_classes.items():
+    for recipe_name, used in line.rule_classes.items():
         unknown = [c for c in used if c not in names]
         if unknown:
             raise PromotionRefused(
-                f"{candidate.name} cannot go on {line.line_file}: recipe {recipe!r} has rules for "
+                f"{candidate.name} cannot go on {line.line_file}: recipe {recipe_name!r} has rules for "
                 f"{', '.join(unknown)}, which the model does not detect (it knows {', '.join(names)})"
             )
+    recipe_name = target_recipe(line.document, recipe)
     current = line.model_path if line.model_path and line.model_path.is_file() else None
     if current is not None and current.resolve() == candidate.onnx.resolve():
         raise PromotionRefused(f"{line.line_file} already uses {candidate.onnx}")
-    cand_map = cur_map = None
-    notes = []
-    if current is not None:
+    thresholds, target = card_thresholds(candidate)
+    target = target if target is not None else 0.01
+    ds = candidate.card.get("dataset", {})
+    data = data or ds.get("data_yaml")
+    split = split or ds.get("eval_split", "val")
+    notes: list[str] = []
+
+    why_not: str | None = None
+    if current is None:
+        why_not = f"the line's current model {line.model_path} is missing on this machine"
+    else:
         current_names = list(Model(current, providers="cpu").names.values())
         if current_names != names and not any(line.rule_classes.values()):
             raise PromotionRefused(
                 f"{candidate.name} detects {names} but the line's current model {current} detects "
                 f"{current_names}, and the line has no class rules to say which are wanted"
             )
-        ds = candidate.card.get("dataset", {})
-        data = data or ds.get("data_yaml")
-        split = split or ds.get("eval_split", "val")
         if data is None or not Path(data).exists():
-            if not force:
-                raise PromotionRefused(
-                    f"cannot compare {candidate.name} with the line's current model: evaluation data "
-                    f"{data or '(none in the card)'} is not available; pass --data, or --force to skip it"
-                )
-            notes.append("comparison skipped: no evaluation data")
+            why_not = f"evaluation data {data or '(none in the card)'} is not available here; pass --data"
         elif current_names != names:
+            why_not = f"the current model detects {current_names}, the candidate {names}: no common set"
+    if why_not is not None:
+        gate = GateResult(False, why_not)
+        if not force:
+            raise PromotionRefused(
+                f"cannot promote {candidate.name}: the gate cannot run because {why_not}; "
+                "use --force with --reason to promote without it"
+            )
+        notes.append(f"forced without a gate: {why_not}")
+    else:
+        assert current is not None and data is not None
+        gate = run_gate(candidate, current, data, split, target, tol)
+        if gate.failures:
             if not force:
                 raise PromotionRefused(
-                    f"cannot compare on the same set: the current model detects {current_names}, "
-                    f"the candidate {names}; use --force to promote anyway"
+                    f"{candidate.name} is worse than the line's current model on {data} [{split}]: "
+                    + "; ".join(gate.failures)
+                    + f" (tolerance {_fmt_tol(gate.tolerance)}); "
+                    "use --force (with --reason) to promote anyway" + "\n" + gate.summary()
                 )
-            notes.append("comparison skipped: different class lists")
-        else:
-            cand_map = evaluate(candidate.onnx, data, split=split).map50
-            cur_map = evaluate(current, data, split=split).map50
-            if cand_map + tolerance < cur_map:
-                if not force:
-                    raise PromotionRefused(
-                        f"{candidate.name} is worse than the line's current model on {data} [{split}]: "
-                        f"mAP50 {cand_map:.3f} < {cur_map:.3f}; use --force (with --reason) to promote anyway"
-                    )
-                notes.append(f"forced although worse: mAP50 {cand_map:.3f} < {cur_map:.3f}")
+            notes.append("forced although worse: " + "; ".join(gate.failures))
+
+    if write_thresholds and thresholds is None and gate.ran and gate.candidate is not None:
+        thresholds = gate.candidate.thresholds or None
+        if thresholds:
+            notes.append(f"the card has no operating point: thresholds chosen on the gate set {data}")
+    if write_thresholds and not thresholds:
+        notes.append("no operating point known: recipe thresholds left as they are")
     rel = os.path.relpath(candidate.onnx.resolve(), line.line_file.resolve().parent)
-    _replace_model_path(line.line_file, rel)
+    before = line.line_file.read_text()
+    rules_doc = (line.document.get("recipes") or {}).get(recipe_name) or {}
+    after = edit_line_text(
+        before,
+        rel,
+        thresholds if write_thresholds else None,
+        recipe_name,
+        skip_classes=list(rules_doc.get("ok_classes") or []),
+    )
+    diff = text_diff(before, after, str(line.line_file))
+    line.line_file.write_text(after)
     entry = {
         "line": str(line.line_file),
+        "recipe": recipe_name,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "previous_model": str(current) if current else None,
         "forced": force,
         "reason": reason,
+        "gate": gate.to_dict(),
+        "thresholds_written": thresholds if write_thresholds else None,
         "eval": {
             "data": str(data) if data else None,
             "split": split,
-            "candidate_map50": cand_map,
-            "previous_map50": cur_map,
+            "candidate_map50": gate.candidate.map50 if gate.candidate else None,
+            "previous_map50": gate.current.map50 if gate.current else None,
         },
         "notes": notes,
     }
@@ -235,5 +485,14 @@ def promote(
     (candidate.folder / "model.json").write_text(json.dumps(candidate.card, indent=2) + "\n")
     msg = f"{line.line_file}: model.path -> {rel}" + (f" ({'; '.join(notes)})" if notes else "")
     return PromotionResult(
-        candidate.name, str(line.line_file), str(current) if current else None, cand_map, cur_map, force, msg
+        candidate.name,
+        str(line.line_file),
+        str(current) if current else None,
+        gate.candidate.map50 if gate.candidate else None,
+        gate.current.map50 if gate.current else None,
+        force,
+        msg,
+        gate,
+        thresholds if write_thresholds else None,
+        diff,
     )

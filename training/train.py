@@ -19,6 +19,7 @@ Example (needs the `train` extra; takes about 10 s):
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 import yaml
 
 from training.errors import TrainingInputError
+
+log = logging.getLogger(__name__)
 
 # Model configs Ultralytics ships (built from YAML, random init): the only non-path models we accept.
 MODEL_CONFIGS: tuple[str, ...] = (
@@ -91,6 +94,64 @@ def check_data_yaml(data: str | Path) -> Path:
     return path
 
 
+class MosaicBudget:
+    """`--hours`: Ultralytics re-estimates the number of epochs from the time budget each epoch, but keeps
+    `close_mosaic` (10) as an epoch count, so a 15-epoch budget ran most epochs without mosaic (the first,
+    slow epoch makes the first estimate small). This keeps mosaic off for the same *share* of the run as
+    `close_mosaic` / `epochs` asked for (10/100: the last 10 %), re-scaled to every new estimate."""
+
+    def __init__(self, close_mosaic: int, epochs: int) -> None:
+        self.fraction = close_mosaic / max(1, epochs) if close_mosaic > 0 else 0.0
+        self.closed_at: int | None = None
+        self.epochs_estimated: list[int] = []
+
+    def epochs_without_mosaic(self, epochs: int) -> int:
+        return max(1, round(epochs * self.fraction)) if self.fraction > 0 else 0
+
+    def on_epoch_start(self, trainer: Any) -> None:
+        epochs = int(trainer.epochs)
+        self.epochs_estimated.append(epochs)
+        if self.fraction > 0:
+            trainer.args.close_mosaic = self.epochs_without_mosaic(epochs)
+            if self.closed_at is None and trainer.epoch >= epochs - trainer.args.close_mosaic:
+                self.closed_at = int(trainer.epoch)  # Ultralytics closes it right after this callback
+
+    def summary(self) -> dict[str, Any]:
+        return {"mosaic_closed_at_epoch": self.closed_at, "close_mosaic_fraction": round(self.fraction, 4)}
+
+    def record(self, run_dir: Path, trainer: Any) -> None:
+        """args.yaml (what the model card reads) says what the budget made of the run, not the start value."""
+        args_file = run_dir / "args.yaml"
+        if not args_file.is_file():
+            return
+        args = yaml.safe_load(args_file.read_text()) or {}
+        completed = int(trainer.epoch) + 1
+        args["epochs"] = completed
+        args["close_mosaic"] = completed - self.closed_at if self.closed_at is not None else 0
+        args_file.write_text(yaml.safe_dump(args, sort_keys=False))
+
+
+def warn_if_val_is_train(data_yaml: Path) -> tuple[int, int]:
+    """Log a loud warning when validation images are training images; returns (overlap, val images)."""
+    from training.datasets import train_val_overlap
+
+    try:
+        overlap, n_val = train_val_overlap(data_yaml)
+    except TrainingInputError:
+        return 0, 0  # a layout we cannot list (Ultralytics will say what is wrong)
+    if n_val and overlap:
+        log.warning(
+            "%s: %d of the %d validation images are also training images%s: the metrics will show what the "
+            "model memorised, not how it does on new parts. Run `edge-inspect dataset split %s` first.",
+            data_yaml,
+            overlap,
+            n_val,
+            " (train and val are the same images)" if overlap == n_val else "",
+            data_yaml.parent,
+        )
+    return overlap, n_val
+
+
 def train(
     data: str | Path,
     model: str | Path = "yolov8n.yaml",
@@ -127,6 +188,7 @@ def train(
         return Path(yolo.trainer.save_dir)
 
     data_yaml = check_data_yaml(data)
+    overlap, n_val = warn_if_val_is_train(data_yaml)
     model_arg = check_model_source(model)
     on_cpu = str(device).lower() == "cpu"
     args: dict[str, Any] = {
@@ -149,11 +211,25 @@ def train(
         args["time"] = float(hours)
     args.update(extra or {})
     yolo = YOLO(model_arg, task="detect")
+    budget = MosaicBudget(int(args.get("close_mosaic", 10)), int(args["epochs"])) if hours else None
+    if budget is not None:
+        yolo.add_callback("on_train_epoch_start", budget.on_epoch_start)
     yolo.train(**args)
     run_dir = Path(yolo.trainer.save_dir)
+    if budget is not None:
+        budget.record(run_dir, yolo.trainer)
     (run_dir / "edge_inspect_train.json").write_text(
         json.dumps(
-            {"model": str(model), "data": str(data_yaml.resolve()), "args": args}, indent=2, default=str
+            {
+                "model": str(model),
+                "data": str(data_yaml.resolve()),
+                "args": args,
+                "val_images_in_train": overlap,
+                "val_images": n_val,
+                **(budget.summary() if budget is not None else {}),
+            },
+            indent=2,
+            default=str,
         )
     )
     return run_dir

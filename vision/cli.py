@@ -79,8 +79,9 @@ def infer(
             failures += 1
             if json_out:
                 print(json.dumps({"path": str(path), "error": str(exc)}), flush=True)
-            else:
-                typer.echo(f"{path}: ERROR {exc}", err=True)
+            else:  # image errors already name the file: say it once
+                message = str(exc)
+                typer.echo(message if str(path) in message else f"{path}: {message}", err=True)
             continue
         h, w = pred.shape
         record: dict[str, Any] = {

@@ -19,10 +19,27 @@ from vision.errors import ImageError
 MIN_IMAGE_SIDE = 8
 
 
-def to_bgr8(image: np.ndarray, *, rgb: bool = False, source: str = "image") -> np.ndarray:
+def scale_to_8bit(image: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Pixels of `bit_depth` significant bits (Mono10/12/14 in a 16-bit container, LSB-aligned) to 8 bits.
+
+    Keeps the top 8 of the *real* bits: a 12-bit 4095 becomes 255 (keeping the top 8 bits of the 16-bit
+    container instead made 0–4095 into 0–15, an almost black frame). Values above the depth saturate.
+    """
+    if not 8 <= bit_depth <= 16:
+        raise ImageError(f"bit depth {bit_depth} is not in 8..16")
+    if bit_depth == 8:
+        return np.minimum(image, 255).astype(np.uint8)
+    return np.minimum(np.right_shift(image, bit_depth - 8), 255).astype(np.uint8)
+
+
+def to_bgr8(
+    image: np.ndarray, *, rgb: bool = False, source: str = "image", bit_depth: int | None = None
+) -> np.ndarray:
     """Convert grey, BGR/RGB, BGRA/RGBA, 16-bit or float images to contiguous 8-bit BGR.
 
     `rgb=True` says the colour channels arrive in RGB(A) order (e.g. from a GenICam camera).
+    `bit_depth` says how many bits of a 16-bit image are used (10, 12, 14: camera pixel formats); without
+    it a 16-bit image is taken as full-range (16-bit PNG/TIFF files).
     """
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{source}: expected a numpy array, got {type(image).__name__}")
@@ -32,7 +49,7 @@ def to_bgr8(image: np.ndarray, *, rgb: bool = False, source: str = "image") -> n
     if min(h, w) < MIN_IMAGE_SIDE:
         raise ImageError(f"{source}: image is {w}x{h} px, smaller than the {MIN_IMAGE_SIDE} px minimum")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)  # keep the top 8 bits: same as cv2.convertScaleAbs(img, 1/256)
+        image = scale_to_8bit(image, bit_depth or 16)  # full range: the top 8 bits, as convertScaleAbs(1/256)
     elif image.dtype in (np.float32, np.float64):
         scale = 255.0 if float(np.nanmax(image)) <= 1.0 else 1.0
         image = np.clip(np.nan_to_num(image) * scale, 0, 255).astype(np.uint8)

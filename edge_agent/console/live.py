@@ -230,6 +230,10 @@ class ConsoleHub:
     def seed(self) -> None:
         """Counts of this shift, totals and the recent results from what the journal held at start."""
         try:
+            from edge_agent.console.web import TEMPLATES
+
+            for name in TEMPLATES.env.list_templates():  # compiled now, not on the first visitor's request
+                TEMPLATES.env.get_template(name)
             self._seed()
         finally:
             self.seeded.set()

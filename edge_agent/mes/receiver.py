@@ -96,6 +96,8 @@ class MesReceiver:
             self.close()
             raise RuntimeError(f"MES receiver cannot bind {self.requested_endpoint!r}: {exc}") from exc
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        # CURVE: an agent whose key leaves the authorised folder loses its live connection too
+        self._guard = self._curve.guard(self._router, "MES receiver") if self._curve is not None else None
         log.info("MES receiver on %s storing into %s", self.endpoint, getattr(self.store, "path", ""))
 
     def start(self) -> None:
@@ -144,15 +146,21 @@ class MesReceiver:
     # -- the receive → store → ack loop --------------------------------------------------------
     def _loop(self) -> None:
         assert self._router is not None
+        guard = getattr(self, "_guard", None)
         while not (self._stop_requested or self._stopping.is_set()):
+            if guard is not None:
+                guard.check()
             if not self._router.poll(100):
                 continue
             batch: list[tuple[bytes, int | None, str | None, StoreItem]] = []
             while len(batch) < self.max_batch:
                 try:
-                    frames = self._router.recv_multipart(zmq.NOBLOCK)
+                    parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                if guard is not None:
+                    guard.note(parts[-1])
+                frames = [p.bytes for p in parts]
                 batch.append(self._parse(frames[0], frames[1:]))
             self._store_and_ack(batch)
 

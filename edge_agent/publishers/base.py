@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge_agent.journal import ResultJournal
@@ -56,3 +57,5 @@ class PublisherContext:
     #: line name -> the daemon's running line object; publishers that also *control* lines (OPC UA
     #: methods, PLC trigger tags, ZeroMQ trigger requests) use it, others ignore it.
     lines: Mapping[str, Any] = field(default_factory=dict)
+    #: the NG archive's folder (None when archiving is off): the OPC UA server hands archived images out
+    archive_dir: Path | None = None

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from contract import InspectionResult
+from edge_agent.archive import archived_image
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import Publisher, PublisherContext
 from opcua.backend import LineConfiguration, configuration_id
@@ -81,22 +84,16 @@ class JournalResultStore:
         return matched[offset:]
 
     def images(self, result: InspectionResult) -> dict[str, tuple[str, bytes]]:
-        """camera -> (path, bytes) of the result's archived raw images (archive layout of
-        edge_agent.archive: <root>/<line>/<YYYY-MM-DD>/<seq>_<part>_<verdict>_<camera>.<ext>)."""
-        if self.archive_dir is None or result.seq is None:
+        """camera -> (path, bytes) of the result's raw images kept by the NG archive."""
+        if self.archive_dir is None:
             return {}
-        from edge_agent.archive import _UNSAFE
-
-        folder = self.archive_dir / _UNSAFE.sub("_", result.line) / result.timestamp.strftime("%Y-%m-%d")
-        stem = f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}_"
         found: dict[str, tuple[str, bytes]] = {}
-        cameras = {_UNSAFE.sub("_", f.camera): f.camera for f in result.frames}
-        for path in sorted(folder.glob(stem + "*")) if folder.is_dir() else []:
-            cam_part = path.stem[len(stem) :]
-            if cam_part.endswith("_annotated") or cam_part not in cameras:
+        for frame in result.frames:
+            path = archived_image(self.archive_dir, result, frame.camera)
+            if path is None:
                 continue
             try:
-                found[cameras[cam_part]] = (str(path), path.read_bytes())
+                found[frame.camera] = (str(path), path.read_bytes())
             except OSError as exc:  # deleted by the quota meanwhile: the result simply has no image
                 logger.info("opcua: archived image %s unreadable: %s", path, exc)
         return found
@@ -147,11 +144,31 @@ class OpcUaPublisher(Publisher):
         self.name = config.name
         self.context = context
         lines: Mapping[str, Any] = {name: LineAdapter(line) for name, line in context.lines.items()}
-        archive_dir = getattr(context, "archive_dir", None)
-        self.server = ServerThread(config, lines, JournalResultStore(context.journal, archive_dir))
+        self.server = ServerThread(config, lines, JournalResultStore(context.journal, context.archive_dir))
 
     def start(self, journal: ResultJournal) -> None:
-        self.server.start()
+        """Check what can be checked at once (certificate, port), then start the server without
+        waiting for it: importing the Machine Vision NodeSet takes 1-3 s, and the lines must not wait
+        for that (agent start -> first result stays under 2 s). Results made meanwhile are queued
+        and published once it listens; a later failure is logged and shows in `stats()`."""
+        self._preflight()
+        self.server.start(wait=False)
+
+    def _preflight(self) -> None:
+        cfg = self.config
+        if cfg.security == "production" and not (cfg.cert_path.exists() and cfg.key_path.exists()):
+            raise FileNotFoundError(
+                f"opcua: server certificate {cfg.cert_path} or key {cfg.key_path} not found; "
+                f"make them with `edge-inspect opcua cert --pki-dir {cfg.pki_dir}`"
+            )
+        url = urlparse(cfg.endpoint)
+        if url.port:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((url.hostname or "0.0.0.0", url.port))
+                except OSError as exc:
+                    raise OSError(f"opcua: cannot listen on {cfg.endpoint}: {exc.strerror or exc}") from exc
 
     def notify(self, result: InspectionResult) -> None:
         self.server.submit_result(result)
@@ -163,4 +180,4 @@ class OpcUaPublisher(Publisher):
         self.server.stop(timeout)
 
     def stats(self) -> dict[str, float]:
-        return self.server.stats()
+        return {**self.server.stats(), "server_started": float(self.server.started)}

@@ -54,7 +54,7 @@ from pydantic import Field
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.result import InspectionResult
-from edge_agent.zmq_security import CurveServer, ServerSecurity, make_curve_server
+from edge_agent.zmq_security import ConnectionGuard, CurveServer, ServerSecurity, make_curve_server
 from edge_agent.zmq_wire import Encoding, encode_control, encode_event, encode_result
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class ZmqPublisher(Publisher):
         self._threads: list[threading.Thread] = []
         self._zctx: zmq.Context | None = None
         self._curve: CurveServer | None = None
+        self._xpub_guard: ConnectionGuard | None = None  # CURVE: removed keys lose their live connection
+        self._router_guard: ConnectionGuard | None = None
         self._xpub: zmq.Socket | None = None
         self._router: zmq.Socket | None = None
         self._journal: ResultJournal | None = None
@@ -146,6 +148,10 @@ class ZmqPublisher(Publisher):
             self._xpub = self._bind(zmq.XPUB, self.config.pub_endpoint, "pub_endpoint")
             self._xpub.setsockopt(zmq.XPUB_NODROP, 1)  # full subscriber -> EAGAIN we can count
             self.pub_endpoint = self._xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            if self._curve is not None:
+                # every subscriber's subscription reaches us (its key and connection), not only the first
+                self._xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+                self._xpub_guard = self._curve.guard(self._xpub, f"{self.name} PUB")
             if self.config.router_endpoint is not None:
                 self._router = self._bind(zmq.ROUTER, self.config.router_endpoint, "router_endpoint")
                 self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown peer -> error, not silence
@@ -154,6 +160,8 @@ class ZmqPublisher(Publisher):
                 self._router.sndhwm = 2 * self.config.replay_max_batch + 100
                 self._router.sndtimeo = int(self.config.client_send_timeout_s * 1000)
                 self.router_endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+                if self._curve is not None:
+                    self._router_guard = self._curve.guard(self._router, f"{self.name} ROUTER")
         except Exception:
             self._close_sockets()
             self._reader.close()
@@ -196,6 +204,7 @@ class ZmqPublisher(Publisher):
             self._reader = None
 
     def _close_sockets(self) -> None:
+        self._xpub_guard = self._router_guard = None  # closed with the CurveServer below
         for sock in (self._xpub, self._router):
             if sock is not None:
                 sock.close()
@@ -247,7 +256,8 @@ class ZmqPublisher(Publisher):
             "replayed": c["replayed"],
             "triggers": c["triggers"],
             "abandoned_answers": c["abandoned"],
-            "denied_clients": self._curve.authorized.denied if self._curve is not None else 0,
+            "denied_clients": self._curve.denied if self._curve is not None else 0,
+            "dropped_clients": self._curve.dropped if self._curve is not None else 0,
         }
 
     # -- sender thread: queue -> XPUB ------------------------------------------------------------
@@ -290,11 +300,16 @@ class ZmqPublisher(Publisher):
 
     def _read_subscriptions(self) -> None:
         assert self._xpub is not None
+        if self._xpub_guard is not None:
+            self._xpub_guard.check()
         while True:
             try:
-                event = self._xpub.recv(zmq.NOBLOCK)
+                frame = self._xpub.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            if self._xpub_guard is not None:
+                self._xpub_guard.note(frame)
+            event = frame.bytes
             if event[:1] == b"\x01":
                 self.counters["subscriptions"] += 1
             elif event[:1] == b"\x00":
@@ -321,12 +336,17 @@ class ZmqPublisher(Publisher):
         while not self._stopping.is_set():
             ready = dict(poller.poll(20))
             self._send_trigger_replies()
+            if self._router_guard is not None:
+                self._router_guard.check()
             if self._router in ready:
                 for _ in range(100):  # bounded, so trigger replies are not starved
                     try:
-                        identity, *request = self._router.recv_multipart(zmq.NOBLOCK)
+                        frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
+                    if self._router_guard is not None:
+                        self._router_guard.note(frames[-1])
+                    identity, *request = [f.bytes for f in frames]
                     try:
                         self._handle_request(identity, request)
                     except _ClientGone as exc:  # stop answering it; the client asks again when back

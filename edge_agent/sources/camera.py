@@ -10,11 +10,15 @@ Example line YAML:
         source: {type: camera, device: 0, width: 1920, height: 1080, fps: 30}
       - name: gate
         source: {type: camera, device: "rtsp://${CAM_USER}:${CAM_PASS}@10.0.0.21/stream1"}
+      - name: old-ipcam                  # speaks RTP over UDP only
+        source: {type: camera, device: "rtsp://10.0.0.22/live", transport: udp, open_timeout_s: 5}
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 from typing import Literal
 
@@ -23,6 +27,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_agent.sources.base import Frame, Source, SourceError
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+#: OpenCV's FFmpeg backend reads its options from this variable at each open; the lock makes setting it
+#: for one open safe while other cameras open at the same time
+_FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_FFMPEG_ENV_LOCK = threading.Lock()
+
+
+def ffmpeg_capture_options(transport: str | None, existing: str | None = None) -> str | None:
+    """`OPENCV_FFMPEG_CAPTURE_OPTIONS` for an RTSP open: the chosen `rtsp_transport` over whatever the
+    environment already sets (`key;value|key;value`). None: leave the variable alone."""
+    if transport is None:
+        return existing
+    options = [o for o in (existing or "").split("|") if o and not o.startswith("rtsp_transport;")]
+    return "|".join([*options, f"rtsp_transport;{transport}"])
 
 
 def redact(device: str) -> str:
@@ -41,6 +60,10 @@ class CameraSourceConfig(BaseModel):
     fps: float | None = Field(None, gt=0)
     fourcc: str | None = Field(None, min_length=4, max_length=4, description="e.g. MJPG for USB cameras")
     open_timeout_s: float = Field(10.0, gt=0, description="RTSP/HTTP: give up opening after this long")
+    transport: Literal["tcp", "udp", "udp_multicast", "http"] | None = Field(
+        None,
+        description="RTSP: how RTP travels (default: OpenCV's, TCP); udp for cameras that only speak UDP",
+    )
     read_timeout_s: float = Field(5.0, gt=0, description="RTSP/HTTP: a read blocked this long = lost")
 
 
@@ -83,7 +106,18 @@ class CameraSource(Source):
             ]
         elif isinstance(device, str) and device.isdigit():
             device = int(device)
-        if params:
+        if params and self.config.transport is not None and str(device).lower().startswith("rtsp"):
+            with _FFMPEG_ENV_LOCK:  # the variable is read during this open only
+                before = os.environ.get(_FFMPEG_OPTIONS_ENV)
+                os.environ[_FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(self.config.transport, before) or ""
+                try:
+                    cap = cv2.VideoCapture(device, self._backend(), params)
+                finally:
+                    if before is None:
+                        os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
+                    else:
+                        os.environ[_FFMPEG_OPTIONS_ENV] = before
+        elif params:
             cap = cv2.VideoCapture(device, self._backend(), params)
         else:
             cap = cv2.VideoCapture(device, self._backend())

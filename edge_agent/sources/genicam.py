@@ -16,6 +16,7 @@ Example line YAML:
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -25,13 +26,46 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.sources.base import Frame, Source, SourceError
 
-# GenICam pixel format -> OpenCV conversion to BGR (None: already BGR8 / mono handled separately)
+# GenICam (PFNC) Bayer pattern -> OpenCV conversion to BGR
 _BAYER = {
-    "BayerRG8": "COLOR_BayerRG2BGR",
-    "BayerGR8": "COLOR_BayerGR2BGR",
-    "BayerBG8": "COLOR_BayerBG2BGR",
-    "BayerGB8": "COLOR_BayerGB2BGR",
+    "BayerRG": "COLOR_BayerRG2BGR",
+    "BayerGR": "COLOR_BayerGR2BGR",
+    "BayerBG": "COLOR_BayerBG2BGR",
+    "BayerGB": "COLOR_BayerGB2BGR",
 }
+#: significant bits per pixel format suffix; unpacked formats only (one pixel per 8- or 16-bit word)
+_DEPTHS = {"8": 8, "10": 10, "12": 12, "14": 14, "16": 16}
+
+
+def convert_buffer(data: np.ndarray, width: int, height: int, pixel_format: str) -> np.ndarray:
+    """A GenICam buffer (Mono8/10/12/14/16, Bayer**8/10/12/16, RGB8, BGR8) as 8-bit BGR, scaled by the
+    pixel format's real bit depth (a Mono12 4095 is white, not the 15 of the 16-bit container's top bits).
+
+    Packed formats (Mono12p, Mono10Packed, ...) are refused with the setting to change."""
+    import cv2
+
+    from vision.images import scale_to_8bit, to_bgr8
+
+    fmt = pixel_format
+    if fmt in ("RGB8", "RGB8Packed"):
+        return cv2.cvtColor(data.reshape(height, width, 3), cv2.COLOR_RGB2BGR)
+    if fmt in ("BGR8", "BGR8Packed"):
+        return np.ascontiguousarray(data.reshape(height, width, 3))
+    base = next((b for b in ("Mono", *_BAYER) if fmt.startswith(b)), None)
+    rest = fmt[len(base) :] if base else ""
+    depth = _DEPTHS.get(rest)
+    if base is None or depth is None:
+        bits = re.match(r"\d+", rest)
+        if base and bits and bits.group(0) in _DEPTHS:  # Mono12p, Mono10Packed: bits packed across bytes
+            hint = f"set PixelFormat to {base}{bits.group(0)} (one pixel per 16-bit word)"
+        else:
+            hint = "set PixelFormat, e.g. Mono8, Mono12, BayerRG8 or RGB8"
+        raise SourceError(f"pixel format {fmt} is not supported: {hint}")
+    words = data.view(np.uint16) if depth > 8 and data.dtype == np.uint8 else data
+    plane = scale_to_8bit(words.reshape(height, width), depth)
+    if base == "Mono":
+        return to_bgr8(plane, source=f"genicam {fmt}")
+    return cv2.cvtColor(plane, getattr(cv2, _BAYER[base]))
 
 
 class GenicamSourceConfig(BaseModel):
@@ -82,8 +116,6 @@ class GenicamSource(Source):
         self._harvester, self._acquirer = harvester, acquirer
 
     def read(self) -> Frame | None:
-        import cv2
-
         if self._acquirer is None:
             raise SourceError(f"{self.describe()}: not open")
         t0 = time.perf_counter()
@@ -95,16 +127,10 @@ class GenicamSource(Source):
                 data = np.array(component.data, copy=True)  # the buffer goes back to the driver on exit
         except Exception as exc:
             raise SourceError(f"{self.describe()}: no frame: {exc}") from exc
-        if fmt in _BAYER:
-            image = cv2.cvtColor(data.reshape(h, w), getattr(cv2, _BAYER[fmt]))
-        elif fmt.startswith("Mono"):
-            image = data.reshape(h, w)
-        elif fmt in ("RGB8", "RGB8Packed"):
-            image = cv2.cvtColor(data.reshape(h, w, 3), cv2.COLOR_RGB2BGR)
-        elif fmt in ("BGR8", "BGR8Packed"):
-            image = data.reshape(h, w, 3)
-        else:
-            raise SourceError(f"{self.describe()}: pixel format {fmt} is not supported; set PixelFormat")
+        try:
+            image = convert_buffer(data, w, h, fmt)
+        except (SourceError, ValueError) as exc:  # ValueError: the buffer does not hold w x h pixels
+            raise SourceError(f"{self.describe()}: {exc}") from exc
         self._index += 1
         ref = f"genicam:{self.config.serial_number or 0}#{self._index}"
         return Frame(image, self.camera, ref, self._index, capture_ms=(time.perf_counter() - t0) * 1000)

@@ -77,3 +77,24 @@ def test_every_line_of_an_agent_uses_the_one_budget(
     assert gates == {id(budget.gate)}
     for line in agent.lines.values():
         assert line._inspector.model.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_two_parts_in_inference_at_once_keep_their_order(
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
+) -> None:
+    """`inference.concurrent: 2`: two parts of a line in inference at once, journaled in the order taken."""
+    line = folder_line("a", synthetic_images, tiny_detect_onnx)
+    del line["model"]["threads"]
+    site = write_site(tmp_path, [line], inference={"threads": 2, "concurrent": 2})
+    agent = agent_factory(site)
+    agent.start()
+    runtime = agent.lines["a"]
+    assert runtime._pool is not None
+    assert runtime._inspector.model.session.get_session_options().intra_op_num_threads == 1
+    expected = len(list(synthetic_images.glob("*.png")))
+    wait_until(lambda: runtime.state == "stopped", timeout=60)
+    by_seq = agent.journal.since(0, limit=expected + 5)
+    assert len(by_seq) == expected
+    assert [r.part_id for r in by_seq] == sorted(r.part_id for r in by_seq)
+    sources = [r.frames[0].source_ref for r in by_seq]
+    assert sources == sorted(sources)  # the folder is read in name order: so are the results

@@ -21,10 +21,13 @@ def triggered_line(name, images, model, **trigger):
     return line
 
 
+@pytest.mark.parametrize("concurrent", [1, 2], ids=["one-in-inference", "two-in-inference"])
 def test_every_trigger_gets_exactly_one_journaled_result(
-    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory, concurrent
 ):
-    agent = agent_factory(write_site(tmp_path, [triggered_line("press", synthetic_images, tiny_detect_onnx)]))
+    line_config = triggered_line("press", synthetic_images, tiny_detect_onnx)
+    inference = {"threads": 2, "concurrent": concurrent}
+    agent = agent_factory(write_site(tmp_path, [line_config], inference=inference))
     agent.start()
     line = agent.lines["press"]
     assert line.mode == "triggered" and line.recipes == ["standard", "strict"]
@@ -52,6 +55,11 @@ def test_every_trigger_gets_exactly_one_journaled_result(
     for r in results:
         assert agent.journal.get(r.seq).model_dump() == r.model_dump()
     assert agent.journal.count() == 30 and line.counts["triggers"] == 30
+    # journaled in the order the triggers were taken, even with two parts in inference at once
+    by_seq = sorted(results, key=lambda r: r.seq)
+    for worker in range(3):
+        mine = [r.part_id for r in by_seq if r.part_id.startswith(f"P-{worker}-")]
+        assert mine == [f"P-{worker}-{i}" for i in range(10)]
 
 
 def test_recipe_changeover_pause_resume_and_listeners(

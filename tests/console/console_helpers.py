@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,3 +95,31 @@ class AgentProcess:
                 self.proc.wait(10)
         self._log_handle.close()
         return self.proc.returncode
+
+
+CLASS_IDS = {"scratch": 0, "pit": 1, "crack": 2, "stain": 3}  # the demo model's
+
+
+def result(line: str, verdict: str, classes: list[str], ts: datetime) -> InspectionResult:
+    return InspectionResult(
+        site="s",
+        line=line,
+        part_id="p",
+        recipe="r",
+        verdict=verdict,
+        reasons=[f"{c}: 1 found" for c in classes],
+        defects=[
+            Defect(
+                camera="top",
+                class_name=c,
+                class_id=CLASS_IDS[c],
+                confidence=0.9,
+                xyxy=[1, 1, 5, 5],
+                area_px=16,
+            )
+            for c in classes
+        ],
+        frames=[FrameInfo(camera="top", width=64, height=48)],
+        model=ModelInfo(name="m", version="1"),
+        timestamp=ts,
+    )

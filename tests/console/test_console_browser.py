@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir, start_browser
+from console_browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir, start_browser
 from console_helpers import REPO, AgentProcess, demo_site, wait_until
 
 if find_binaries() is None:
@@ -273,3 +273,38 @@ def test_roi_drawn_with_the_mouse_is_saved_and_changes_verdicts(agent, site, dri
 
     verdicts = wait_until(verdicts_since_reload, timeout=60)
     assert set(verdicts[2:]) == {"OK"}, verdicts  # every defect is outside the ROI now
+
+
+def test_login_in_the_browser_and_what_a_viewer_sees(tmp_path, driver) -> None:
+    from opcua.config import hash_password
+
+    users = [
+        {"name": "vera", "role": "viewer", "password_hash": hash_password("viewer-pass")},
+        {"name": "ines", "role": "integrator", "password_hash": hash_password("integrator-pass")},
+    ]
+    agent = AgentProcess(demo_site(tmp_path / "login-site", console={"auth": "login", "users": users}))
+    try:
+        driver.delete_all_cookies()
+        open_page(driver, agent.url + "/lines/demo")
+        assert "/login" in driver.current_url  # sent to log in first
+        assert "No login" not in driver.page_source
+        driver.find_element(By.NAME, "user").send_keys("vera")
+        driver.find_element(By.NAME, "password").send_keys("wrong")
+        driver.find_element(By.CSS_SELECTOR, "form button").click()
+        assert "wrong password" in wait(driver).until(lambda d: d.find_element(By.ID, "login-message")).text
+        console_errors(driver)  # the 401 of the refused login is logged by the browser: expected
+        driver.find_element(By.NAME, "user").send_keys("vera")
+        driver.find_element(By.NAME, "password").send_keys("viewer-pass")
+        driver.find_element(By.CSS_SELECTOR, "form button").click()
+        wait(driver).until(lambda d: d.current_url.rstrip("/").endswith("/lines/demo"))
+        wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, "figure.view").get_attribute("data-seq"))
+        assert "vera" in driver.find_element(By.CSS_SELECTOR, ".who").text
+        assert not driver.find_elements(By.LINK_TEXT, "Setup")  # a viewer is not offered the setup
+        assert not console_errors(driver)
+        cookie = driver.get_cookie("ei_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        driver.find_element(By.CSS_SELECTOR, ".who button").click()  # log out
+        wait(driver).until(lambda d: "/login" in d.current_url)
+    finally:
+        driver.delete_all_cookies()
+        assert agent.stop() == 0

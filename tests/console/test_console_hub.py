@@ -6,28 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+from console_helpers import result
 
 from edge_agent.console.live import ConsoleHub, shift_start
 from edge_agent.journal import ResultJournal
-from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
-
-
-def result(line: str, verdict: str, classes: list[str], ts: datetime) -> InspectionResult:
-    return InspectionResult(
-        site="s",
-        line=line,
-        part_id="p",
-        recipe="r",
-        verdict=verdict,
-        reasons=[f"{c}: 1 found" for c in classes],
-        defects=[
-            Defect(camera="top", class_name=c, class_id=i, confidence=0.9, xyxy=[1, 1, 5, 5], area_px=16)
-            for i, c in enumerate(classes)
-        ],
-        frames=[FrameInfo(camera="top", width=64, height=48)],
-        model=ModelInfo(name="m", version="1"),
-        timestamp=ts,
-    )
 
 
 def test_shift_start_wraps_midnight() -> None:

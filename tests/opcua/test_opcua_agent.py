@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from asyncua import Client, ua
 
@@ -28,11 +29,13 @@ async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, syntheti
         tmp_path,
         [line],
         publishers=[{"type": "opcua", "security": "none", "endpoint": "opc.tcp://127.0.0.1:0/edge-inspect/"}],
+        archive={"path": "data/archive", "ok_sample_rate": 1.0},  # every part's image is kept
     )
     agent = Agent(load_agent_config(site))
     await asyncio.to_thread(agent.start)
     try:
         publisher = next(p for p in agent.publishers if isinstance(p, OpcUaPublisher))
+        await asyncio.to_thread(publisher.server.wait_started, 60)  # the agent did not wait for it
         async with Client(publisher.server.endpoint_url) as client:
             await client.load_data_type_definitions()
             ns = await namespaces(client)
@@ -85,6 +88,21 @@ async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, syntheti
             )
             assert error == 0 and by_id.JobId.Id == job.Id
 
+            # the components: per camera its defects and the image the NG archive kept
+            for _ in range(300):
+                out = await results.call_method(
+                    f"{ns.mv}:GetResultComponentsById",
+                    ua.ResultIdDataType(Id=stored.result_id),
+                    ua.Variant(0, ua.VariantType.Int32),
+                )
+                camera = out[15][1].Value
+                if camera.Image:
+                    break
+                await asyncio.sleep(0.05)
+            assert out[-1] == 0 and camera.Camera == "top"
+            assert camera.Image[:2] == b"\xff\xd8" and Path(camera.ImageFile).read_bytes() == camera.Image
+            assert len(camera.Defects) == sum(d.camera == "top" for d in stored.defects)
+
             recipes = await vision_node(client, "cell1", "mv:RecipeManagement")
             _, _, error = await recipes.call_method(
                 f"{ns.mv}:PrepareRecipe",
@@ -109,3 +127,30 @@ async def test_agent_line_driven_over_opcua(tmp_path, tiny_detect_onnx, syntheti
             await wait_value(await auto.get_child("0:CurrentState"), ua.LocalizedText("Initialized"))
     finally:
         await asyncio.to_thread(agent.stop)
+
+
+def test_publisher_refuses_to_start_on_a_busy_port_or_without_certificate(tmp_path):
+    """The checks the agent's start can make at once (the server itself starts in the background)."""
+    import socket
+
+    import pytest
+
+    from edge_agent.journal import ResultJournal
+    from edge_agent.publishers.base import PublisherContext
+    from edge_agent.publishers.opcua_publisher import OpcUaPublisherConfig
+    from opcua.config import UserConfig, hash_password
+
+    journal = ResultJournal(tmp_path / "journal.sqlite")
+    context = PublisherContext(site="s", boot_id="b", journal=journal, lines={})
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = OpcUaPublisherConfig(security="none", endpoint=f"opc.tcp://127.0.0.1:{port}/x/")
+        with pytest.raises(OSError, match=f"cannot listen on opc.tcp://127.0.0.1:{port}/x/"):
+            OpcUaPublisher(config, context).start(journal)
+    users = [UserConfig(name="mes", role="operator", password_hash=hash_password("x"))]
+    config = OpcUaPublisherConfig(endpoint="opc.tcp://127.0.0.1:0/x/", pki_dir=tmp_path / "pki", users=users)
+    with pytest.raises(FileNotFoundError, match="edge-inspect opcua cert"):
+        OpcUaPublisher(config, context).start(journal)
+    journal.close()

@@ -38,7 +38,7 @@ async def _read(client: Client, ids: list[ua.NodeId], attr: ua.AttributeIds) -> 
 
 
 async def test_every_official_node_at_its_nodeid(demo_server, model):
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         mv = await client.get_namespace_index(MACHINE_VISION_NS)
         nodes = list(model.nodes.values())
         ids = [_server_id(n.nodeid, mv) for n in nodes]
@@ -60,7 +60,7 @@ async def test_every_official_node_at_its_nodeid(demo_server, model):
 async def test_every_type_and_encoding(demo_server, model):
     """Each DataType has its official encodings, and structures name the official Default Binary
     encoding in their DataTypeDefinition (what a client that learns from the server uses)."""
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         mv = await client.get_namespace_index(MACHINE_VISION_NS)
         types = [n for n in model.nodes.values() if n.node_class.endswith("Type")]
         assert {t.node_class for t in types} == {"ObjectType", "VariableType", "DataType", "ReferenceType"}
@@ -91,7 +91,7 @@ async def test_every_type_and_encoding(demo_server, model):
 
 
 async def test_namespace_metadata(demo_server, model):
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         mv = await client.get_namespace_index(MACHINE_VISION_NS)
         meta = await client.nodes.namespaces.get_child(ua.QualifiedName(model.uri, mv))
         values = {
@@ -134,7 +134,7 @@ def _official_args(model: official.OfficialModel, method: official.OfficialNode,
 
 
 async def test_every_vision_system_has_the_mandatory_members(demo_server, model):
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         mv = await client.get_namespace_index(MACHINE_VISION_NS)
         app = await client.get_namespace_index(APP_NS)
         vision_type = ua.NodeId(model.by_name("VisionSystemType", "ObjectType").number, mv)

@@ -60,7 +60,7 @@ async def _call(client: Client, object_id: ua.NodeId, method_id: ua.NodeId, args
 
 
 async def test_every_method_checks_its_arguments_and_object(demo_server):
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         other_object = (await vision_node(client, "plc1")).nodeid
         checked = []
@@ -115,7 +115,7 @@ CAUSE = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("", ua.VariantType.Stri
 
 
 async def test_method_error_values(demo_server):
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         auto = await vision_node(client, "line1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")
@@ -175,7 +175,7 @@ async def test_method_error_values(demo_server):
 
 async def test_result_handles_components_and_configuration(demo_server):
     stored = demo_server.journal.append(make_result("line1", part_id="COMP-1X", job_id="job-comp"))
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         results = await vision_node(client, "line1", "mv:ResultManagement")

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_standard_browse_paths_and_types(demo_server):
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         ns = await namespaces(client)
         assert ns.mv > 0 and ns.app > 0
         system = await vision_node(client, "line1")
@@ -104,7 +104,7 @@ async def _subscribe_events(
 
 async def test_start_single_job_result_and_event_on_server_object(demo_server):
     line = demo_server.lines["line1"]
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         etype = await client.nodes.base_event_type.get_child(f"{ns.mv}:ResultReadyEventType")
@@ -217,7 +217,7 @@ async def test_result_history_from_the_journal(demo_server):
         for i in range(5)
     ]
     journal.append(make_result("plc1", part_id="HIST-other-line", meas_id="batch-9"))
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         results = await vision_node(client, "line1", "mv:ResultManagement")
@@ -257,7 +257,7 @@ async def test_result_history_from_the_journal(demo_server):
 
 async def test_recipes_prepare_and_list(demo_server):
     line = demo_server.lines["line1"]
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         recipes = await vision_node(client, "line1", "mv:RecipeManagement")
@@ -298,7 +298,7 @@ async def test_recipes_prepare_and_list(demo_server):
 
 async def test_state_machine_follows_the_line_and_halt_reset(demo_server):
     line = demo_server.lines["line1"]
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         ns = await namespaces(client)
         sm = await vision_node(client, "line1", "mv:VisionStateMachine")
         top = await sm.get_child("0:CurrentState")
@@ -338,7 +338,7 @@ async def test_state_machine_follows_the_line_and_halt_reset(demo_server):
 async def test_every_result_reaches_a_subscriber_while_the_server_loop_is_blocked(demo_server):
     """submit_result() never waits for the server: the agent's threads go on while its loop is stuck."""
     n = 300
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         etype = await client.nodes.base_event_type.get_child(f"{ns.mv}:ResultReadyEventType")
@@ -373,7 +373,7 @@ async def test_every_result_reaches_a_subscriber_while_the_server_loop_is_blocke
 
 async def test_free_run_line_stop_and_start_continuous(demo_server):
     line = demo_server.lines["free1"]
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         await client.load_data_type_definitions()
         ns = await namespaces(client)
         auto = await vision_node(client, "free1", "mv:VisionStateMachine", "mv:AutomaticModeStateMachine")

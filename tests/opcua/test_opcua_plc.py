@@ -16,7 +16,7 @@ async def _write(node, value: bool) -> None:
 
 async def test_plc_handshake_and_trigger_while_busy(demo_server):
     line = demo_server.lines["plc1"]
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         tags = {
             name: await vision_node(client, "plc1", "app:PLC", f"app:{name}")
             for name in (
@@ -81,7 +81,7 @@ async def test_plc_handshake_and_trigger_while_busy(demo_server):
 
 
 async def test_plc_tags_read_only_where_they_should_be(demo_server):
-    async with Client(demo_server.url) as client:
+    async with Client(demo_server.url, timeout=30) as client:
         busy = await vision_node(client, "plc1", "app:PLC", "app:Busy")
         try:
             await _write(busy, True)

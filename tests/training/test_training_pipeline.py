@@ -186,8 +186,8 @@ def registry_with_demo(trained: dict[str, Path], tmp_path: Path) -> Path:
     registry = tmp_path / "models"
     shutil.copytree(trained["root"] / "models" / "tiny", registry / "tiny")
     shutil.copytree(DEMO_MODEL, registry / "demo")
-    # a common evaluation set the demo model does well on
-    write_dataset(tmp_path / "evalset", n=6, size=(320, 320), seed=99, val_fraction=1.0, ok_probability=0.0)
+    # a common evaluation set the demo model does well on, with defect-free parts for false rejects
+    write_dataset(tmp_path / "evalset", n=9, size=(320, 320), seed=99, val_fraction=1.0, ok_probability=0.34)
     return registry
 
 
@@ -263,3 +263,70 @@ def test_cli_evaluate_and_plain_errors(trained: dict[str, Path], tmp_path: Path)
     assert res.exit_code == 2 and "no weights/best.pt" in res.output
     res = runner.invoke(app, ["model", "show", "nope", "--registry", str(tmp_path)])
     assert res.exit_code == 2 and "no model.json" in res.output
+
+
+def test_promote_writes_the_operating_point_into_the_recipe(registry_with_demo: Path, tmp_path: Path) -> None:
+    from training.registry import PromotionRefused, promote
+
+    line = _line(tmp_path, registry_with_demo / "demo" / "model.onnx", rules="      stain: {max_count: 2}")
+    with pytest.raises(PromotionRefused, match="worse than the line's current model"):
+        promote("tiny", line, registry=registry_with_demo, data=tmp_path / "evalset")
+    res = promote(
+        "tiny", line, registry=registry_with_demo, data=tmp_path / "evalset", force=True, reason="test"
+    )
+    card = json.loads((registry_with_demo / "tiny" / "model.json").read_text())
+    point = card["metrics"]["fp32"]["operating_point"]
+    assert card["operating_point"]["thresholds"] == point["thresholds"]
+    assert res.thresholds == point["thresholds"]
+    doc = yaml.safe_load(line.read_text())
+    rules = doc["recipes"]["standard"]["classes"]
+    for name, t in point["thresholds"].items():
+        assert rules[name]["min_confidence"] == pytest.approx(round(t, 3))
+    assert rules["stain"]["max_count"] == 2  # the existing rule kept, threshold added beside it
+    assert doc["model"]["conf"] <= min(r["min_confidence"] for r in rules.values())
+    text = line.read_text()
+    assert "# a line file: this comment" in text and "# the model in use" in text
+    assert "+      stain: {max_count: 2, min_confidence:" in res.diff
+    assert card["promotions"][-1]["thresholds_written"] == point["thresholds"]
+    assert card["promotions"][-1]["gate"]["ran"] is True
+
+
+def test_promote_is_refused_when_the_gate_cannot_run(trained: dict[str, Path], tmp_path: Path) -> None:
+    from training.registry import PromotionRefused, promote
+
+    registry = tmp_path / "models"
+    shutil.copytree(trained["root"] / "models" / "tiny", registry / "tiny")
+    line = _line(tmp_path, tmp_path / "gone" / "model.onnx")  # the line's model is not on this machine
+    before = line.read_text()
+    missing = r"gate cannot run because the line's current model .* missing"
+    with pytest.raises(PromotionRefused, match=missing):
+        promote("tiny", line, registry=registry)
+    assert line.read_text() == before
+    res = promote("tiny", line, registry=registry, force=True, reason="new machine, old model lost")
+    assert res.gate is not None and not res.gate.ran and "forced without a gate" in res.message
+    assert yaml.safe_load(line.read_text())["model"]["path"] == "models/tiny/model.onnx"
+
+
+def test_gate_tolerance_for_precision_variants(trained: dict[str, Path]) -> None:
+    from training.registry import (
+        PRECISION_VARIANT_TOLERANCE,
+        GateSide,
+        GateTolerance,
+        compare_sides,
+        is_precision_variant,
+        resolve_model,
+    )
+
+    folder = trained["root"] / "models" / "tiny"
+    int8 = resolve_model(folder / "model.int8.onnx")
+    assert is_precision_variant(int8, folder / "model.onnx")
+    if (DEMO_MODEL / "model.onnx").is_file():
+        assert not is_precision_variant(int8, DEMO_MODEL / "model.onnx")
+    fp32 = GateSide("model.onnx", 0.950, 0.010, 0.020, {}, True)
+    quantized = GateSide("model.int8.onnx", 0.945, 0.010, 0.025, {}, True)  # 0.005 mAP50 below its twin
+    failures, _ = compare_sides(quantized, fp32, GateTolerance())
+    assert len(failures) == 2  # independent trainings: no allowance
+    assert compare_sides(quantized, fp32, PRECISION_VARIANT_TOLERANCE) == ([], [])
+    worse = GateSide("model.int8.onnx", 0.93, 0.03, 0.02, {}, True)
+    failures, _ = compare_sides(worse, fp32, PRECISION_VARIANT_TOLERANCE)
+    assert any("escape" in f for f in failures) and any("mAP50" in f for f in failures)
