@@ -389,6 +389,13 @@ def card_summary(card: dict[str, Any]) -> str:
             f"{num(m.get('false_reject_rate'))} at conf {num(m.get('decision_conf'), 2)}, "
             f"{num(m.get('ms_per_image'), 1)} ms/image"
         )
+    point = card.get("operating_point") or {}
+    if point.get("thresholds"):
+        thr = ", ".join(f"{k} {num(v)}" for k, v in point["thresholds"].items())
+        lines.append(
+            f"  operating point for escape <= {num(point.get('target_escape_rate'), 3)}: {thr}; escape "
+            f"{num(point.get('escape_rate'))} / false rejects {num(point.get('false_reject_rate'))}"
+        )
     data = card.get("dataset") or {}
     if data:
         lines.append(

@@ -203,6 +203,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calib_images: list[Path]) ->
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            # 7-bit weights: on x86 CPUs without VNNI (AVX2 only) u8 x s8 convolutions saturate their
+            # 16-bit sums; NEU-DET val mAP50 0.640 -> 0.686 there (FP32 0.693), the same INT8 speed
+            reduce_range=True,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=head_postprocess_nodes(prepared),
         )

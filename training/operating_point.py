@@ -59,7 +59,7 @@ class OperatingPoint:
 
     def summary(self) -> str:
         def pct(v: float | None) -> str:
-            return "n/a" if v is None else f"{100 * v:.1f}%"
+            return "n/a" if v is None else f"{100 * v:.2f}%"
 
         thr = ", ".join(f"{k} {v:.3f}" for k, v in self.thresholds.items())
         lines = [

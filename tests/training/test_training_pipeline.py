@@ -218,27 +218,21 @@ def test_promote_refuses_a_worse_model_then_force_is_recorded(
     assert card["promotions"][-1]["forced"] is True and card["promotions"][-1]["reason"] == "test of --force"
 
 
-def test_promote_better_model_via_cli(registry_with_demo: Path, tmp_path: Path) -> None:
+def test_promote_via_cli_passes_the_gate_and_shows_the_diff(registry_with_demo: Path, tmp_path: Path) -> None:
+    """A candidate exactly as good as the line's model (the same weights, registered again) passes the
+    gate; the CLI prints the gate's figures and the line file's diff."""
     from edge_agent.cli import app
 
+    shutil.copytree(registry_with_demo / "tiny", registry_with_demo / "tiny-again")
     line = _line(tmp_path, registry_with_demo / "tiny" / "model.onnx")
     runner = CliRunner()
-    res = runner.invoke(
-        app,
-        [
-            "model",
-            "promote",
-            "demo",
-            "--line",
-            str(line),
-            "--registry",
-            str(registry_with_demo),
-            "--data",
-            str(tmp_path / "evalset"),
-        ],
-    )
+    args = ["model", "promote", "tiny-again", "--line", str(line), "--registry", str(registry_with_demo)]
+    res = runner.invoke(app, [*args, "--data", str(tmp_path / "evalset")])
     assert res.exit_code == 0, res.output
-    assert yaml.safe_load(line.read_text())["model"]["path"] == "models/demo/model.onnx"
+    assert "candidate" in res.output and "current" in res.output and "false reject" in res.output
+    assert "+  path: models/tiny-again/model.onnx" in res.output
+    assert "min_confidence" in res.output
+    assert yaml.safe_load(line.read_text())["model"]["path"] == "models/tiny-again/model.onnx"
     res = runner.invoke(app, ["model", "list", "--registry", str(registry_with_demo)])
     assert res.exit_code == 0 and "demo" in res.output and "tiny" in res.output
     res = runner.invoke(
@@ -330,3 +324,11 @@ def test_gate_tolerance_for_precision_variants(trained: dict[str, Path]) -> None
     worse = GateSide("model.int8.onnx", 0.93, 0.03, 0.02, {}, True)
     failures, _ = compare_sides(worse, fp32, PRECISION_VARIANT_TOLERANCE)
     assert any("escape" in f for f in failures) and any("mAP50" in f for f in failures)
+
+
+def test_model_show_gives_the_operating_point(trained: dict[str, Path]) -> None:
+    from edge_agent.cli import app
+
+    res = CliRunner().invoke(app, ["model", "show", "tiny", "--registry", str(trained["root"] / "models")])
+    assert res.exit_code == 0, res.output
+    assert "operating point for escape <= 0.010: scratch " in res.output
