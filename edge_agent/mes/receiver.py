@@ -83,6 +83,11 @@ class MesReceiver:
         self._curve = make_curve_server(self._zctx, self.security)
         self._router = self._zctx.socket(zmq.ROUTER)
         self._router.linger = 0
+        # No inbound high-water mark: the senders' windows bound what can arrive. With one, a busy
+        # receiver's full inbound pipe stops the engine's input, and an ack sent to that peer afterwards
+        # aborted the process in libzmq 4.3.5 (`Assertion failed: !_io_error (stream_engine_base.cpp)`,
+        # seen with 15 agents delivering to one hub on a loaded machine).
+        self._router.rcvhwm = 0
         if self._curve is not None:
             self._curve.apply(self._router)
         try:

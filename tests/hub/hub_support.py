@@ -90,6 +90,7 @@ def write_site(
     hub: dict | None = None,
     extra_line: dict | None = None,
     mode: str = "once",
+    site_extra: dict | None = None,
 ) -> Path:
     """A site with one folder-camera line delivering to the hub (`type: mes`, plain, small window)."""
     line_cfg = {
@@ -121,6 +122,7 @@ def write_site(
     }
     if hub is not None:
         site_cfg["hub"] = hub
+    site_cfg.update(site_extra or {})
     (root / "lines").mkdir(parents=True, exist_ok=True)
     (root / "lines" / f"{line}.yaml").write_text(yaml.safe_dump(line_cfg))
     (root / "agent.yaml").write_text(yaml.safe_dump(site_cfg))

@@ -18,9 +18,13 @@ from hub.config import HubConfig
 from hub.server import HubServer
 
 
-def _agent(tmp: Path, name: str, endpoint: str, keys: Path, hub_public: Path):
+def _agent(
+    tmp: Path, name: str, endpoint: str, keys: Path, hub_public: Path, authorise_in: Path | None = None
+):
     journal = ResultJournal(tmp / f"{name}.sqlite")
     pair = generate_keypair(keys, name)
+    if authorise_in is not None:  # the hub's operator copied this agent's public key
+        (authorise_in / f"{name}.key").write_bytes(pair.public_file.read_bytes())
     config = MesDeliveryConfig(
         endpoint=endpoint,
         name="hub",
@@ -65,8 +69,7 @@ def test_only_authorised_agents_deliver(tmp_path: Path):
     server.start()
     try:
         endpoint = server.ingest.endpoint
-        good = _agent(tmp_path, "good", endpoint, keys, hub_pair.public_file)
-        (authorised / "good.key").write_bytes(good[2].public_file.read_bytes())  # re-read on change
+        good = _agent(tmp_path, "good", endpoint, keys, hub_pair.public_file, authorise_in=authorised)
         bad = _agent(tmp_path, "bad", endpoint, keys, hub_pair.public_file)
         wait_for(lambda: server.web_store.count() == 20, what="the authorised agent's 20 results")
         time.sleep(1.0)  # the other agent keeps trying; nothing of it may arrive
