@@ -310,8 +310,9 @@ class VisionServer:
 
     async def refresh(self, line: str) -> None:
         """Bring the line's state machines, SystemState and PLC Ready in step with the line."""
-        assert self.state_machines is not None and self.types is not None
-        served = self.lines[line]
+        served = self.lines.get(line)
+        if self.state_machines is None or self.types is None or served is None:
+            return  # changed before its nodes exist: start() refreshes each line once built
         st, backend = served.state, served.backend
         states = vision_states(backend, st, busy=st.jobs_in_flight > 0 or served.plc.busy)
         if states != st.states:
