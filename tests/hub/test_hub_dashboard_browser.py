@@ -1,10 +1,12 @@
 """The programme dashboard in a real headless Chromium, against a real hub with a real agent: login
 and roles, the programme overview with a drift flag, drill-down company → line with charts and recent
-NG images pulled from the agent on demand, rollback from the rollouts page. Screenshots go to docs/img/."""
+NG images pulled from the agent on demand, rollback from the rollouts page. Screenshots go to the test's
+temporary folder, or to docs/img with EDGE_INSPECT_SCREENSHOTS=docs/img (how the committed ones are made)."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import urllib.request
@@ -26,7 +28,12 @@ from hub.rollout import Rollouts
 from hub.server import HubServer
 
 pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def screenshot_dir(default: Path) -> Path:
+    target = Path(os.environ.get("EDGE_INSPECT_SCREENSHOTS") or default)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def _history(store, site: str, line: str, ng_recent: float, rng: random.Random) -> None:
@@ -195,12 +202,12 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     assert "10.00 %" in rows["Bolt Forge"] and "30.00 %" in rows["Bolt Forge"]  # escape, false-reject rates
     assert driver.find_element(By.ID, "t-drift").text == "1"
     assert driver.find_element(By.ID, "t-companies").text == "3"
-    DOCS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(DOCS / "hub-programme.png"))
+    shots = screenshot_dir(tmp / "screenshots")
+    driver.save_screenshot(str(shots / "hub-programme.png"))
 
     driver.get(base + "/line/bolt-east/lathe")  # a week of history and a drift flag
     assert "drift" in driver.find_element(By.ID, "l-drift").text
-    driver.save_screenshot(str(DOCS / "hub-line-drift.png"))
+    driver.save_screenshot(str(shots / "hub-line-drift.png"))
 
     driver.get(base + "/")
     driver.find_element(By.LINK_TEXT, "Acme Stamping").click()
@@ -223,7 +230,7 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     width = driver.execute_script("return document.querySelector('#recent-ng img').naturalWidth")
     assert width == 128  # the archived frame itself (synthetic images are 128 px wide)
     driver.execute_script("document.querySelector('#recent-ng').scrollIntoView()")
-    driver.save_screenshot(str(DOCS / "hub-line-images.png"))
+    driver.save_screenshot(str(shots / "hub-line-images.png"))
 
     # a rollout, rolled back from the page by the ml user
     keys = generate_signing_key(tmp / "keys", "ml")
