@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,8 @@ from edge_agent.reviews import DECISIONS, ReviewInput
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 256 * 1024
+
+log = logging.getLogger(__name__)
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -529,6 +532,14 @@ async def api_review(request: Request) -> Response:
     except (KeyError, ValueError) as exc:
         raise HttpError(400, str(exc).strip("'\"")) from None
     console.hub.note_review(result.line, previous["decision"] if previous else None, review.decision)
+    capture = console.agent.capture
+    if capture is not None:  # a reviewed part goes to the labelling archive too (`capture.reviewed`)
+        note = f"{review.decision}: {review.comment}".strip(": ")
+        archive_root = console.agent.config.site.archive.path
+        try:
+            await asyncio.to_thread(capture.submit_reviewed_from_archive, result, archive_root, note)
+        except Exception:  # the review is stored; a failed capture only costs the labelling copy
+            log.exception("console: capture of reviewed result #%s failed", result.seq)
     return JSONResponse(stored)
 
 

@@ -28,6 +28,7 @@ def demo_site(
     max_fps: float = 5,
     ok_sample_rate: float = 1.0,
     metrics: bool = False,
+    capture: dict[str, Any] | None = None,
 ) -> Path:
     """agent.yaml + lines/demo.yaml under `root`: the demo line as shipped (comments kept), absolute
     paths to the repo's images and model, console on a free port without login unless `console` says."""
@@ -47,6 +48,8 @@ def demo_site(
         "reload": {"enabled": True, "poll_s": 0.3},
         "console": {"enabled": True, "host": "127.0.0.1", "port": 0, "auth": "none", **(console or {})},
     }
+    if capture is not None:
+        site["capture"] = {"path": "data/capture", "min_free_mb": 0, **capture}
     (root / "agent.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
     return root / "agent.yaml"
 

@@ -210,6 +210,29 @@ def test_review_is_audited_counted_and_becomes_a_dataset(console_agent, tmp_path
     assert manifest[0]["seq"] == seq and manifest[0]["decision"] == "false_reject"
 
 
+def test_a_reviewed_part_is_captured_for_labelling(console_agent) -> None:
+    """With `capture:` on, a review made on the console also puts the part (raw images from the NG archive,
+    the model's boxes as pre-annotations) into the capture archive that `dataset from-archive` reads."""
+    agent = console_agent(capture={"enabled": True, "band": [0.99, 1.0]})  # nothing is "uncertain" here
+    seq = an_ng_seq(agent)
+    result = agent.journal.get(seq)
+    wait_until(lambda: agent.console.archive.image(result, "top", False), timeout=20)
+    root = agent.config.site.capture.path
+    assert not list(root.rglob("*.capture.json"))
+    with client(agent) as c:
+        token = csrf_of(c.get("/").text)
+        r = c.post(
+            f"/api/results/{seq}/review",
+            json={"decision": "false_reject", "boxes": [], "comment": "glare"},
+            headers={"X-CSRF-Token": token},
+        )
+        assert r.status_code == 200, r.text
+    sidecars = wait_until(lambda: list(root.rglob(f"{seq:010d}_*.capture.json")), timeout=20)
+    sidecar = json.loads(sidecars[0].read_text())
+    assert sidecar["reason"] == "review" and sidecar["note"] == "false_reject: glare"
+    assert sidecar["seq"] == seq and (sidecars[0].parent / sidecar["cameras"]["top"]["file"]).is_file()
+
+
 def test_no_login_answers_only_to_localhost_hosts(console_agent) -> None:
     agent = console_agent()
     with client(agent) as c:
