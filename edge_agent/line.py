@@ -274,6 +274,9 @@ class LineRuntime:
         self._triggers: queue.Queue[_TriggerRequest] = queue.Queue()  # unbounded: triggers are never dropped
         self._results: queue.Queue[_Pending] = queue.Queue(maxsize=config.result_queue)
         self._part_counter = itertools.count(1)
+        # ids of the continuous job started by resume() (OPC UA StartContinuous), given to free-run results
+        self._continuous: dict[str, str] = {}
+        self._continuous_part: tuple[str, itertools.count] | None = None
         self._inspect_thread: threading.Thread | None = None
         self._journal_thread: threading.Thread | None = None
         self._done_times: deque[float] = deque(maxlen=256)
@@ -371,7 +374,21 @@ class LineRuntime:
             self._paused.set()
             self._emit_state()
 
-    def resume(self) -> None:
+    def resume(
+        self,
+        *,
+        meas_id: str | None = None,
+        part_id: str | None = None,
+        product_id: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        """Go on inspecting. In free-run, the ids given (OPC UA StartContinuous) go into every result until
+        the next resume: `meas_id`, `product_id`, `job_id` as they are, `part_id` as the prefix of each
+        part's id (`<part_id>-000001`, ...)."""
+        job = {"meas_id": meas_id, "product_id": product_id, "job_id": job_id}
+        with self._lock:
+            self._continuous = {k: v for k, v in job.items() if v}
+            self._continuous_part = (part_id, itertools.count(1)) if part_id else None
         if self._paused.is_set():
             self._paused.clear()
             self._emit_state()
@@ -565,8 +582,10 @@ class LineRuntime:
                         self._settle(0)  # no new frame: let the parts in inference through
                         continue  # camera states already tell why; free-run just waits
                     last_ready.update({cam: f.t_ready for cam, f in frames.items()})
-                    part_id = self._next_part_id()
-                    self._inspect_and_queue(frames, part_id, self.active_recipe, "free_run", {}, None)
+                    with self._lock:
+                        job, prefix = dict(self._continuous), self._continuous_part
+                    part_id = f"{prefix[0]}-{next(prefix[1]):06d}" if prefix else self._next_part_id()
+                    self._inspect_and_queue(frames, part_id, self.active_recipe, "free_run", job, None)
                 finally:
                     self._inspecting = False
             else:

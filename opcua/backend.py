@@ -59,7 +59,15 @@ class LineBackend(Protocol):
 
     def pause(self) -> None: ...
 
-    def resume(self) -> None: ...
+    def resume(
+        self,
+        *,
+        meas_id: str | None = None,
+        part_id: str | None = None,
+        product_id: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        """Go on inspecting; in free-run the ids given are carried by every result (StartContinuous)."""
 
     def add_listener(self, callback: StateListener) -> None:
         """`callback(event, payload)` on state changes; called from the line's threads."""

@@ -244,14 +244,16 @@ class MachineVisionMethods:
         if st.states != ("Operational", "Ready"):
             return [self._job_id(""), _int32(Err.NOT_READY)]
         st.cause = "StartContinuous"
+        job_id = uuid.uuid4().hex
+        ids = {"meas_id": _id_of(meas), "part_id": _id_of(part), "product_id": _id_of(product)}
         try:
             if recipe_id and recipe_id != backend.active_recipe:
                 await self.host.in_thread(backend.set_recipe, recipe_id)
-            await self.host.in_thread(backend.resume)
+            await self.host.in_thread(backend.resume, job_id=job_id, **{k: v or None for k, v in ids.items()})
         except (KeyError, ValueError, RuntimeError) as exc:
             logger.warning("opcua: StartContinuous on %s refused by the line: %s", backend.name, exc)
             return [self._job_id(""), _int32(Err.BACKEND)]
-        st.current_job = uuid.uuid4().hex
+        st.current_job = job_id
         await self._apply(served, "StartContinuous")
         return [self._job_id(st.current_job), _int32(Err.OK)]
 

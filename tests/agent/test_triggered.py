@@ -164,3 +164,30 @@ def test_cli_trigger_asks_the_running_agent(tmp_path, tiny_detect_onnx, syntheti
     assert agent.journal.get(1).part_id == "CLI-1"
     out = runner.invoke(app, ["trigger", "press", "--recipe", "nope", "--endpoint", endpoint])
     assert out.exit_code == 1 and "unknown recipe 'nope'" in out.output
+
+
+def test_a_continuous_job_puts_its_ids_into_every_free_run_result(
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
+):
+    """`resume(meas_id=, part_id=, product_id=, job_id=)` (OPC UA StartContinuous) on a free-run line."""
+    line_config = folder_line("belt", synthetic_images, tiny_detect_onnx)
+    line_config["cameras"][0]["source"]["mode"] = "loop"
+    agent = agent_factory(write_site(tmp_path, [line_config]))
+    agent.start()
+    line = agent.lines["belt"]
+    wait_until(lambda: line.counts["inspected"] >= 1)
+    line.pause()
+    wait_until(lambda: line.state == "paused")
+    before = agent.journal.last_seq()
+    line.resume(meas_id="M-7", part_id="LOT-7", product_id="bracket", job_id="J-42")
+    wait_until(lambda: agent.journal.last_seq() >= before + 4)
+    line.pause()
+    job = [r for r in agent.journal.since(before) if r.part_id.startswith("LOT-7-")]
+    assert len(job) >= 3  # at most the one part in inference at the resume is outside the job
+    assert [r.part_id for r in job] == [f"LOT-7-{i:06d}" for i in range(1, len(job) + 1)]
+    assert all((r.meas_id, r.product_id, r.job_id) == ("M-7", "bracket", "J-42") for r in job)
+    line.resume()  # a plain resume ends the job: generated part ids, no job ids
+    mark = agent.journal.last_seq()
+    wait_until(lambda: agent.journal.last_seq() >= mark + 3)
+    later = agent.journal.since(mark + 1)
+    assert later and all(r.job_id is None and not r.part_id.startswith("LOT-7") for r in later)

@@ -95,7 +95,8 @@ class JournalLine:
     def pause(self) -> None:
         self._set_state("paused")
 
-    def resume(self) -> None:
+    def resume(self, **job: str | None) -> None:
+        self.continuous_job = job  # what StartContinuous passed (meas_id, part_id, product_id, job_id)
         self._set_state("running")
 
     def add_listener(self, callback: Callable[[str, dict], None]) -> None:

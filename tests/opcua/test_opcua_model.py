@@ -392,10 +392,21 @@ async def test_free_run_line_stop_and_start_continuous(demo_server):
         )
         job, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *start_args)
         assert error == -3 and job.Id == ""  # single jobs are for triggered lines
-        job, error = await auto.call_method(f"{ns.mv}:StartContinuous", *start_args)
+        continuous_args = (
+            ua.MeasIdDataType(Id="M-7"),
+            ua.PartIdDataType(Id="LOT-7"),
+            ua.RecipeIdExternalDataType(Id=""),
+            ua.ProductIdDataType(Id="bracket"),
+            empty_args(),
+        )
+        job, error = await auto.call_method(f"{ns.mv}:StartContinuous", *continuous_args)
         assert error == 0 and job.Id
         await wait_value(state, ua.LocalizedText("ContinuousExecution"))
         assert line.state == "running"
+        # the job's ids reach the line, which puts them into every result of the job
+        assert line.continuous_job == {
+            "meas_id": "M-7", "part_id": "LOT-7", "product_id": "bracket", "job_id": job.Id
+        }
 
         # a result of free1 lands on free1 only
         stored = demo_server.journal.append(make_result("free1", part_id="FREE-1"))
