@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import zmq
@@ -166,6 +167,18 @@ def test_cli_trigger_asks_the_running_agent(tmp_path, tiny_detect_onnx, syntheti
     assert out.exit_code == 1 and "unknown recipe 'nope'" in out.output
 
 
+def _paused_and_settled(agent, line) -> int:
+    """Pause the line and wait until the parts it had taken are journaled; the last seq then."""
+    line.pause()
+    last = -1
+    while True:
+        time.sleep(0.5)
+        now = agent.journal.last_seq()
+        if now == last:
+            return now
+        last = now
+
+
 def test_a_continuous_job_puts_its_ids_into_every_free_run_result(
     tmp_path, tiny_detect_onnx, synthetic_images, agent_factory
 ):
@@ -176,18 +189,16 @@ def test_a_continuous_job_puts_its_ids_into_every_free_run_result(
     agent.start()
     line = agent.lines["belt"]
     wait_until(lambda: line.counts["inspected"] >= 1)
-    line.pause()
-    wait_until(lambda: line.state == "paused")
-    before = agent.journal.last_seq()
+    before = _paused_and_settled(agent, line)
     line.resume(meas_id="M-7", part_id="LOT-7", product_id="bracket", job_id="J-42")
     wait_until(lambda: agent.journal.last_seq() >= before + 4)
-    line.pause()
-    job = [r for r in agent.journal.since(before) if r.part_id.startswith("LOT-7-")]
-    assert len(job) >= 3  # at most the one part in inference at the resume is outside the job
+    mark = _paused_and_settled(agent, line)
+    job = agent.journal.since(before)
+    assert len(job) == mark - before >= 4
     assert [r.part_id for r in job] == [f"LOT-7-{i:06d}" for i in range(1, len(job) + 1)]
     assert all((r.meas_id, r.product_id, r.job_id) == ("M-7", "bracket", "J-42") for r in job)
     line.resume()  # a plain resume ends the job: generated part ids, no job ids
-    mark = agent.journal.last_seq()
     wait_until(lambda: agent.journal.last_seq() >= mark + 3)
-    later = agent.journal.since(mark + 1)
-    assert later and all(r.job_id is None and not r.part_id.startswith("LOT-7") for r in later)
+    later = agent.journal.since(mark)
+    assert later and all(r.job_id is None and r.meas_id is None for r in later)
+    assert not any(r.part_id.startswith("LOT-7") for r in later)
