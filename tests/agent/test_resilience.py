@@ -71,7 +71,9 @@ def test_lost_camera_is_retried_while_another_line_keeps_producing(
     wait_until(lambda: flaky_rt.status()["cameras"][0]["failures"] >= failures_before + 3)  # retried
     wait_until(lambda: steady_rt.counts["inspected"] >= steady_before + 10)
     assert flaky_rt.state == "degraded" and steady_rt.state == "running"
-    assert flaky_rt.counts["inspected"] <= flaky_before + 1  # at most a frame that was in flight
+    # at most the frame in inference and the one the reader had already handed over (a video file is
+    # read ahead by one frame) are inspected after the loss
+    assert flaky_rt.counts["inspected"] <= flaky_before + 2
     cam = flaky_rt.status()["cameras"][0]
     assert "cannot open" in cam["last_error"] and cam["retry_in_s"] <= 0.2  # back-off is capped
     assert "degraded" in states
