@@ -19,29 +19,17 @@ from typing import Annotated
 import typer
 
 from edge_agent.agent_cli import ConfigOption, default_config_path
+from opcua.cli import hash_password_command
 
 console_app = typer.Typer(
     help="The line console served by the agent (docs/console.md).", no_args_is_help=True
 )
 
 
-@console_app.command("hash-password")
-def hash_password_command(
-    password: str = typer.Option(
-        ...,
-        prompt=True,
-        hide_input=True,
-        confirmation_prompt=True,
-        help="Prompted when not given (avoid putting it in shell history).",
-    ),
-) -> None:
-    """Print the scrypt hash to put in `console.users[].password_hash`."""
-    from opcua.config import hash_password
-
-    if len(password) < 8:
-        typer.echo("error: use at least 8 characters", err=True)
-        raise typer.Exit(1)
-    typer.echo(hash_password(password))
+# the same scrypt format and rules as OPC UA's users: one command serves both
+console_app.command(
+    "hash-password", help="Print the scrypt hash to put in `console.users[].password_hash`."
+)(hash_password_command)
 
 
 def from_reviews(
