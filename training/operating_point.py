@@ -12,7 +12,9 @@ How the thresholds are chosen (`choose_operating_point`):
 2. The escape budget still left (target minus the escape rate of step 1) is spent greedily: raise the one
    threshold that removes the most false rejects per escape it adds, while the parts not caught by a
    class they carry stay within the target (so again no class leans on another's false alarms).
-3. Every threshold is lifted while that adds no escape and no false reject (fewer weak detections count).
+3. Every threshold is lowered while that adds no false reject (the escapes still left are caught where that
+   costs nothing), then centred in the range over which no part's decision changes: a margin on both
+   sides for the parts the split did not show.
 
 Thresholds are floored to 0.001 so that written into a recipe they keep every part they caught.
 
@@ -22,7 +24,7 @@ Example: two classes, four NG parts and two OK parts (scores = best confidence p
     >>> is_ng = np.array([True, True, True, True, False, False])
     >>> point = choose_operating_point(scores, is_ng, {0: "scratch", 1: "pit"}, target=0.0)
     >>> point.thresholds, point.escape_rate, point.false_reject_rate
-    ({'scratch': 0.6, 'pit': 0.4}, 0.0, 0.0)
+    ({'scratch': 0.55, 'pit': 0.35}, 0.0, 0.0)
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ import numpy as np
 
 THRESHOLD_STEP = 0.001  # thresholds are floored to this step
 MIN_THRESHOLD = 0.001  # evaluation keeps boxes down to this confidence; below it nothing is known
+# Step 3 neither lowers a threshold below this nor centres below it: under Ultralytics' default confidence a
+# detector's boxes are mostly weak duplicates and noise, which a split of a few hundred parts cannot rule out.
+CENTRE_FLOOR = 0.25
 CURVE_TARGETS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
@@ -204,20 +209,11 @@ def choose_operating_point(
                 break
             thresholds[best[1]] = best[2]
 
-    # step 3: lift every threshold while no part becomes an escape (fewer weak detections count)
-    esc, frr = rates(class_scores, is_ng, thresholds)
-    own = own_escapes(class_scores, present, is_ng, thresholds)
-    for c in range(nc):
-        for s in np.unique(class_scores[:, c][class_scores[:, c] > thresholds[c]]):
-            trial = thresholds.copy()
-            trial[c] = _floor(float(s))
-            if trial[c] <= thresholds[c]:
-                continue
-            e2, f2 = rates(class_scores, is_ng, trial)
-            own2 = own_escapes(class_scores, present, is_ng, trial)
-            if e2 > esc or f2 > frr or own2 > own:
-                break
-            thresholds, esc, frr, own = trial, e2, f2, own2
+    # step 3: centre every threshold in the interval where the decisions stay those of the lowest threshold
+    # that adds no false reject (so escapes still left are caught where that costs nothing)
+    # (without OK parts there is nothing to centre against: the thresholds stay the highest that catch)
+    for c in range(nc if n_ok else 0):
+        thresholds = _centred(class_scores, is_ng, present, thresholds, c)
 
     esc, frr = rates(class_scores, is_ng, thresholds)
     return OperatingPoint(
@@ -232,6 +228,43 @@ def choose_operating_point(
         reached=bool(n_ng == 0 or esc <= allowed),
         notes=notes,
     )
+
+
+def _centred(
+    class_scores: np.ndarray, is_ng: np.ndarray, present: np.ndarray, thresholds: np.ndarray, c: int
+) -> np.ndarray:
+    """Class c's threshold lowered as far as adds no false reject, then set to the middle of the range over
+    which every part's decision stays the same: the point keeps its rates, with a margin on either side
+    for parts the split did not show (a threshold right at the weakest caught part loses its look-alikes)."""
+    _, frr = rates(class_scores, is_ng, thresholds)
+    scores = class_scores[:, c]
+    below = np.unique(scores[(scores < thresholds[c]) & (scores >= MIN_THRESHOLD)])[::-1]
+    low = thresholds.copy()
+    for s in below:  # descending: take in each weaker score while no OK part turns NG
+        trial = low.copy()
+        trial[c] = _floor(float(s))
+        if trial[c] < CENTRE_FLOOR or rates(class_scores, is_ng, trial)[1] > frr:
+            break
+        low = trial
+    esc, frr = rates(class_scores, is_ng, low)
+    own = own_escapes(class_scores, present, is_ng, low)
+    high = low[c]
+    for s in np.unique(scores[scores > low[c]]):  # ascending: lift while no decision changes
+        trial = low.copy()
+        trial[c] = _floor(float(s))
+        if trial[c] <= high:
+            continue
+        e2, f2 = rates(class_scores, is_ng, trial)
+        if e2 > esc or f2 > frr or own_escapes(class_scores, present, is_ng, trial) > own:
+            break
+        high = trial[c]
+    # the lowest equivalent threshold is just above the strongest score the point leaves out
+    left_out = scores[scores < low[c]]
+    bottom = _floor(float(left_out.max()) + THRESHOLD_STEP) if len(left_out) else low[c]
+    bottom = min(max(bottom, CENTRE_FLOOR), low[c])
+    centred = low.copy()
+    centred[c] = _floor((bottom + high) / 2)
+    return centred
 
 
 def uniform_threshold_for_target(class_scores: np.ndarray, is_ng: np.ndarray, target: float) -> float | None:

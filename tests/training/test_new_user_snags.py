@@ -37,7 +37,7 @@ def test_model_show_is_a_summary_and_json_is_the_card() -> None:
     short = runner.invoke(app, ["model", "show", "demo", "--registry", str(REPO / "models")])
     assert short.exit_code == 0, short.output
     assert len(short.output) < 1500 and "classes: scratch, pit, crack, stain" in short.output
-    assert "fp32 on val" in short.output and "mAP50 0.686" in short.output
+    assert "fp32 on val" in short.output and "mAP50 0.991" in short.output
     full = runner.invoke(app, ["model", "show", "demo", "--registry", str(REPO / "models"), "--json"])
     assert json.loads(full.output)["name"] == "demo"
 

@@ -44,7 +44,9 @@ def test_per_class_thresholds_beat_one_threshold_on_a_known_set() -> None:
     scores, is_ng, present = _constructed()
     assert uniform_threshold_for_target(scores, is_ng, 0.0) == pytest.approx(0.2)
     point = choose_operating_point(scores, is_ng, NAMES, target=0.0, class_present=present)
-    assert point.thresholds == {"scratch": 0.7, "pit": 0.2}
+    # scratch centred between its strongest OK-part score (0.6) and its weakest NG part (0.7); pit, weak
+    # everywhere, stays at its weakest pit: nothing is centred below CENTRE_FLOOR (0.25)
+    assert point.thresholds == {"scratch": 0.65, "pit": 0.2}
     assert point.escape_rate == 0.0 and point.false_reject_rate == 0.0 and point.reached
     assert (point.ng_parts, point.ok_parts) == (10, 10)
     # one threshold for both: the same escape rate costs 6 false rejects of 10
@@ -60,7 +62,7 @@ def test_escape_budget_is_spent_on_false_rejects() -> None:
     assert strict.thresholds["pit"] == 0.2 and strict.false_rejects == 3
     relaxed = choose_operating_point(scores, is_ng, NAMES, target=0.1, class_present=present)
     assert relaxed.escapes == 1 and relaxed.false_rejects == 0
-    assert relaxed.thresholds == {"scratch": 0.7, "pit": 0.25}  # lifted to the next pit it must catch
+    assert relaxed.thresholds == {"scratch": 0.65, "pit": 0.235}  # between the 0.22 look-alikes and the 0.25 pit
     # brute force over every pair of candidate thresholds: nothing does better at <= 1 escape
     grid = sorted({round(float(s), 3) for s in scores.ravel()} | {0.001, 1.0})
     best = min(
@@ -91,7 +93,7 @@ def test_thresholds_are_floored_and_keep_the_parts_they_catch() -> None:
     scores = np.array([[0.6000000238418579], [0.31234], [0.1]])
     is_ng = np.array([True, True, False])
     point = choose_operating_point(scores, is_ng, {0: "scratch"}, target=0.0, class_present=is_ng[:, None])
-    assert point.thresholds == {"scratch": 0.312}
+    assert point.thresholds == {"scratch": 0.281}  # centred in [0.25, 0.312]: floored, so <= 0.31234
     assert point.escapes == 0
 
 
