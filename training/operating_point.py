@@ -197,7 +197,7 @@ def choose_operating_point(
                     trial[c] = _floor(s + THRESHOLD_STEP) if s + THRESHOLD_STEP < 1.0 else 1.0
                     if trial[c] <= thresholds[c]:
                         continue
-                    e2, f2 = rates(class_scores, is_ng, trial)
+                    _, f2 = rates(class_scores, is_ng, trial)
                     own2 = own_escapes(class_scores, present, is_ng, trial)
                     if own2 > allowed or f2 >= frr:
                         continue

@@ -47,7 +47,8 @@ def _iou(a: np.ndarray, b: list[float]) -> float:
 @pytest.mark.parametrize("name", sorted(TRUTH))
 def test_demo_model_finds_every_labelled_defect(demo: tuple[Model, dict, RecipeRules], name: str) -> None:
     model, settings, recipe = demo
-    det = model.predict(read_image(REPO / "images" / name), conf=settings.get("conf", 0.25), iou=settings.get("iou", 0.7)).detections
+    image = read_image(REPO / "images" / name)
+    det = model.predict(image, conf=settings.get("conf", 0.25), iou=settings.get("iou", 0.7)).detections
     det = det[countable(det, recipe)]  # what the recipe's thresholds let count
     found = [
         (n, round(float(c), 3), [round(float(v)) for v in b])

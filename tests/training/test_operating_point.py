@@ -62,7 +62,7 @@ def test_escape_budget_is_spent_on_false_rejects() -> None:
     assert strict.thresholds["pit"] == 0.2 and strict.false_rejects == 3
     relaxed = choose_operating_point(scores, is_ng, NAMES, target=0.1, class_present=present)
     assert relaxed.escapes == 1 and relaxed.false_rejects == 0
-    assert relaxed.thresholds == {"scratch": 0.65, "pit": 0.235}  # between the 0.22 look-alikes and the 0.25 pit
+    assert relaxed.thresholds == {"scratch": 0.65, "pit": 0.235}  # between 0.22 look-alikes and 0.25 pit
     # brute force over every pair of candidate thresholds: nothing does better at <= 1 escape
     grid = sorted({round(float(s), 3) for s in scores.ravel()} | {0.001, 1.0})
     best = min(
