@@ -249,7 +249,7 @@ def _centred(
     esc, frr = rates(class_scores, is_ng, low)
     own = own_escapes(class_scores, present, is_ng, low)
     high = low[c]
-    for s in np.unique(scores[scores > low[c]]):  # ascending: lift while no decision changes
+    for s in np.unique(scores[scores > low[c]]):  # ascending: lift while that adds no escape or false reject
         trial = low.copy()
         trial[c] = _floor(float(s))
         if trial[c] <= high:
