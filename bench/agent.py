@@ -106,10 +106,10 @@ def write_config(
     max_fps: float | None,
     lines: int = 1,
     cameras: int = 1,
-    concurrent: int = 1,
+    concurrent: int | str = "auto",
 ) -> Path:
     """A site with `lines` free-run lines ("bench", "bench2", ...), each with `cameras` folder cameras;
-    `concurrent` inferences at once in the agent's inference budget."""
+    `concurrent` inferences at once in the agent's inference budget (the agent's default: auto)."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
     names = ["bench"] + [f"bench{i}" for i in range(2, lines + 1)]
     for name in names:
@@ -204,7 +204,7 @@ def measure_run(
     max_fps: float | None,
     lines: int = 1,
     cameras: int = 1,
-    concurrent: int = 1,
+    concurrent: int | str = "auto",
 ) -> dict:
     """Results/s at the subscriber over the window (all lines together), latency, seq gaps."""
     port = free_port()
@@ -371,7 +371,10 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=0, help="also run N lines in one agent vs one line")
     ap.add_argument("--cameras", type=int, default=0, help="also run one line of N cameras (one batch)")
     ap.add_argument(
-        "--concurrent", type=int, default=0, help="also run with N inferences at once (threads / N each)"
+        "--concurrent",
+        type=int,
+        default=0,
+        help="also run with N inferences at once (threads / N each); the main run uses the default, auto",
     )
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--archive-parts", type=int, default=100_000, help="NG archive memory run; 0 to skip")
@@ -409,7 +412,8 @@ def main() -> None:
         out.update(raw_fps=raw, full=full, paced=paced, ratio=full["fps"] / raw)
         print(f"raw ONNX Runtime      {raw:8.1f} FPS")
         print(
-            f"agent end-to-end      {full['fps']:8.1f} FPS   ratio {full['fps'] / raw:.3f} (goal >= 0.95)  "
+            f"agent end-to-end      {full['fps']:8.1f} FPS   ratio {full['fps'] / raw:.3f} "
+            "(goal >= 0.85 at 320 px, >= 0.95 at 640 px)  "
             f"received {full['received']}, seq gaps {full['gaps']}"
         )
         print(f"latency ready→ZMQ sub full load: p50 {full['p50_ms']:.1f} ms  p99 {full['p99_ms']:.1f} ms")

@@ -27,7 +27,7 @@ from typing import Any
 from edge_agent.archive import Archive
 from edge_agent.capture import CaptureArchive
 from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
-from edge_agent.inference_budget import InferenceBudget
+from edge_agent.inference_budget import InferenceBudget, resolve_concurrent
 from edge_agent.inspector import InspectorLoadError, Outcome
 from edge_agent.journal import ResultJournal
 from edge_agent.line import LineRuntime
@@ -36,6 +36,7 @@ from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.publishers.feed import PublisherFeed
 from edge_agent.result import InspectionResult
 from edge_agent.yamlconf import ConfigError, ConfigIssue
+from vision.providers import physical_cores
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,10 @@ class Agent:
             self.model_overrides = self.hub_link.prepare()
 
         enabled = [loaded for loaded in self.config.lines if loaded.config.enabled]
-        self.budget = InferenceBudget(site.inference.threads, site.inference.concurrent, len(enabled))
+        threads = site.inference.threads or physical_cores()
+        free_running = any(loaded.config.trigger.type == "free_run" for loaded in enabled)
+        concurrent = resolve_concurrent(site.inference.concurrent, threads, free_running)
+        self.budget = InferenceBudget(threads, concurrent, len(enabled))
         log.info("inference budget: %s", self.budget.describe())
         for loaded in self.config.lines:
             if not loaded.config.enabled:

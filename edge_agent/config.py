@@ -241,9 +241,20 @@ class InferenceConfig(BaseModel):
     threads: int | None = Field(
         None, gt=0, description="intra-op threads for inference, all lines together (default: physical cores)"
     )
-    concurrent: int = Field(
-        1, ge=1, description="inferences running at once; each gets threads / concurrent threads"
+    concurrent: int | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "inferences running at once; each gets threads / concurrent threads. auto: 2 on a PC with 2 or "
+            "more inference threads when a line runs free, else 1 (a lone triggered part keeps every thread)"
+        ),
     )
+
+    @field_validator("concurrent")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("concurrent must be at least 1 (or auto)")
+        return value
 
 
 class SiteConfig(BaseModel):

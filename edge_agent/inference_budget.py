@@ -21,6 +21,24 @@ import threading
 from vision.providers import physical_cores
 
 
+def resolve_concurrent(setting: int | str, threads: int, free_running: bool) -> int:
+    """`inference.concurrent`, with `auto` decided for this PC and these lines.
+
+    Two parts in inference at once, one thread each, keep both cores of a small PC busy while the other
+    part's frame is decoded, its rules run and its result is journaled (demo model, 2 cores: agent/raw
+    ORT 0.65 -> 0.91). That only pays on a free-running line; a triggered part is alone in inference and
+    would lose half its threads, so `auto` keeps 1 when no line runs free.
+
+    >>> resolve_concurrent("auto", threads=2, free_running=True), resolve_concurrent("auto", 2, False)
+    (2, 1)
+    >>> resolve_concurrent("auto", threads=1, free_running=True), resolve_concurrent(3, 4, False)
+    (1, 3)
+    """
+    if setting != "auto":
+        return int(setting)
+    return 2 if free_running and threads >= 2 else 1
+
+
 class InferenceBudget:
     """A semaphore of `concurrent` permits entered around every ONNX Runtime call of every line."""
 

@@ -566,6 +566,7 @@ class LineRuntime:
         next_slot = time.monotonic()
         while not self._stop.is_set():
             if self._paused.is_set():
+                self._settle(0)  # the parts taken before the pause are journaled now, not at resume
                 self._stop.wait(0.05)
                 continue
             if isinstance(self.config.trigger, FreeRunTrigger):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 from agent_helpers import folder_line, wait_until, write_site
 
 from edge_agent.inference_budget import InferenceBudget
@@ -98,3 +99,24 @@ def test_two_parts_in_inference_at_once_keep_their_order(
     assert [r.part_id for r in by_seq] == sorted(r.part_id for r in by_seq)
     sources = [r.frames[0].source_ref for r in by_seq]
     assert sources == sorted(sources)  # the folder is read in name order: so are the results
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"), [("free_run", (2, 1)), ("triggered", (1, 2))], ids=["free-run", "triggered"]
+)
+def test_auto_concurrency_runs_two_parts_only_where_a_line_runs_free(
+    tmp_path, tiny_detect_onnx, synthetic_images, agent_factory, trigger, expected
+) -> None:
+    """The default `concurrent: auto` on 2 threads: a free-run line gets two parts in inference at one
+    thread each; a triggered line's lone part keeps both threads."""
+    line = folder_line("a", synthetic_images, tiny_detect_onnx)
+    del line["model"]["threads"]
+    line["trigger"] = {"type": trigger}
+    site = write_site(tmp_path, [line], inference={"threads": 2})
+    agent = agent_factory(site)
+    agent.start()
+    budget = agent.budget
+    assert budget is not None
+    runtime = agent.lines["a"]
+    assert (budget.concurrent, budget.threads_per_model) == expected
+    assert runtime._inspector.model.session.get_session_options().intra_op_num_threads == expected[1]
