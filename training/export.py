@@ -161,7 +161,10 @@ def head_postprocess_nodes(model_path: Path) -> list[str]:
     """Nodes of the detection head's box/score decoding (after its last convolutions).
 
     They combine coordinates and probabilities with very different ranges in one tensor; quantizing them
-    to 8 bits wrecks box precision for almost no speed gain, so INT8 export keeps them in float.
+    to 8 bits wrecks box precision for almost no speed gain, so INT8 export keeps them in float. The
+    activations inside the head's conv blocks (`.../act/...`) sit between two quantized convolutions and
+    stay quantized: keeping them float cost a dequantize/quantize pair each (demo model: INT8 1.29x -> 1.35x
+    FP32 at one thread, mAP50 unchanged).
     """
     import onnx
 
@@ -173,7 +176,9 @@ def head_postprocess_nodes(model_path: Path) -> list[str]:
     if not prefixes:
         return []
     head = f"/{prefixes[-1]}/"
-    return [n.name for n in graph.node if n.name.startswith(head) and n.op_type != "Conv"] + [
+    return [
+        n.name for n in graph.node if n.name.startswith(head) and n.op_type != "Conv" and "/act/" not in n.name
+    ] + [
         n.name for n in graph.node if not n.name.startswith("/model.")
     ]
 

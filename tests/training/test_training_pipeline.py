@@ -94,6 +94,24 @@ def test_export_writes_onnx_int8_and_card(trained: dict[str, Path]) -> None:
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
 
 
+def test_int8_keeps_head_decoding_float_and_its_conv_blocks_quantized(trained: dict[str, Path]) -> None:
+    import onnx
+
+    from training.export import head_postprocess_nodes
+
+    fp32 = trained["card"].parent / "model.onnx"
+    excluded = set(head_postprocess_nodes(fp32))
+    graph = onnx.load(str(fp32)).graph
+    head = [n for n in graph.node if n.name.startswith("/model.22/")]  # YOLOv8's Detect
+    assert {n.name for n in head if n.op_type == "Softmax"} <= excluded  # the DFL decoding stays float
+    acts = {n.name for n in head if "/act/" in n.name}
+    assert acts and not acts & excluded  # SiLUs between two head convs are quantized with them
+    assert not {n.name for n in head if n.op_type == "Conv"} & excluded
+    quantized = onnx.load(str(trained["card"].parent / "model.int8.onnx")).graph
+    inputs_of = {i for n in quantized.node if n.op_type == "QuantizeLinear" for i in n.input}
+    assert any(a.startswith("/model.22/cv2.0/cv2.0.0/act/") for a in inputs_of)
+
+
 def test_evaluate_reports_metrics_and_factory_rates(trained: dict[str, Path], tmp_path: Path) -> None:
     from training.evaluate import evaluate
 
