@@ -176,9 +176,8 @@ def head_postprocess_nodes(model_path: Path) -> list[str]:
     if not prefixes:
         return []
     head = f"/{prefixes[-1]}/"
-    return [
-        n.name for n in graph.node if n.name.startswith(head) and n.op_type != "Conv" and "/act/" not in n.name
-    ] + [
+    decoding = [n for n in graph.node if n.name.startswith(head) and n.op_type != "Conv"]
+    return [n.name for n in decoding if "/act/" not in n.name] + [
         n.name for n in graph.node if not n.name.startswith("/model.")
     ]
 
