@@ -361,6 +361,26 @@ def print_archive_memory(res: dict, n_parts: int, quota_mb: float) -> None:
     print("  " + "  ".join(f"{n}:{m:.1f}" for n, m in samples))
 
 
+def run_memory(args: argparse.Namespace, frames: Path, tmp: Path, out: dict) -> None:
+    """The agent's resident memory over `--memory-frames` frames (a small model, so many frames are quick)."""
+    small = (
+        args.model if args.memory_imgsz == 640 and args.model else export_untrained(args.memory_imgsz, tmp)
+    )
+    samples = memory_run(tmp / "run-mem", frames, small, args.memory_frames)
+    out["memory_mib"] = samples
+    if samples:
+        first = samples[min(1, len(samples) - 1)]
+        last = samples[-1]
+        print(
+            f"RSS over {last[0]} frames (model at {args.memory_imgsz} px): "
+            f"{first[1]:.1f} MiB at {first[0]} → {last[1]:.1f} MiB at {last[0]} "
+            f"(max {max(s[1] for s in samples):.1f}); "
+            f"slope {(last[1] - first[1]) / max(1, last[0] - first[0]) * 1000:+.3f} MiB per 1k frames "
+            "(goal: < 5 MiB growth over 100,000)"
+        )
+        print("  " + "  ".join(f"{n}:{m:.0f}" for n, m in samples))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="ONNX model (default: untrained yolov8n exported at 640)")
@@ -380,6 +400,7 @@ def main() -> None:
     ap.add_argument("--archive-parts", type=int, default=100_000, help="NG archive memory run; 0 to skip")
     ap.add_argument("--archive-quota-mb", type=float, default=50.0)
     ap.add_argument("--archive-only", action="store_true", help="run only the NG archive memory run")
+    ap.add_argument("--memory-only", action="store_true", help="run only the agent memory run")
     args = ap.parse_args()
 
     if args.archive_only:
@@ -406,6 +427,11 @@ def main() -> None:
         print(f"model: {model.name}; frames: {args.frames} x 640x640 JPEG, looped; window {args.seconds:g} s")
         out: dict = {"date": datetime.now().isoformat(timespec="seconds"), "model": str(model)}
 
+        if args.memory_only:
+            run_memory(args, frames, tmp, out)
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=2, default=str))
+            return
         raw = raw_fps(model, frame, args.seconds)
         full = measure_run(tmp / "run-full", frames, model, args.seconds, None)
         paced = measure_run(tmp / "run-paced", frames, model, args.seconds, max_fps=round(raw / 2, 1))
@@ -463,23 +489,7 @@ def main() -> None:
         )
 
         if args.memory_frames:
-            small = (
-                args.model
-                if args.memory_imgsz == 640 and args.model
-                else export_untrained(args.memory_imgsz, tmp)
-            )
-            samples = memory_run(tmp / "run-mem", frames, small, args.memory_frames)
-            out["memory_mib"] = samples
-            if samples:
-                first = samples[min(1, len(samples) - 1)]
-                last = samples[-1]
-                print(
-                    f"RSS over {last[0]} frames (model at {args.memory_imgsz} px): "
-                    f"{first[1]:.1f} MiB at {first[0]} → {last[1]:.1f} MiB at {last[0]} "
-                    f"(max {max(s[1] for s in samples):.1f}); "
-                    f"slope {(last[1] - first[1]) / max(1, last[0] - first[0]) * 1000:+.3f} MiB per 1k frames"
-                )
-                print("  " + "  ".join(f"{n}:{m:.0f}" for n, m in samples))
+            run_memory(args, frames, tmp, out)
         if args.archive_parts:
             res = archive_memory_run(tmp / "archive-mem", args.archive_parts, args.archive_quota_mb)
             out["archive"] = res
