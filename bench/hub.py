@@ -4,11 +4,14 @@
     .venv/bin/python bench/hub.py --lines 60 --minutes 1        # a short run for a small machine
     .venv/bin/python bench/hub.py --store sqlite                # the trial store
 
-1. Ingest: `--lines` simulated lines (`--per-agent` lines per agent) each journal `--rate` results/s
-   into their agent's real SQLite journal; each agent delivers with the real acknowledged `type: mes`
+1. Ingest: `--lines` simulated lines (`--per-agent` lines per agent process, default 30) each journal
+   `--rate` results/s into their agent's real SQLite journal (one committed append per line and wake-up,
+   as a line's journal thread does; an agent wakes every `--tick` s, default 50 ms, and inspects the
+   parts due by then); each agent delivers with the real acknowledged `type: mes`
    publisher to one `edge-inspect hub serve` process (its own throwaway PostgreSQL server unless `--store`
    gives a URL). At the end: lost and duplicated results (journals vs. hub), ingest lag (hub receipt
-   minus inspection time) p50/p99, and the CPU of the hub process and of PostgreSQL. Goal: 0 lost,
+   minus inspection time) p50/p99, and the CPU of the hub process, of PostgreSQL and of the simulated
+   agents (in cores and per result). Goal: 0 lost,
    0 duplicated, p99 < 2 s at 1,500 results/s.
 2. Dashboard: with 30 days of day roll-ups and 24 h of minute roll-ups for `--dash-lines` lines in the
    database: the programme overview (< 500 ms) and one line's 30-day chart (< 300 ms), via HTTP.
@@ -57,6 +60,8 @@ def _agent_process(
     root: str,
     ready: mp.Event,
     go: mp.Event,
+    cpu_out: mp.Queue,
+    tick: float,
 ) -> None:
     """One simulated agent: a real journal and the real acknowledged publisher; lines append at `rate`."""
     from edge_agent.journal import ResultJournal
@@ -73,49 +78,57 @@ def _agent_process(
     publisher.start(journal)
     ready.set()
     go.wait()
+    cpu0 = time.process_time()
     model = ModelInfo(name="bench", version="1", sha256="ab" * 32)
-    period = 1.0 / (rate * len(lines))
+    period = 1.0 / (rate * len(lines))  # the lines' parts interleaved: part n is due at start + n * period
     start = time.monotonic()
+    total = int(seconds / period)
     n = 0
-    while True:
-        due = start + n * period
+    while n < total:
         now = time.monotonic()
-        if due - start >= seconds:
-            break
-        if due > now:
-            time.sleep(due - now)
-        line = lines[n % len(lines)]
-        ng = n % 50 == 0
-        defects = [
-            Defect(
-                camera="top",
-                class_name="scratch",
-                class_id=0,
-                confidence=0.8,
-                xyxy=[1, 2, 30, 40],
-                area_px=1000.0,
-                counts_for_verdict=ng,
+        due = start + n * period
+        if due > now:  # wait for the next part, or for the next tick when parts come faster than ticks
+            time.sleep(max(due - now, tick))
+            now = time.monotonic()
+        # every part due by now, inspected now; each line's parts journaled together, as a line's journal
+        # thread does with what its inspection queue holds (usually one), then the publisher is told
+        by_line: dict[str, list[InspectionResult]] = {}
+        while n < total and start + n * period <= now:
+            line = lines[n % len(lines)]
+            ng = n % 50 == 0
+            defects = [
+                Defect(
+                    camera="top",
+                    class_name="scratch",
+                    class_id=0,
+                    confidence=0.8,
+                    xyxy=[1, 2, 30, 40],
+                    area_px=1000.0,
+                    counts_for_verdict=ng,
+                )
+            ]
+            by_line.setdefault(line, []).append(
+                InspectionResult(
+                    site=site,
+                    line=line,
+                    part_id=f"{line}-{n}",
+                    recipe="default",
+                    verdict="NG" if ng else "OK",
+                    defects=defects,
+                    model=model,
+                    timings_ms={"total": 12.0},
+                )
             )
-        ]
-        result = journal.append(
-            InspectionResult(
-                site=site,
-                line=line,
-                part_id=f"{line}-{n}",
-                recipe="default",
-                verdict="NG" if ng else "OK",
-                defects=defects,
-                model=model,
-                timings_ms={"total": 12.0},
-            )
-        )
-        publisher.notify(result)
-        n += 1
+            n += 1
+        for results in by_line.values():
+            for result in journal.append_many(results):
+                publisher.notify(result)
     deadline = time.monotonic() + 120  # let the backlog drain before stopping
     while publisher.stats().get("backlog", 0) > 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     publisher.stop(10)
     journal.close()
+    cpu_out.put(time.process_time() - cpu0)  # this agent's CPU (all its threads) from go to the end
 
 
 def _seed_dashboard(store_url: str, lines: int) -> None:
@@ -197,7 +210,13 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=300)
     ap.add_argument("--rate", type=float, default=5.0, help="parts per second per line")
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--per-agent", type=int, default=10, help="lines per simulated agent")
+    ap.add_argument("--per-agent", type=int, default=30, help="lines per simulated agent (process)")
+    ap.add_argument(
+        "--tick",
+        type=float,
+        default=0.05,
+        help="a simulated agent wakes at most this often (s) and inspects every part due by then",
+    )
     ap.add_argument("--store", default="postgres", help="postgres (own throwaway server), sqlite, or a URL")
     ap.add_argument("--dash-lines", type=int, default=300)
     args = ap.parse_args()
@@ -267,12 +286,24 @@ def main() -> None:
         agents = []
         ctx = mp.get_context("spawn")
         go = ctx.Event()
-        for a in range(max(1, args.lines // args.per_agent)):
-            lines = [f"line-{i}" for i in range(args.per_agent)]
+        agent_cpu = ctx.Queue()
+        for a, first in enumerate(range(0, args.lines, args.per_agent)):
+            lines = [f"line-{i}" for i in range(min(args.per_agent, args.lines - first))]
             ready = ctx.Event()
             p = ctx.Process(
                 target=_agent_process,
-                args=(a, lines, args.rate, seconds, f"tcp://127.0.0.1:{ingest_port}", str(root), ready, go),
+                args=(
+                    a,
+                    lines,
+                    args.rate,
+                    seconds,
+                    f"tcp://127.0.0.1:{ingest_port}",
+                    str(root),
+                    ready,
+                    go,
+                    agent_cpu,
+                    args.tick,
+                ),
             )
             p.start()
             agents.append((p, ready))
@@ -280,7 +311,8 @@ def main() -> None:
             ready.wait(120)
         expected_rate = args.lines * args.rate
         print(
-            f"ingest: {len(agents)} agents x {args.per_agent} lines x {args.rate:g} parts/s = "
+            f"ingest: {args.lines} lines on {len(agents)} agents (up to {args.per_agent} each) "
+            f"x {args.rate:g} parts/s = "
             f"{expected_rate:,.0f} results/s for {seconds:.0f} s"
         )
         pg_pids = _postgres_pids(pg)
@@ -294,11 +326,14 @@ def main() -> None:
 
         threading.Thread(target=sample, daemon=True).start()
         go.set()
-        for p, _ in agents:
-            p.join(seconds + 300)
+        agents_cpu = 0.0
+        for _ in agents:
+            agents_cpu += agent_cpu.get(timeout=seconds + 300)
         wall = time.monotonic() - t0
         hub_cpu, pg_cpu = _cpu_seconds([hub.pid]) - hub_cpu0, _cpu_seconds(pg_pids) - pg_cpu0
         stop_sampling.set()
+        for p, _ in agents:
+            p.join(60)
 
         journaled: set[str] = set()
         for f in sorted(root.glob("site-*.sqlite")):
@@ -324,8 +359,13 @@ def main() -> None:
             else "  no results"
         )
         print(
-            f"  hub process CPU {hub_cpu / wall:.2f} cores, PostgreSQL {pg_cpu / wall:.2f} cores "
-            f"(over {wall:.0f} s)"
+            f"  hub process CPU {hub_cpu / wall:.2f} cores, PostgreSQL {pg_cpu / wall:.2f} cores, "
+            f"simulated agents {agents_cpu / wall:.2f} cores (over {wall:.0f} s)"
+        )
+        n = max(1, len(in_hub))
+        print(
+            f"  CPU per result: hub process {hub_cpu / n * 1e6:.0f} us, "
+            f"PostgreSQL {pg_cpu / n * 1e6:.0f} us, simulated agents {agents_cpu / n * 1e6:.0f} us"
         )
         if samples:
             print(f"  load average during the run: {', '.join(f'{la:.1f}' for _, la in samples[:12])}")

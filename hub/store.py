@@ -77,6 +77,62 @@ _PG_TYPES = (
     "float8",
 )
 
+# PostgreSQL ingest: one statement per received batch. The rows arrive as one array per column
+# (`unnest`); `ins` inserts them, skipping keys already stored (a resend); the roll-ups are built from
+# the rows `ins` really inserted, grouped per key and taken in key order (two hub processes updating the
+# same roll-up rows lock them in the same order). One statement is one transaction: rows and roll-ups
+# are committed together, in one round trip, before the receiver acknowledges anything.
+_PG_ROLLUP_INPUT = (
+    ("minute", "int8"),
+    ("day", "int8"),
+    ("ng", "int4"),
+    ("conf_n", "int8"),
+    ("conf_sum", "float8"),
+    ("conf_sq", "float8"),
+)
+
+
+def _pg_rollup_upsert(table: str, keys: str, select: str, sets: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sets)
+    return (
+        f"INSERT INTO {table}({keys}, {', '.join(sets)}) {select} GROUP BY {keys} ORDER BY {keys} "
+        f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
+    )
+
+
+_PG_SUMS = ("parts", "ng", "conf_n", "conf_sum", "conf_sq")
+_PG_BATCH = (
+    "WITH input AS (SELECT * FROM unnest("
+    + ", ".join(f"?::{t}[]" for t in (*_PG_TYPES, *(t for _, t in _PG_ROLLUP_INPUT)))
+    + f") AS t({', '.join((*_ROW_COLUMNS, *(c for c, _ in _PG_ROLLUP_INPUT)))})), "
+    + f"ins AS (INSERT INTO results({', '.join(_ROW_COLUMNS)}) SELECT {', '.join(_ROW_COLUMNS)} FROM input "
+    "ON CONFLICT DO NOTHING RETURNING result_id, ts), "
+    "fresh AS (SELECT input.* FROM input JOIN ins USING (result_id, ts)), "
+    "m AS ("
+    + _pg_rollup_upsert(
+        "rollup_minute",
+        "site, line, minute",
+        "SELECT site, line, minute, COUNT(*), SUM(ng), SUM(conf_n), SUM(conf_sum), SUM(conf_sq) FROM fresh",
+        _PG_SUMS,
+    )
+    + "), d AS ("
+    + _pg_rollup_upsert(
+        "rollup_day",
+        "site, line, day",
+        "SELECT site, line, day, COUNT(*), SUM(ng), SUM(conf_n), SUM(conf_sum), SUM(conf_sq) FROM fresh",
+        _PG_SUMS,
+    )
+    + "), c AS ("
+    + _pg_rollup_upsert(
+        "rollup_day_class",
+        "site, line, day, class_name",
+        "SELECT site, line, day, k.key AS class_name, SUM(k.value::int8) FROM fresh "
+        "CROSS JOIN LATERAL jsonb_each_text(fresh.classes::jsonb) AS k",
+        ("count",),
+    )
+    + ") SELECT result_id FROM ins"
+)
+
 REVIEW_STATES = ("confirmed_ng", "false_reject", "escape", "confirmed_ok")
 
 
@@ -154,9 +210,11 @@ class HubStore:
         now = time.time()
         statuses: list[StoreStatus | None] = [None] * len(items)
         rows: dict[tuple[str, float], tuple[int, _Row]] = {}
+        rejected = []
         for i, item in enumerate(items):
             if item.result is None:
                 statuses[i] = "rejected"
+                rejected.append((now, item.error or "unknown error", item.raw_header, item.raw_body))
                 continue
             row = _row(item.result, item.boot_id, now)
             key = (row.values[0], row.values[1])
@@ -166,38 +224,51 @@ class HubStore:
                 rows[key] = (i, row)
         if self.db.kind == "postgres":
             self._ensure_partitions({int(ts // 86400) for _, ts in rows})
-        with self.db.transaction():
-            for item in items:
-                if item.result is None:
-                    self.db.execute(
-                        "INSERT INTO rejected(received_at, error, header, body) VALUES (?,?,?,?)",
-                        (now, item.error or "unknown error", item.raw_header, item.raw_body),
-                    )
-            inserted = self._insert_rows([row for _, row in rows.values()])
-            fresh = []
-            for key, (i, row) in rows.items():
-                if key[0] in inserted:
-                    statuses[i] = "stored"
-                    fresh.append(row)
-                else:
-                    statuses[i] = "duplicate"
-            self._add_to_rollups(fresh)
+            if rejected:
+                with self.db.transaction():
+                    self._insert_rejected(rejected)
+                    inserted = self._insert_pg(list(rows.values()))
+            else:  # one statement, so one transaction of its own: no BEGIN/COMMIT round trips
+                inserted = self._insert_pg(list(rows.values()))
+        else:
+            with self.db.transaction():
+                self._insert_rejected(rejected)
+                inserted = self._insert_rows([row for _, row in rows.values()])
+                self._add_to_rollups([row for key, (_, row) in rows.items() if key[0] in inserted])
+        for key, (i, _) in rows.items():
+            statuses[i] = "stored" if key[0] in inserted else "duplicate"
         return [s or "rejected" for s in statuses]
 
+    def _insert_rejected(self, rejected: list[tuple]) -> None:
+        if rejected:
+            self.db.executemany(
+                "INSERT INTO rejected(received_at, error, header, body) VALUES (?,?,?,?)", rejected
+            )
+
+    def _insert_pg(self, rows: list[tuple[int, _Row]]) -> set[str]:
+        """PostgreSQL: rows and their roll-ups in **one** statement (`_PG_BATCH`); the ids inserted."""
+        if not rows:
+            return set()
+        columns: list[list[Any]] = [[] for _ in range(len(_ROW_COLUMNS) + len(_PG_ROLLUP_INPUT))]
+        for _, r in rows:
+            ts = r.values[1]
+            extra = (
+                int(ts // 60),
+                int(ts // 86400),
+                1 if r.values[6] == "NG" else 0,
+                len(r.confidences),
+                float(sum(r.confidences)),
+                float(sum(c * c for c in r.confidences)),
+            )
+            for column, value in zip(columns, (*r.values, *extra)):
+                column.append(value)
+        return {row[0] for row in self.db.query(_PG_BATCH, columns)}
+
     def _insert_rows(self, rows: list[_Row]) -> set[str]:
-        """Insert, skipping keys already stored; returns the result_ids that were new."""
+        """SQLite: insert, skipping keys already stored; returns the result_ids that were new."""
         if not rows:
             return set()
         cols = ", ".join(_ROW_COLUMNS)
-        if self.db.kind == "postgres":
-            arrays = [list(column) for column in zip(*(r.values for r in rows))]
-            unnest = ", ".join(f"?::{t}[]" for t in _PG_TYPES)
-            got = self.db.query(
-                f"INSERT INTO results({cols}) SELECT * FROM unnest({unnest}) "
-                "ON CONFLICT DO NOTHING RETURNING result_id",
-                arrays,
-            )
-            return {r[0] for r in got}
         inserted = set()
         sql = f"INSERT OR IGNORE INTO results({cols}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))})"
         for r in rows:
@@ -206,6 +277,7 @@ class HubStore:
         return inserted
 
     def _add_to_rollups(self, rows: list[_Row]) -> None:
+        """SQLite: add the rows just inserted to the minute, day and class roll-ups."""
         minute: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
         day: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
         by_class: dict[tuple[str, str, int, str], int] = defaultdict(int)
