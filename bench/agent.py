@@ -394,7 +394,7 @@ def main() -> None:
         "--concurrent",
         type=int,
         default=0,
-        help="also run with N inferences at once (threads / N each); the main run uses the default, auto",
+        help="also run with N inferences at once (threads / N each; 1: the old default); main run: auto",
     )
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--archive-parts", type=int, default=100_000, help="NG archive memory run; 0 to skip")
@@ -456,7 +456,7 @@ def main() -> None:
                 f"{many['fps'] / full['fps']:.2f}x one line's {full['fps']:.1f} "
                 f"(sharing the cores: ~1.0 is ideal); p99 {many['p99_ms']:.1f} ms, seq gaps {many['gaps']}"
             )
-        if args.concurrent > 1:
+        if args.concurrent:
             conc = measure_run(
                 tmp / "run-conc", frames, model, args.seconds, None, concurrent=args.concurrent
             )
