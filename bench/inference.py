@@ -11,8 +11,9 @@ Each measurement runs the same frames (synthetic 640x480 parts) through:
 Both sessions use the same ORT settings (intra-op threads = physical cores, ORT_ENABLE_ALL).
 Prints per-frame medians (ms), the ratios ours/raw and ours/ultra, and total/inf: our pipeline's own
 (pre + inference + post) / inference from the same calls, which machine drift cannot skew.
-With `--int8`, one row per shipped model: our full pipeline on its FP32 and INT8 files, interleaved, the
-speed-up, and the mAP50 of each precision from the model card.
+With `--int8`, rows per shipped model: our full pipeline on its FP32 and INT8 files, interleaved, the
+speed-up with all cores on one call and with one thread (the agent's layout for a free-running line on a
+2-core PC), and the mAP50 of each precision from the model card.
 """
 
 from __future__ import annotations
@@ -87,29 +88,39 @@ def main() -> None:
             )
     if args.int8:
         print("\nINT8 (static, QDQ) vs FP32, our full pipeline, same frames; mAP50 from each model card")
-        print(f"{'model':>10} {'imgsz':>5} {'fp32 ms':>8} {'int8 ms':>8} {'speed-up':>9} fp32  int8 mAP50")
+        print(
+            f"{'model':>10} {'imgsz':>5} {'threads':>7} {'fp32 ms':>8} {'int8 ms':>8} {'speed-up':>9} "
+            "fp32  int8 mAP50"
+        )
         for folder in (Path(p) for p in args.int8.split(",") if p):
             print(int8_row(folder, frames, args.rounds, args.conf))
 
 
 def int8_row(folder: Path, frames: list[np.ndarray], rounds: int, conf: float) -> str:
-    """FP32 vs INT8 of one shipped model through our pipeline, interleaved round by round."""
+    """FP32 vs INT8 of one shipped model through our pipeline, interleaved round by round: with all cores
+    on one call, and with one thread (how the agent runs a free-running line on 2 cores: two parts at
+    once, one thread each)."""
     import json
 
     from vision import Model
+    from vision.providers import physical_cores
 
-    fp32, int8 = Model(folder / "model.onnx", conf=conf), Model(folder / "model.int8.onnx", conf=conf)
-    fp32.warmup()
-    int8.warmup()
-    t32, t8 = [], []
-    for _ in range(rounds):
-        t32.append(median_ms(fp32.predict, frames, 1))
-        t8.append(median_ms(int8.predict, frames, 1))
-    a, b = statistics.median(t32), statistics.median(t8)
+    cells = []
+    for threads in dict.fromkeys((physical_cores(), 1)):
+        fp32 = Model(folder / "model.onnx", conf=conf, threads=threads)
+        int8 = Model(folder / "model.int8.onnx", conf=conf, threads=threads)
+        fp32.warmup()
+        int8.warmup()
+        t32, t8 = [], []
+        for _ in range(rounds):
+            t32.append(median_ms(fp32.predict, frames, 1))
+            t8.append(median_ms(int8.predict, frames, 1))
+        a, b = statistics.median(t32), statistics.median(t8)
+        cells.append(f"{threads:>7} {a:>8.2f} {b:>8.2f} {a / b:>8.2f}x")
     metrics = json.loads((folder / "model.json").read_text()).get("metrics", {})
     m32, m8 = (metrics.get(k, {}).get("map50") for k in ("fp32", "int8"))
     maps = f"{m32:.3f} {m8:.3f}" if m32 is not None and m8 is not None else "   -     -"
-    return f"{folder.name:>10} {fp32.imgsz[0]:>5} {a:>8.2f} {b:>8.2f} {a / b:>8.2f}x {maps}"
+    return "\n".join(f"{folder.name:>10} {fp32.imgsz[0]:>5} {c} {maps}" for c in cells)
 
 
 def measure(

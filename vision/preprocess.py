@@ -20,6 +20,9 @@ import numpy as np
 PAD_VALUE = 114  # Ultralytics' grey
 # The padding as the model sees it: Ultralytics divides the uint8 image by 255 in float32.
 _PAD_FLOAT = np.float32(PAD_VALUE) / np.float32(255)
+# Every uint8 value divided by 255 in float32, as a table: one lookup per pixel instead of a division,
+# bit-identical to it, and OpenCV writes it straight into a (strided) tensor plane.
+_UNIT_LUT = (np.arange(256, dtype=np.float32) / np.float32(255)).reshape(1, 256)
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ def letterbox_tensor(
     the NCHW tensor (BGR→RGB, /255), and only the border is filled with grey.
 
     The same values as Ultralytics' `im / 255` in float32, bit for bit; 5-7x less work than padding a uint8
-    copy and converting the whole padded image (measured in bench/inference.py's preprocess column).
+    copy and converting the whole padded image; the /255 is a 256-entry table lookup (cv2.LUT), about a
+    quarter cheaper than numpy's division of each strided channel.
     All images must give the same input shape: always so unless `auto` with frames of different sizes.
     """
     boxes = [letterbox_shape(im.shape[:2], new_shape, auto, stride) for im in images]
@@ -115,14 +119,12 @@ def letterbox_tensor(
         plane[:, top + new_h :] = _PAD_FLOAT
         plane[:, top : top + new_h, :left] = _PAD_FLOAT
         plane[:, top : top + new_h, left + new_w :] = _PAD_FLOAT
+        channels = cv2.split(image)
         for c in range(3):  # RGB plane c comes from BGR channel 2 - c
-            np.divide(
-                image[:, :, 2 - c],
-                np.float32(255),
-                out=plane[c, top : top + new_h, left : left + new_w],
-                dtype=np.float32,
-                casting="unsafe",
-            )
+            region = plane[c, top : top + new_h, left : left + new_w]
+            written = cv2.LUT(channels[2 - c], _UNIT_LUT, dst=region)
+            if not np.shares_memory(written, region):  # OpenCV allocated instead of writing in place
+                region[...] = written
     return (tensor if dtype == np.float32 else tensor.astype(dtype)), boxes
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from vision import Detections, ImageError, Model, ModelLoadError, read_image
 from vision.images import to_bgr8
-from vision.preprocess import letterbox
+from vision.preprocess import letterbox, letterbox_tensor
 from vision.tiling import tile_windows
 
 CONF = 1e-4
@@ -151,6 +151,20 @@ def test_letterbox_round_trip(shape):
     assert back[0] == pytest.approx(0, abs=1) and back[1] == pytest.approx(0, abs=1)
     assert back[2] == pytest.approx(shape[1], abs=shape[1] / 160 + 1)
     assert back[3] == pytest.approx(shape[0], abs=shape[0] / 160 + 1)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (640, 480), (320, 320), (33, 47), (1000, 100)])
+def test_one_pass_tensor_is_ultralytics_letterbox_over_255_bit_for_bit(shape):
+    """The fused letterbox + /255 (a table lookup written into the tensor) gives exactly what Ultralytics
+    feeds the model: the padded BGR image, RGB, CHW, float32 divided by 255."""
+    rng = np.random.default_rng(sum(shape))
+    images = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for _ in range(2)]
+    tensor, boxes = letterbox_tensor(images, (320, 320))
+    for image, plane, lb in zip(images, tensor, boxes, strict=True):
+        padded, expected_lb = letterbox(image, (320, 320))
+        expected = padded[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+        assert lb == expected_lb
+        assert plane.dtype == np.float32 and np.array_equal(plane, expected)
 
 
 def test_boxes_lie_inside_any_image(model):

@@ -5,6 +5,7 @@ NEU-DET (K. Song, Y. Yan, Northeastern University): 1,800 grey 200x200 images of
 
     python -m training.recipes.neu_det train  --dataset ../shared/datasets/neu-det --work runs/neu --hours 4
     python -m training.recipes.neu_det finish --work runs/neu --out models/neu-det
+    python -m training.recipes.neu_det ablate --work runs/neu-ablate --epochs 10   # what each lever gives
 
 `train` imports (VOC), splits 70/20/10 with seed 0 and trains YOLOv8n from its YAML (random init: no
 pretrained weights offline) for a wall-time budget; Ultralytics fits the LR schedule to `--hours` and
@@ -78,6 +79,89 @@ def train_stage(dataset: Path, work: Path, hours: float, epochs: int, model: str
     return run
 
 
+# One arm per lever: the recipe with that lever put back to Ultralytics' default (or the earlier 224 px).
+ULTRALYTICS_AUGMENT = {"flipud": 0.0, "fliplr": 0.5, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "scale": 0.5}
+ABLATION_ARMS: dict[str, dict] = {
+    "recipe (all levers)": {},
+    "input 224 px": {"imgsz": 224},
+    "Ultralytics' augmentation": ULTRALYTICS_AUGMENT,
+    "no class weights": {"cls_pw": 0.0},
+    "nbs 64 (a step per 4 batches)": {"nbs": 64},
+}
+
+
+def ablate(dataset: Path, work: Path, epochs: int, arms: list[str] | None = None) -> list[dict]:
+    """Train each arm for the same short schedule from random init (seed 0) and validate its best.pt on
+    the val split: overall and per-class mAP50. Results go to `work/ablation.json` as each arm ends, so an
+    interrupted ablation keeps the arms it finished (and skips them when run again)."""
+    from training.offline import ultralytics_offline
+    from training.train import train
+
+    ultralytics_offline()
+    import ultralytics.utils.torch_utils as torch_utils
+    from ultralytics import YOLO
+
+    # Ultralytics trains on cpu_count - 1 threads (one of two here); an ablation owns the machine
+    torch_utils.NUM_THREADS = os.cpu_count() or 1
+    data_yaml = prepare(dataset, work)
+    out = work / "ablation.json"
+    rows: list[dict] = json.loads(out.read_text()) if out.exists() else []
+    done = {r["arm"] for r in rows if r["epochs"] == epochs}
+    for arm in arms or list(ABLATION_ARMS):
+        if arm in done:
+            continue
+        change = dict(ABLATION_ARMS[arm])
+        imgsz = change.pop("imgsz", NEU_IMGSZ)
+        run = train(
+            data_yaml,
+            model="yolov8n.yaml",
+            epochs=epochs,
+            imgsz=imgsz,
+            batch=16,
+            device="cpu",
+            project=work / "runs",
+            name=f"arm{list(ABLATION_ARMS).index(arm)}-e{epochs}",
+            workers=0,
+            # a short schedule: mosaic off only for the last epoch (the recipe: 5 of 80)
+            extra={**NEU_AUGMENT, **NEU_OPTIM, "cache": "ram", "close_mosaic": 1, **change},
+        )
+        metrics = YOLO(str(run / "weights" / "best.pt")).val(
+            data=str(data_yaml), imgsz=imgsz, batch=16, device="cpu", plots=False, workers=0, verbose=False
+        )
+        names = metrics.names
+        rows.append(
+            {
+                "arm": arm,
+                "change": ABLATION_ARMS[arm],
+                "epochs": epochs,
+                "imgsz": imgsz,
+                "map50": round(float(metrics.box.map50), 4),
+                "per_class_ap50": {
+                    names[int(c)]: round(float(ap), 4)
+                    for c, ap in zip(metrics.box.ap_class_index, metrics.box.ap50, strict=True)
+                },
+                "run": str(run),
+            }
+        )
+        out.write_text(json.dumps(rows, indent=2))
+    print(ablation_table(rows))
+    return rows
+
+
+def ablation_table(rows: list[dict]) -> str:
+    """The arms as a Markdown table: val mAP50, its change against the full recipe, per-class AP50."""
+    base = next((r["map50"] for r in rows if not r["change"]), None)
+    classes = sorted({c for r in rows for c in r["per_class_ap50"]})
+    head = ["arm", "epochs", "val mAP50", "vs recipe", *classes]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        delta = f"{r['map50'] - base:+.3f}" if base is not None and r["change"] else ""
+        cells = [r["arm"], str(r["epochs"]), f"{r['map50']:.3f}", delta]
+        cells += [f"{r['per_class_ap50'].get(c, 0.0):.2f}" for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def finish_stage(work: Path, out: Path, run: Path | None = None) -> Path:
     """Export + evaluate + card. Works on a finished run or on one still training/interrupted
     (its best.pt is rewritten after every epoch)."""
@@ -104,16 +188,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("stage", choices=["train", "finish"])
+    parser.add_argument("stage", choices=["train", "finish", "ablate"])
     parser.add_argument("--dataset", type=Path, default=Path("../shared/datasets/neu-det"))
     parser.add_argument("--work", type=Path, default=Path("runs/neu"))
     parser.add_argument("--out", type=Path, default=Path("models/neu-det"))
     parser.add_argument("--run", type=Path, default=None, help="run folder to finish (default: the last one)")
     parser.add_argument("--model", default="yolov8n.yaml")
     parser.add_argument("--hours", type=float, default=4.0)
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=200, help="train: the most; ablate: each arm's")
+    parser.add_argument("--arm", action="append", choices=list(ABLATION_ARMS), help="ablate: only these")
     args = parser.parse_args(argv)
-    if args.stage == "train":
+    if args.stage == "ablate":
+        ablate(args.dataset, args.work, args.epochs, args.arm)
+    elif args.stage == "train":
         train_stage(args.dataset, args.work, args.hours, args.epochs, args.model)
     else:
         finish_stage(args.work, args.out, args.run)
