@@ -92,11 +92,15 @@ def raw_fps(model_path: Path, frame: np.ndarray, seconds: float) -> float:
     model.warmup(5)
     tensor = to_input_tensor([letterbox(frame, model.imgsz)[0]], model.input_dtype)
     feed = {model.input_name: tensor}
-    n, t0 = 0, time.perf_counter()
+    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         model.session.run(None, feed)
         n += 1
+    RAW_CPU_MS.append((time.process_time() - cpu0) * 1000 / max(n, 1))
     return n / (time.perf_counter() - t0)
+
+
+RAW_CPU_MS: list[float] = []  # CPU time (all threads) per raw ORT frame, one entry per raw_fps() call
 
 
 def raw_batch_fps(model_path: Path, frame: np.ndarray, seconds: float, batch: int, workers: int) -> float:
@@ -243,12 +247,16 @@ def measure_run(
     cameras: int = 1,
     concurrent: int | str = "auto",
 ) -> dict:
-    """Results/s at the subscriber over the window (all lines together), latency, seq gaps."""
+    """Results/s at the subscriber over the window (all lines together), latency, seq gaps, the agent's
+    CPU per part and its stage medians."""
+    import psutil
+
     port = free_port()
     site = write_config(root, frames, model, port, max_fps, lines, cameras, concurrent)
     sub = Subscriber(port)
     sub.start()
     proc = start_agent(site)
+    agent = psutil.Process(proc.pid)
     try:
         deadline = time.time() + 60
         while not sub.samples and time.time() < deadline:
@@ -257,9 +265,10 @@ def measure_run(
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
             raise SystemExit(f"no result within 60 s; agent said:\n{err}")
-        warm = time.time() + 2.0  # skip warm-up
-        time.sleep(2.0 + seconds)
-        end = time.time()
+        time.sleep(2.0)  # skip warm-up
+        warm, cpu0 = time.time(), sum(agent.cpu_times()[:2])
+        time.sleep(seconds)
+        end, cpu1 = time.time(), sum(agent.cpu_times()[:2])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -271,6 +280,9 @@ def measure_run(
     seqs = [s[2] for s in sub.samples]
     return {
         "fps": fps,
+        # the agent's CPU time (all its threads) per part: steadier than wall time on a shared machine
+        "cpu_ms_per_part": (cpu1 - cpu0) * 1000 / max(len(window), 1),
+        "stages_ms": stage_medians(root / "journal.sqlite"),
         "p50_ms": statistics.median(lat) if lat else float("nan"),
         "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
         "received": len(seqs),
@@ -278,6 +290,22 @@ def measure_run(
         "gaps": sum(1 for a, b in itertools.pairwise(sorted(seqs)) if b != a + 1),
         "exit": proc.returncode,
     }
+
+
+def stage_medians(journal: Path) -> dict[str, float]:
+    """Median of each `timings_ms` stage over the journaled results (the agent's own per-part split)."""
+    db = sqlite3.connect(journal)
+    try:
+        bodies = [
+            json.loads(b) for (b,) in db.execute("SELECT body FROM results ORDER BY seq DESC LIMIT 2000")
+        ]
+    finally:
+        db.close()
+    stages: dict[str, list[float]] = {}
+    for body in bodies:
+        for key, ms in (body.get("timings_ms") or {}).items():
+            stages.setdefault(key, []).append(ms)
+    return {key: round(statistics.median(v), 3) for key, v in stages.items()}
 
 
 def journal_count(path: Path) -> int:
@@ -495,6 +523,12 @@ def main() -> None:
             f"received {full['received']}, seq gaps {full['gaps']}"
         )
         print(f"latency ready→ZMQ sub full load: p50 {full['p50_ms']:.1f} ms  p99 {full['p99_ms']:.1f} ms")
+        raw_cpu = statistics.mean(RAW_CPU_MS[-2:])
+        out["raw_cpu_ms_per_frame"] = raw_cpu
+        print(
+            f"CPU per frame: raw ORT {raw_cpu:.2f} ms, agent {full['cpu_ms_per_part']:.2f} ms (all threads); "
+            "agent stage medians (ms): " + ", ".join(f"{k} {v:g}" for k, v in full["stages_ms"].items())
+        )
         print(
             f"latency ready→ZMQ sub at {raw / 2:.0f} FPS: "
             f"p50 {paced['p50_ms']:.1f} ms  p99 {paced['p99_ms']:.1f} ms"
