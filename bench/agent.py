@@ -60,6 +60,7 @@ def free_port() -> int:
 
 def export_untrained(imgsz: int, workdir: Path) -> Path:
     """An untrained yolov8n exported to ONNX at `imgsz`: same compute as a trained one, no download."""
+    from training.export import softmax_before_transpose
     from training.offline import ultralytics_offline
 
     ultralytics_offline(workdir / "settings")
@@ -71,6 +72,7 @@ def export_untrained(imgsz: int, workdir: Path) -> Path:
     out = Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=True))
     target = workdir / f"yolov8n-{imgsz}.onnx"
     out.replace(target)
+    softmax_before_transpose(target)  # as `edge-inspect export` ships it
     return target
 
 

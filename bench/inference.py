@@ -44,6 +44,7 @@ def median_ms(fn: Callable[[np.ndarray], object], frames: list[np.ndarray], roun
 
 
 def export(weights: str, imgsz: int, workdir: Path) -> Path:
+    from training.export import softmax_before_transpose
     from training.offline import ultralytics_offline
 
     ultralytics_offline(workdir / "settings")
@@ -52,7 +53,9 @@ def export(weights: str, imgsz: int, workdir: Path) -> Path:
     model = YOLO(weights)
     pt = workdir / f"model{imgsz}.pt"
     model.save(str(pt))
-    return Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=True))
+    onnx_path = Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=True))
+    softmax_before_transpose(onnx_path)  # as `edge-inspect export` ships it (all three columns run this file)
+    return onnx_path
 
 
 def main() -> None:
