@@ -150,9 +150,11 @@ def write_config(
     lines: int = 1,
     cameras: int = 1,
     concurrent: int | str = "auto",
+    archive: bool = True,
 ) -> Path:
     """A site with `lines` free-run lines ("bench", "bench2", ...), each with `cameras` folder cameras;
-    `concurrent` inferences at once in the agent's inference budget (the agent's default: auto)."""
+    `concurrent` inferences at once in the agent's inference budget (the agent's default: auto); the NG
+    archive as the agent's default has it (every NG part, raw + annotated JPEG) unless `archive` is off."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
     names = ["bench"] + [f"bench{i}" for i in range(2, lines + 1)]
     for name in names:
@@ -171,7 +173,7 @@ def write_config(
         "site": "bench",
         "lines": [f"lines/{name}.yaml" for name in names],
         "journal": {"path": "journal.sqlite"},
-        "archive": {"path": "archive", "ok_sample_rate": 0.0},
+        "archive": {"enabled": archive, "path": "archive", "ok_sample_rate": 0.0},
         "metrics": {"port": 0},
         "reload": {"enabled": False},
         "inference": {"concurrent": concurrent},
@@ -248,13 +250,14 @@ def measure_run(
     lines: int = 1,
     cameras: int = 1,
     concurrent: int | str = "auto",
+    archive: bool = True,
 ) -> dict:
     """Results/s at the subscriber over the window (all lines together), latency, seq gaps, the agent's
     CPU per part and its stage medians."""
     import psutil
 
     port = free_port()
-    site = write_config(root, frames, model, port, max_fps, lines, cameras, concurrent)
+    site = write_config(root, frames, model, port, max_fps, lines, cameras, concurrent, archive)
     sub = Subscriber(port)
     sub.start()
     proc = start_agent(site)
@@ -295,7 +298,8 @@ def measure_run(
 
 
 def stage_medians(journal: Path) -> dict[str, float]:
-    """Median of each `timings_ms` stage over the journaled results (the agent's own per-part split)."""
+    """Median of each `timings_ms` stage over the journaled results (the agent's own per-part split), and
+    `ng_share`: the share of NG parts (each one archived as raw + annotated JPEG when the archive is on)."""
     db = sqlite3.connect(journal)
     try:
         bodies = [
@@ -307,7 +311,9 @@ def stage_medians(journal: Path) -> dict[str, float]:
     for body in bodies:
         for key, ms in (body.get("timings_ms") or {}).items():
             stages.setdefault(key, []).append(ms)
-    return {key: round(statistics.median(v), 3) for key, v in stages.items()}
+    medians = {key: round(statistics.median(v), 3) for key, v in stages.items()}
+    medians["ng_share"] = round(sum(b.get("verdict") == "NG" for b in bodies) / max(len(bodies), 1), 3)
+    return medians
 
 
 def journal_count(path: Path) -> int:
@@ -463,6 +469,7 @@ def main() -> None:
         default=0,
         help="also run with N inferences at once (threads / N each; 1: the old default); main run: auto",
     )
+    ap.add_argument("--archive-off", action="store_true", help="also run with the NG archive off (its cost)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--archive-parts", type=int, default=100_000, help="NG archive memory run; 0 to skip")
     ap.add_argument("--archive-quota-mb", type=float, default=50.0)
@@ -529,13 +536,23 @@ def main() -> None:
         out["raw_cpu_ms_per_frame"] = raw_cpu
         print(
             f"CPU per frame: raw ORT {raw_cpu:.2f} ms, agent {full['cpu_ms_per_part']:.2f} ms (all threads); "
-            "agent stage medians (ms): " + ", ".join(f"{k} {v:g}" for k, v in full["stages_ms"].items())
+            "agent stage medians (ms): "
+            + ", ".join(f"{k} {v:g}" for k, v in full["stages_ms"].items() if k != "ng_share")
+            + f"; NG parts {full['stages_ms'].get('ng_share', 0):.0%}"
         )
         print(
             f"latency ready→ZMQ sub at {raw / 2:.0f} FPS: "
             f"p50 {paced['p50_ms']:.1f} ms  p99 {paced['p99_ms']:.1f} ms"
         )
 
+        if args.archive_off:
+            bare = measure_run(tmp / "run-noarch", frames, model, args.seconds, None, archive=False)
+            out["archive_off"] = {**bare, "ratio": bare["fps"] / raw}
+            print(
+                f"NG archive off        {bare['fps']:8.1f} FPS   ratio {bare['fps'] / raw:.3f}; CPU per part "
+                f"{bare['cpu_ms_per_part']:.2f} ms (archive on: {full['cpu_ms_per_part']:.2f} ms, "
+                f"{full['stages_ms'].get('ng_share', 0):.0%} of parts NG: raw + annotated JPEG each)"
+            )
         if args.lines > 1:
             many = measure_run(tmp / "run-lines", frames, model, args.seconds, None, lines=args.lines)
             out["lines"] = {"n": args.lines, **many, "gain": many["fps"] / full["fps"]}
