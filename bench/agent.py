@@ -59,21 +59,17 @@ def free_port() -> int:
 
 
 def export_untrained(imgsz: int, workdir: Path) -> Path:
-    """An untrained yolov8n exported to ONNX at `imgsz`: same compute as a trained one, no download."""
-    from training.export import softmax_before_transpose
+    """An untrained yolov8n exported to ONNX at `imgsz`: same compute as a trained one, no download; exported
+    by `training.export.export_onnx`, as `edge-inspect export` ships models."""
+    from training.export import export_onnx
     from training.offline import ultralytics_offline
 
     ultralytics_offline(workdir / "settings")
     from ultralytics import YOLO
 
-    model = YOLO("yolov8n.yaml")
     pt = workdir / f"yolov8n-{imgsz}.pt"
-    model.save(str(pt))
-    out = Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=True))
-    target = workdir / f"yolov8n-{imgsz}.onnx"
-    out.replace(target)
-    softmax_before_transpose(target)  # as `edge-inspect export` ships it
-    return target
+    YOLO("yolov8n.yaml").save(str(pt))
+    return export_onnx(pt, workdir / f"yolov8n-{imgsz}.onnx", imgsz, dynamic=False)
 
 
 def write_frames(folder: Path, n: int, size: int) -> None:
@@ -86,7 +82,8 @@ def write_frames(folder: Path, n: int, size: int) -> None:
         cv2.imwrite(str(folder / f"frame_{i:03d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
-def raw_fps(model_path: Path, frame: np.ndarray, seconds: float) -> float:
+def raw_fps(model_path: Path, frame: np.ndarray, seconds: float) -> tuple[float, float]:
+    """Raw ORT frames/s, and CPU time (all threads) per frame."""
     from vision import Model
     from vision.preprocess import letterbox, to_input_tensor
 
@@ -98,11 +95,8 @@ def raw_fps(model_path: Path, frame: np.ndarray, seconds: float) -> float:
     while time.perf_counter() - t0 < seconds:
         model.session.run(None, feed)
         n += 1
-    RAW_CPU_MS.append((time.process_time() - cpu0) * 1000 / max(n, 1))
-    return n / (time.perf_counter() - t0)
-
-
-RAW_CPU_MS: list[float] = []  # CPU time (all threads) per raw ORT frame, one entry per raw_fps() call
+    fps = n / (time.perf_counter() - t0)
+    return fps, (time.process_time() - cpu0) * 1000 / max(n, 1)
 
 
 def raw_batch_fps(model_path: Path, frame: np.ndarray, seconds: float, batch: int, workers: int) -> float:
@@ -287,7 +281,7 @@ def measure_run(
         "fps": fps,
         # the agent's CPU time (all its threads) per part: steadier than wall time on a shared machine
         "cpu_ms_per_part": (cpu1 - cpu0) * 1000 / max(len(window), 1),
-        "stages_ms": stage_medians(root / "journal.sqlite"),
+        **journal_summary(root / "journal.sqlite"),
         "p50_ms": statistics.median(lat) if lat else float("nan"),
         "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
         "received": len(seqs),
@@ -297,9 +291,10 @@ def measure_run(
     }
 
 
-def stage_medians(journal: Path) -> dict[str, float]:
-    """Median of each `timings_ms` stage over the journaled results (the agent's own per-part split), and
-    `ng_share`: the share of NG parts (each one archived as raw + annotated JPEG when the archive is on)."""
+def journal_summary(journal: Path) -> dict:
+    """`stages_ms`: the median of each `timings_ms` stage over the journaled results (the agent's own
+    per-part split); `ng_share`: the share of NG parts (each archived as raw + annotated JPEG when the
+    archive is on)."""
     db = sqlite3.connect(journal)
     try:
         bodies = [
@@ -311,9 +306,10 @@ def stage_medians(journal: Path) -> dict[str, float]:
     for body in bodies:
         for key, ms in (body.get("timings_ms") or {}).items():
             stages.setdefault(key, []).append(ms)
-    medians = {key: round(statistics.median(v), 3) for key, v in stages.items()}
-    medians["ng_share"] = round(sum(b.get("verdict") == "NG" for b in bodies) / max(len(bodies), 1), 3)
-    return medians
+    return {
+        "stages_ms": {key: round(statistics.median(v), 3) for key, v in stages.items()},
+        "ng_share": round(sum(b.get("verdict") == "NG" for b in bodies) / max(len(bodies), 1), 3),
+    }
 
 
 def journal_count(path: Path) -> int:
@@ -508,9 +504,9 @@ def main() -> None:
             return
         # raw ORT before and after the agent runs: on a shared VM the host's load drifts within minutes, and
         # a ratio against one raw figure taken earlier would carry that drift
-        raw_before = raw_fps(model, frame, args.seconds)
+        raw_before, cpu_before = raw_fps(model, frame, args.seconds)
         full = measure_run(tmp / "run-full", frames, model, args.seconds, None)
-        raw_after = raw_fps(model, frame, args.seconds)
+        raw_after, cpu_after = raw_fps(model, frame, args.seconds)
         raw = (raw_before + raw_after) / 2
         paced = measure_run(tmp / "run-paced", frames, model, args.seconds, max_fps=round(raw / 2, 1))
         out.update(
@@ -532,13 +528,13 @@ def main() -> None:
             f"received {full['received']}, seq gaps {full['gaps']}"
         )
         print(f"latency ready→ZMQ sub full load: p50 {full['p50_ms']:.1f} ms  p99 {full['p99_ms']:.1f} ms")
-        raw_cpu = statistics.mean(RAW_CPU_MS[-2:])
+        raw_cpu = (cpu_before + cpu_after) / 2
         out["raw_cpu_ms_per_frame"] = raw_cpu
         print(
             f"CPU per frame: raw ORT {raw_cpu:.2f} ms, agent {full['cpu_ms_per_part']:.2f} ms (all threads); "
             "agent stage medians (ms): "
-            + ", ".join(f"{k} {v:g}" for k, v in full["stages_ms"].items() if k != "ng_share")
-            + f"; NG parts {full['stages_ms'].get('ng_share', 0):.0%}"
+            + ", ".join(f"{k} {v:g}" for k, v in full["stages_ms"].items())
+            + f"; NG parts {full['ng_share']:.0%}"
         )
         print(
             f"latency ready→ZMQ sub at {raw / 2:.0f} FPS: "
@@ -551,7 +547,7 @@ def main() -> None:
             print(
                 f"NG archive off        {bare['fps']:8.1f} FPS   ratio {bare['fps'] / raw:.3f}; CPU per part "
                 f"{bare['cpu_ms_per_part']:.2f} ms (archive on: {full['cpu_ms_per_part']:.2f} ms, "
-                f"{full['stages_ms'].get('ng_share', 0):.0%} of parts NG: raw + annotated JPEG each)"
+                f"{full['ng_share']:.0%} of parts NG: raw + annotated JPEG each)"
             )
         if args.lines > 1:
             many = measure_run(tmp / "run-lines", frames, model, args.seconds, None, lines=args.lines)

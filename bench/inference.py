@@ -44,18 +44,17 @@ def median_ms(fn: Callable[[np.ndarray], object], frames: list[np.ndarray], roun
 
 
 def export(weights: str, imgsz: int, workdir: Path) -> Path:
-    from training.export import softmax_before_transpose
+    """`weights` exported by `training.export.export_onnx`, as `edge-inspect export` ships models (all three
+    columns run this file)."""
+    from training.export import export_onnx
     from training.offline import ultralytics_offline
 
     ultralytics_offline(workdir / "settings")
     from ultralytics import YOLO
 
-    model = YOLO(weights)
     pt = workdir / f"model{imgsz}.pt"
-    model.save(str(pt))
-    onnx_path = Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=True))
-    softmax_before_transpose(onnx_path)  # as `edge-inspect export` ships it (all three columns run this file)
-    return onnx_path
+    YOLO(weights).save(str(pt))
+    return export_onnx(pt, workdir / f"model{imgsz}.onnx", imgsz, dynamic=False)
 
 
 def main() -> None:

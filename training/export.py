@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import platform
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -147,10 +148,7 @@ def softmax_before_transpose(model_path: Path) -> int:
 
     model = onnx.load(str(model_path))
     graph = model.graph
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    consumers = Counter(name for node in graph.node for name in node.input)
     producer = {out: node for node in graph.node for out in node.output}
     outputs = {o.name for o in graph.output}
     swapped = 0
@@ -158,7 +156,7 @@ def softmax_before_transpose(model_path: Path) -> int:
         transpose = producer.get(softmax.input[0])
         if transpose is None or transpose.op_type != "Transpose" or transpose.output[0] in outputs:
             continue
-        if consumers.get(transpose.output[0], 0) != 1:
+        if consumers[transpose.output[0]] != 1:
             continue
         perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
         axis_attr = next((a for a in softmax.attribute if a.name == "axis"), None)
