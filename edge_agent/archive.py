@@ -1,4 +1,10 @@
-"""NG archive: the raw and annotated image of every NG part, a sampled share of OK parts, in a disk quota.
+"""NG archive: the image of every NG part and of a sampled share of OK parts, in a disk quota.
+
+The raw image is the camera's own file where there is one (a JPEG or PNG that decodes to exactly the
+pixels the model saw: kept byte for byte, no second encoding), otherwise the frame encoded as configured.
+An annotated copy (boxes, masks, verdict banner) is written at inspection time only with
+`archive.annotated: true`; without it `render_annotated` draws one from the raw image and the journaled
+result when somebody asks (console, hub), so the line's CPU goes to inspection, not to pictures.
 
 Writing happens on its own thread behind a bounded queue: a slow or full disk degrades archiving
 (images are skipped and counted, the first failure and the recovery are logged), never inspection. Beyond
@@ -63,6 +69,27 @@ class ArchiveStats:
     deleted_for_quota: int = 0
     bytes_used: int = 0
     degraded: bool = False
+
+
+def render_annotated(path: Path, result: InspectionResult, camera: str) -> bytes | None:
+    """The annotated JPEG of `camera`'s archived raw image at `path`, drawn now from `result` (its boxes,
+    labels and verdict banner; masks are only in copies written at inspection time); None if unreadable."""
+    from vision.detections import Detections
+    from vision.draw import annotate
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        return None
+    defects = [d for d in result.defects if d.camera == camera]
+    detections = Detections(
+        xyxy=np.array([d.xyxy for d in defects], np.float32).reshape(-1, 4),
+        confidence=np.array([d.confidence for d in defects], np.float32),
+        class_id=np.array([d.class_id for d in defects], np.int64),
+        names={d.class_id: d.class_name for d in defects},
+    )
+    ok, buf = cv2.imencode(".jpg", _verdict_banner(annotate(image, detections), result))
+    return buf.tobytes() if ok else None
 
 
 def _verdict_banner(image: np.ndarray, result: InspectionResult) -> np.ndarray:
@@ -164,25 +191,31 @@ class Archive:
         params = [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality] if ext == ".jpg" else []
         stem = f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}"
         for cam, frame in outcome.frames.items():
-            images = [("", frame.image)]
+            images: list[tuple[str, bytes | np.ndarray]] = [
+                ("", frame.file.data if frame.file is not None and frame.file.ext == ext else frame.image)
+            ]
             if self.config.annotated:
                 det = outcome.detections.get(cam)
                 if det is not None:
                     images.append(("_annotated", _verdict_banner(annotate(frame.image, det), result)))
             for suffix, image in images:
                 path = folder / f"{stem}_{_UNSAFE.sub('_', cam)}{suffix}{ext}"
-                ok, buf = cv2.imencode(ext, image, params)
-                if not ok:
-                    raise OSError(f"{path}: image encoding failed")
+                if isinstance(image, bytes):  # the camera's own file: kept as it came
+                    data = image
+                else:
+                    ok, buf = cv2.imencode(ext, image, params)
+                    if not ok:
+                        raise OSError(f"{path}: image encoding failed")
+                    data = buf.tobytes()
                 try:
-                    path.write_bytes(buf.tobytes())
+                    path.write_bytes(data)
                 except OSError as exc:  # disk full / read-only: degrade, keep inspecting
                     self.stats.write_errors += 1
                     with contextlib.suppress(OSError):
                         path.unlink(missing_ok=True)
                     self._degrade(f"{path}: {exc.strerror or exc}")
                     return
-                size = len(buf)
+                size = len(data)
                 self._folder_bytes[folder] = self._folder_bytes.get(folder, 0) + size
                 self.stats.bytes_used += size
                 self.stats.written += 1

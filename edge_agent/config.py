@@ -176,7 +176,11 @@ class ArchiveConfig(BaseModel):
     enabled: bool = True
     path: Path = Field(Path("data/archive"), description="folder (relative to the site file)")
     ok_sample_rate: float = Field(0.01, ge=0, le=1, description="share of OK parts archived")
-    annotated: bool = Field(True, description="also save an annotated copy with boxes and verdict")
+    annotated: bool = Field(
+        False,
+        description="also write an annotated copy (boxes, masks, verdict) at inspection time; without it the "
+        "console and the hub draw boxes and verdict on the raw image when asked",
+    )
     format: Literal["png", "jpg"] = "jpg"
     jpeg_quality: int = Field(92, ge=10, le=100)
     quota_mb: float = Field(2048, gt=0, description="oldest images are deleted beyond this")

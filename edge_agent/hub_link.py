@@ -453,11 +453,19 @@ class HubLink:
                 "quota may have removed it)"
             )
         annotated = [f for f in files if f.stem.endswith("_annotated")]
-        chosen = (
-            annotated
-            if command.get("annotated", True) and annotated
-            else [f for f in files if not f.stem.endswith("_annotated")] or files
-        )[0]
+        raw = [f for f in files if not f.stem.endswith("_annotated")]
+        want_annotated = command.get("annotated", True)
+        if want_annotated and not annotated and raw and self.agent.journal is not None:
+            # no copy written at inspection time (`archive.annotated: false`): drawn now from the journal
+            from edge_agent.archive import archived_image, render_annotated
+
+            result = self.agent.journal.get(seq)
+            for frame in result.frames if result is not None and result.line == line else []:
+                path = archived_image(self._archive_root(), result, frame.camera)
+                data = render_annotated(path, result, frame.camera) if path is not None else None
+                if data is not None:
+                    return data, "image/jpeg"
+        chosen = (annotated if want_annotated and annotated else raw or files)[0]
         return chosen.read_bytes(), "image/png" if chosen.suffix == ".png" else "image/jpeg"
 
     def _collect(self, command: dict[str, Any]) -> bytes:

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -67,15 +68,52 @@ def to_bgr8(
     return np.ascontiguousarray(image)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as 8-bit BGR. Raises `ImageError` naming the path on any problem."""
+class ImageFile(NamedTuple):
+    """An image file's bytes and format (".jpg" or ".png"), kept when they hold exactly the decoded pixels."""
+
+    data: bytes
+    ext: str
+
+
+def _format_of(data: np.ndarray) -> str | None:
+    head = data[:8].tobytes()
+    if head.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    return None
+
+
+def read_image_file(path: str | Path) -> tuple[np.ndarray, ImageFile | None]:
+    """`read_image`, plus the file itself when it holds exactly these pixels: an 8-bit colour JPEG or PNG
+    with no EXIF block (a viewer would turn the picture by its orientation tag; the model saw it unturned).
+
+    An archive can then keep the file as it came instead of encoding the pixels again: no CPU spent on a
+    second JPEG encoding, and no second generation of JPEG loss. Raises `ImageError` naming the path.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: works with non-ASCII paths too
     if data.size == 0:
         raise ImageError(f"{path}: file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if decoded is None:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return to_bgr8(image, source=str(path))
+    image = to_bgr8(decoded, source=str(path))
+    ext = _format_of(data)
+    # `to_bgr8` hands back the decoded array itself when it needed no conversion (8-bit, 3 channels, BGR)
+    if image is not decoded or ext is None or _has_exif(data, ext):
+        return image, None
+    return image, ImageFile(data.tobytes(), ext)
+
+
+def _has_exif(data: np.ndarray, ext: str) -> bool:
+    # EXIF sits in the first segments of a JPEG (APP1) and before the pixel data of a PNG (eXIf chunk)
+    head = data[:65536].tobytes()
+    return (b"Exif\x00\x00" if ext == ".jpg" else b"eXIf") in head
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as 8-bit BGR. Raises `ImageError` naming the path on any problem."""
+    return read_image_file(path)[0]

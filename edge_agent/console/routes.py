@@ -187,16 +187,19 @@ def result_page(request: Request) -> Response:
         names = dict(line._inspector.model.names)
     for d in result.defects:
         names.setdefault(d.class_id, d.class_name)
-    cameras = [
-        {
-            "name": fr.camera,
-            "width": fr.width,
-            "height": fr.height,
-            "has_image": console.archive.image(result, fr.camera, False) is not None,
-            "has_annotated": console.archive.image(result, fr.camera, True) is not None,
-        }
-        for fr in result.frames
-    ]
+    cameras = []
+    for fr in result.frames:
+        has_image = console.archive.image(result, fr.camera, False) is not None
+        cameras.append(
+            {
+                "name": fr.camera,
+                "width": fr.width,
+                "height": fr.height,
+                "has_image": has_image,
+                # drawn on demand from the raw image when the archive keeps no annotated copy
+                "has_annotated": has_image or console.archive.image(result, fr.camera, True) is not None,
+            }
+        )
     return _page(
         request,
         "result.html",
@@ -451,39 +454,42 @@ def result_json(request: Request) -> Response:
     )
 
 
-def _archived(request: Request, annotated: bool) -> tuple[InspectionResult, Path]:
-    console = console_of(request)
-    result = _result(request)
+def _camera_of(request: Request, result: InspectionResult) -> str:
     camera = request.path_params["camera"]
     if not SAFE_NAME.match(camera) or camera not in {f.camera for f in result.frames}:
         raise not_found(f"result #{result.seq} has no camera {camera!r}")
-    path = console.archive.image(result, camera, annotated)
-    if path is None:
-        raise not_found(
-            f"the archive holds no {'annotated ' if annotated else ''}image of #{result.seq}/{camera}"
-        )
-    return result, path
+    return camera
 
 
 @access("viewer")
 def result_image(request: Request) -> Response:
-    annotated = request.query_params.get("annotated") == "1"
-    _, path = _archived(request, annotated)
-    headers = {}
-    if request.query_params.get("download") == "1":
-        headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
+    console = console_of(request)
+    result = _result(request)
+    camera = _camera_of(request, result)
+    download = request.query_params.get("download") == "1"
+    if request.query_params.get("annotated") == "1":
+        found = console.archive.annotated(result, camera)
+        if found is None:
+            raise not_found(f"the archive holds no image of #{result.seq}/{camera}")
+        data, name = found
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'} if download else {}
+        media = "image/png" if name.endswith(".png") else "image/jpeg"
+        return Response(data, media_type=media, headers=headers)
+    path = console.archive.image(result, camera, False)
+    if path is None:
+        raise not_found(f"the archive holds no image of #{result.seq}/{camera}")
+    headers = {"Content-Disposition": f'attachment; filename="{path.name}"'} if download else {}
     return FileResponse(path, headers=headers)
 
 
 @access("viewer")
 def result_thumb(request: Request) -> Response:
-    try:
-        _, path = _archived(request, annotated=True)
-    except HttpError:  # the archive may keep raw images only (archive.annotated: false)
-        _, path = _archived(request, annotated=False)
-    data = console_of(request).archive.thumbnail(path)
+    console = console_of(request)
+    result = _result(request)
+    camera = _camera_of(request, result)
+    data = console.archive.thumbnail(result, camera)
     if data is None:
-        raise not_found(f"{path.name} cannot be read")
+        raise not_found(f"the archive holds no readable image of #{result.seq}/{camera}")
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 

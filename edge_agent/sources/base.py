@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vision.images import ImageFile
+
 
 class SourceError(Exception):
     """The source cannot be opened or has been lost; the message names the device, file or URL."""
@@ -29,6 +31,8 @@ class Frame:
     t_ready: float = field(default_factory=time.monotonic)
     #: time spent reading and decoding it, in ms
     capture_ms: float = 0.0
+    #: the file it was decoded from, where that holds exactly these pixels (the archive keeps it as is)
+    file: ImageFile | None = None
 
 
 class Source(ABC):

@@ -115,7 +115,8 @@ class FolderSource(Source):
         return None
 
     def read(self) -> Frame | None:
-        from vision import ImageError, read_image
+        from vision import ImageError
+        from vision.images import read_image_file
 
         consecutive_skips = 0
         while True:
@@ -133,7 +134,7 @@ class FolderSource(Source):
                 self._pos += 1
             t0 = time.perf_counter()
             try:
-                image = read_image(path)
+                image, file = read_image_file(path)
             except ImageError as exc:
                 if not path.exists() and not self.config.path.is_dir():
                     raise SourceError(f"folder source: {self.config.path} disappeared") from exc
@@ -150,6 +151,7 @@ class FolderSource(Source):
                 source_ref=os.fspath(path),
                 index=self._index,
                 capture_ms=(time.perf_counter() - t0) * 1000,
+                file=file,
             )
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from agent_helpers import folder_line, wait_until, write_site
 from typer.testing import CliRunner
 
-from edge_agent.archive import Archive
+from edge_agent.archive import Archive, render_annotated
 from edge_agent.cli import app
 from edge_agent.config import ArchiveConfig
 from edge_agent.inspector import Outcome
@@ -21,6 +21,7 @@ from edge_agent.journal import ResultJournal
 from edge_agent.result import Defect, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
+from vision.images import read_image_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,12 @@ def test_archive_keeps_ng_parts_and_deletes_oldest_beyond_quota(tmp_path: Path) 
     size = len(cv2.imencode(".png", image)[1])
     # quota for about 3 raw+annotated pairs
     config = ArchiveConfig(
-        path=tmp_path / "arch", format="png", quota_mb=size * 6.5 / 1e6, min_free_mb=0, ok_sample_rate=0.0
+        path=tmp_path / "arch",
+        format="png",
+        quota_mb=size * 6.5 / 1e6,
+        min_free_mb=0,
+        ok_sample_rate=0.0,
+        annotated=True,
     )
     archive = Archive(config, seed=0)
     archive.start()
@@ -66,6 +72,43 @@ def test_archive_keeps_ng_parts_and_deletes_oldest_beyond_quota(tmp_path: Path) 
     assert files[-1] == "0000000006_P_6_NG_top_annotated.png" and "0000000006_P_6_NG_top.png" in files
     assert not any(name.startswith("0000000001_") for name in files)
     assert (tmp_path / "arch" / "l_1").is_dir()
+
+
+def test_a_source_jpeg_is_kept_byte_for_byte_and_annotated_when_asked(tmp_path: Path) -> None:
+    image = np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    source = tmp_path / "cam.jpg"
+    source.write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes())
+    pixels, file = read_image_file(source)
+    assert file is not None and file.ext == ".jpg"
+    part = outcome(7, "NG", pixels)
+    part.frames["top"].file = file
+    part.result.defects = [
+        Defect(
+            camera="top",
+            class_name="scratch",
+            class_id=0,
+            confidence=0.9,
+            xyxy=[10, 40, 60, 80],
+            area_px=2000,
+        )
+    ]
+    part.result.reasons = ["scratch: 1 found, at most 0 allowed"]
+    archive = Archive(ArchiveConfig(path=tmp_path / "arch", min_free_mb=0), seed=0)  # jpg, no annotated copy
+    archive.start()
+    assert archive.submit(part)
+    archive.stop()
+    files = list((tmp_path / "arch").rglob("*.jpg"))
+    assert [p.name for p in files] == ["0000000007_P_7_NG_top.jpg"]
+    assert files[0].read_bytes() == source.read_bytes()  # the camera's file, not a second JPEG generation
+    assert archive.stats.bytes_used == source.stat().st_size
+
+    jpeg = render_annotated(files[0], part.result, "top")
+    drawn = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape == pixels.shape
+    banner = drawn[2, 64].astype(int)  # the verdict banner across the top: red for NG (BGR 40, 40, 220)
+    assert banner[2] > 150 and banner[0] < 100 and banner[1] < 100
+    edge = drawn[50:70, 10].mean(0)  # the box's left edge, in class 0's colour (BGR 56, 56, 255)
+    assert edge[2] > 180 and edge[2] - edge[:2].max() > 80 and pixels[50:70, 10, 2].mean() < 180
 
 
 def test_full_disk_degrades_archiving_never_inspection(

@@ -91,7 +91,13 @@ def test_result_detail_downloads_and_gallery(console_agent) -> None:
         wait_until(lambda: c.get(f"/results/{seq}/image/top").status_code == 200, timeout=20)
         image = c.get(f"/results/{seq}/image/top?download=1")
         assert image.headers["content-disposition"].startswith("attachment")
-        assert cv2.imdecode(np.frombuffer(image.content, np.uint8), cv2.IMREAD_COLOR) is not None
+        raw = cv2.imdecode(np.frombuffer(image.content, np.uint8), cv2.IMREAD_COLOR)
+        assert raw is not None
+        assert not list(agent.archive.root.rglob("*_annotated*"))  # the demo site writes no annotated copies
+        drawn = c.get(f"/results/{seq}/image/top?annotated=1&download=1")  # so this one is drawn now
+        assert drawn.status_code == 200 and "_annotated.jpg" in drawn.headers["content-disposition"]
+        picture = cv2.imdecode(np.frombuffer(drawn.content, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == raw.shape and np.abs(picture.astype(int) - raw).mean() > 1  # boxes, banner
         thumb = c.get(f"/results/{seq}/thumb/top")
         assert cv2.imdecode(np.frombuffer(thumb.content, np.uint8), cv2.IMREAD_COLOR).shape[1] <= 320
         gallery = c.get("/results?verdict=NG&line=demo")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vision import Detections, ImageError, Model, ModelLoadError, read_image
-from vision.images import to_bgr8
+from vision.images import read_image_file, to_bgr8
 from vision.preprocess import letterbox, letterbox_tensor
 from vision.tiling import tile_windows
 
@@ -224,3 +224,39 @@ def test_detections_struct(model, part):
     assert all(set(r) == {"class", "class_id", "confidence", "xyxy"} for r in records)
     strong = d[d.confidence > 0.5]
     assert len(strong) == int((d.confidence > 0.5).sum())
+
+
+def _with_exif(jpeg: bytes) -> bytes:
+    """`jpeg` with an (empty, valid) EXIF APP1 segment after SOI, as cameras and phones write one."""
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x00" + b"\x00\x00\x00\x00"
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_the_file_is_kept_only_where_it_holds_the_inspected_pixels(tmp_path, part):
+    def write(name: str, data: bytes) -> Path:
+        (tmp_path / name).write_bytes(data)
+        return tmp_path / name
+
+    jpeg = cv2.imencode(".jpg", part)[1].tobytes()
+    kept = {
+        "colour.jpg": (jpeg, ".jpg"),
+        "colour.png": (cv2.imencode(".png", part)[1].tobytes(), ".png"),
+        "named-wrongly.png": (jpeg, ".jpg"),  # the format is read from the bytes, not the name
+    }
+    for name, (data, ext) in kept.items():
+        image, file = read_image_file(write(name, data))
+        assert file == (data, ext), name
+        np.testing.assert_array_equal(
+            image, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        )
+    converted = {
+        "grey.jpg": cv2.imencode(".jpg", cv2.cvtColor(part, cv2.COLOR_BGR2GRAY))[1].tobytes(),
+        "deep.png": cv2.imencode(".png", part.astype(np.uint16) * 257)[1].tobytes(),
+        "alpha.png": cv2.imencode(".png", cv2.cvtColor(part, cv2.COLOR_BGR2BGRA))[1].tobytes(),
+        "exif.jpg": _with_exif(jpeg),  # a viewer would turn it by its orientation tag
+        "picture.bmp": cv2.imencode(".bmp", part)[1].tobytes(),
+    }
+    for name, data in converted.items():
+        image, file = read_image_file(write(name, data))
+        assert file is None and image.shape == part.shape and image.dtype == np.uint8, name
