@@ -39,12 +39,13 @@ class Letterbox:
     def boxes_to_original(self, xyxy: np.ndarray) -> np.ndarray:
         """Map boxes from model-input pixels back to original-image pixels, clipped to the image."""
         out = xyxy.astype(np.float32, copy=True)
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.gain_x
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.gain_y
+        if not len(out):
+            return out
+        # three whole-array float32 operations (the same values as per-column ones, a fraction of the calls)
         h, w = self.orig_shape
-        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
-        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
-        return out
+        out -= np.array((self.pad_x, self.pad_y, self.pad_x, self.pad_y), np.float32)
+        out /= np.array((self.gain_x, self.gain_y, self.gain_x, self.gain_y), np.float32)
+        return np.clip(out, 0, np.array((w, h, w, h), np.float32), out=out)
 
 
 def letterbox_shape(
