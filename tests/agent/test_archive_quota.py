@@ -43,7 +43,9 @@ def test_quota_is_enforced_at_start_oldest_day_first(tmp_path: Path) -> None:
 
 
 def test_bookkeeping_is_one_entry_per_day_folder_not_per_image(tmp_path: Path) -> None:
-    config = ArchiveConfig(path=tmp_path / "arch", quota_mb=0.2, min_free_mb=0, ok_sample_rate=0.0)
+    config = ArchiveConfig(
+        path=tmp_path / "arch", quota_mb=0.2, min_free_mb=0, ok_sample_rate=0.0, annotated=True
+    )  # raw + annotated: two images a part
     archive = Archive(config)
     archive.start()
     for seq in range(1, 301):
@@ -61,7 +63,7 @@ def test_write_errors_are_logged_once_and_recovery_is_logged(tmp_path: Path, cap
     root = tmp_path / "arch"
     root.mkdir()
     (root / "l_1").write_text("a file where the line's folder must go")  # every write fails
-    archive = Archive(ArchiveConfig(path=root, min_free_mb=0))
+    archive = Archive(ArchiveConfig(path=root, min_free_mb=0, annotated=True))
     archive.start()
     with caplog.at_level(logging.INFO, logger="edge_agent.archive"):
         for seq in range(1, 6):
