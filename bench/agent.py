@@ -10,7 +10,8 @@ Measures, on this machine:
    layouts (one run on all cores; one single-thread run per core at once) and the faster taken as the
    ceiling, measured before and after the agent run and averaged (the drift between them is printed);
 2. end-to-end FPS of the agent: folder source (JPEG decode) → letterbox → ORT → decode → rules → journal
-   → ZeroMQ PUB, counted at a ZeroMQ subscriber in this process; ratio e2e/raw (goal >= 0.95);
+   → ZeroMQ PUB, counted at a ZeroMQ subscriber in this process; ratio e2e/raw (goal >= 0.95); the
+   agent's CPU per part, in all and by thread (from its `/metrics`: where the cores go);
 3. latency frame-ready → result received by the subscriber (p50/p99), at full load and paced at half the
    raw rate. The frame-ready time is the result's timestamp minus its `timings_ms.total` (both taken in the
    agent), the receive time is the subscriber's clock (same machine, same wall clock);
@@ -159,6 +160,7 @@ def write_config(
     cameras: int = 1,
     concurrent: int | str = "auto",
     archive: str = "default",
+    metrics_port: int = 0,
 ) -> Path:
     """A site with `lines` free-run lines ("bench", "bench2", ...), each with `cameras` folder cameras;
     `concurrent` inferences at once in the agent's inference budget (the agent's default: auto); the NG
@@ -188,7 +190,7 @@ def write_config(
             "path": "archive",
             "ok_sample_rate": 0.0,
         },
-        "metrics": {"port": 0},
+        "metrics": {"port": metrics_port},
         "reload": {"enabled": False},
         "inference": {"concurrent": concurrent},
         "publishers": [
@@ -270,8 +272,8 @@ def measure_run(
     CPU per part and its stage medians."""
     import psutil
 
-    port = free_port()
-    site = write_config(root, frames, model, port, max_fps, lines, cameras, concurrent, archive)
+    port, metrics_port = free_port(), free_port()
+    site = write_config(root, frames, model, port, max_fps, lines, cameras, concurrent, archive, metrics_port)
     sub = Subscriber(port)
     sub.start()
     proc = start_agent(site)
@@ -285,9 +287,9 @@ def measure_run(
             _, err = proc.communicate(timeout=30)
             raise SystemExit(f"no result within 60 s; agent said:\n{err}")
         time.sleep(2.0)  # skip warm-up
-        warm, cpu0 = time.time(), sum(agent.cpu_times()[:2])
+        warm, cpu0, threads0 = time.time(), sum(agent.cpu_times()[:2]), thread_cpu(metrics_port)
         time.sleep(seconds)
-        end, cpu1 = time.time(), sum(agent.cpu_times()[:2])
+        end, cpu1, threads1 = time.time(), sum(agent.cpu_times()[:2]), thread_cpu(metrics_port)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -297,10 +299,17 @@ def measure_run(
     fps = (len(window) - 1) / (window[-1][0] - window[0][0]) if len(window) > 1 else 0.0
     lat = sorted(s[1] * 1000 for s in window)
     seqs = [s[2] for s in sub.samples]
+    parts = max(len(window), 1)
     return {
         "fps": fps,
         # the agent's CPU time (all its threads) per part: steadier than wall time on a shared machine
-        "cpu_ms_per_part": (cpu1 - cpu0) * 1000 / max(len(window), 1),
+        "cpu_ms_per_part": (cpu1 - cpu0) * 1000 / parts,
+        # and split by thread (the agent's /metrics), largest first
+        "thread_cpu_ms_per_part": {
+            name: round((threads1[name] - threads0.get(name, 0.0)) * 1000 / parts, 3)
+            for name in sorted(threads1, key=lambda n: threads0.get(n, 0.0) - threads1[n])
+            if threads1[name] > threads0.get(name, 0.0)
+        },
         **journal_summary(root / "journal.sqlite"),
         "p50_ms": statistics.median(lat) if lat else float("nan"),
         "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
@@ -308,6 +317,20 @@ def measure_run(
         # one journal for all lines: seqs interleave but stay consecutive at one subscriber
         "gaps": sum(1 for a, b in itertools.pairwise(sorted(seqs)) if b != a + 1),
         "exit": proc.returncode,
+    }
+
+
+def thread_cpu(metrics_port: int) -> dict[str, float]:
+    """CPU seconds per thread name from the agent's `/metrics` (`edge_inspect_thread_cpu_seconds`)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    prefix = 'edge_inspect_thread_cpu_seconds_total{thread="'
+    return {
+        row[len(prefix) :].split('"', 1)[0]: float(row.rsplit(" ", 1)[1])
+        for row in text.splitlines()
+        if row.startswith(prefix)
     }
 
 
@@ -563,6 +586,10 @@ def main() -> None:
             f"agent {full['cpu_ms_per_part']:.2f} ms (all threads); agent stage medians (ms): "
             + ", ".join(f"{k} {v:g}" for k, v in full["stages_ms"].items())
             + f"; NG parts {full['ng_share']:.0%}"
+        )
+        print(
+            "CPU per part by thread (ms): "
+            + ", ".join(f"{name} {ms:g}" for name, ms in full["thread_cpu_ms_per_part"].items())
         )
         print(
             f"latency ready→ZMQ sub at {raw / 2:.0f} FPS: "

@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edge_agent.result import InspectionResult
+from edge_agent.thread_cpu import thread_cpu_seconds
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -139,6 +140,15 @@ class _AgentCollector(Collector):
                 skipped.add_metric([line.name, cam["name"]], cam.get("skipped", 0))
                 connected.add_metric([line.name, cam["name"]], 1.0 if cam["state"] == "connected" else 0.0)
         yield from (fps, up, depth, dropped, reconnects, connected, errors, skipped)
+
+        cpu = CounterMetricFamily(
+            "edge_inspect_thread_cpu_seconds",
+            "CPU seconds per thread of the agent (native: ONNX Runtime's and ZeroMQ's own threads)",
+            labels=["thread"],
+        )
+        for name, seconds in sorted(thread_cpu_seconds().items()):
+            cpu.add_metric([name], seconds)
+        yield cpu
 
         journal_seq = GaugeMetricFamily("edge_inspect_journal_last_seq", "Last journaled sequence number")
         journal_seq.add_metric([], agent.journal.last_seq() if agent.journal else 0)

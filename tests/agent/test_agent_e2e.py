@@ -122,6 +122,15 @@ def test_healthz_is_200_while_lines_run(tmp_path, tiny_detect_onnx, synthetic_im
     reply = urllib.request.urlopen(agent.metrics_server.url + "/healthz", timeout=5)
     health = json.loads(reply.read())
     assert reply.status == 200 and health["status"] == "ok" and health["lines"]["l1"]["state"] == "running"
+    # where the cores go, per thread: the line's own threads by name (what `top -H` cannot tell apart)
+    text = urllib.request.urlopen(agent.metrics_server.url + "/metrics", timeout=5).read().decode()
+    cpu = {
+        row.split('thread="', 1)[1].split('"', 1)[0]: float(row.rsplit(" ", 1)[1])
+        for row in text.splitlines()
+        if row.startswith("edge_inspect_thread_cpu_seconds_total{")
+    }
+    assert {"l1/top/capture", "l1/inspect", "l1/journal"} <= set(cpu), sorted(cpu)
+    assert all(seconds >= 0 for seconds in cpu.values()) and sum(cpu.values()) > 0
 
 
 def test_one_verdict_per_part_across_cameras(tmp_path, tiny_detect_onnx, synthetic_images, agent_factory):
