@@ -22,7 +22,7 @@ from training.recipes import last_run, remember_run
 
 DEMO_IMGSZ = 320
 # Half the width of YOLOv8n: ~3x more training steps per CPU hour, ample capacity for these shapes.
-DEMO_NETWORK = Path(__file__).parent / "models" / "yolov8-pico.yaml"
+DEMO_NETWORK = Path(__file__).parent / "models" / "yolov8-pico-relu.yaml"
 DEMO_LINE = Path(__file__).resolve().parents[2] / "configs" / "lines" / "demo.yaml"
 DEMO_IMAGES = 800  # fresh synthetic images are free; more of them beat more epochs over few
 DEMO_SEED = 7
