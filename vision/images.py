@@ -91,6 +91,21 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, ImageFile | None]:
     An archive can then keep the file as it came instead of encoding the pixels again: no CPU spent on a
     second JPEG encoding, and no second generation of JPEG loss. Raises `ImageError` naming the path.
     """
+    image, decoded, data = _decode_file(path)
+    ext = _format_of(data)
+    # `to_bgr8` hands back the decoded array itself when it needed no conversion (8-bit, 3 channels, BGR)
+    if image is not decoded or ext is None or _has_exif(data, ext):
+        return image, None
+    return image, ImageFile(data.tobytes(), ext)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as 8-bit BGR. Raises `ImageError` naming the path on any problem."""
+    return _decode_file(path)[0]
+
+
+def _decode_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(8-bit BGR image, the decoder's own array, the file's bytes)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
@@ -100,20 +115,10 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, ImageFile | None]:
     decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    image = to_bgr8(decoded, source=str(path))
-    ext = _format_of(data)
-    # `to_bgr8` hands back the decoded array itself when it needed no conversion (8-bit, 3 channels, BGR)
-    if image is not decoded or ext is None or _has_exif(data, ext):
-        return image, None
-    return image, ImageFile(data.tobytes(), ext)
+    return to_bgr8(decoded, source=str(path)), decoded, data
 
 
 def _has_exif(data: np.ndarray, ext: str) -> bool:
     # EXIF sits in the first segments of a JPEG (APP1) and before the pixel data of a PNG (eXIf chunk)
     head = data[:65536].tobytes()
     return (b"Exif\x00\x00" if ext == ".jpg" else b"eXIf") in head
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as 8-bit BGR. Raises `ImageError` naming the path on any problem."""
-    return read_image_file(path)[0]
