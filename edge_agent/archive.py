@@ -71,9 +71,9 @@ class ArchiveStats:
     degraded: bool = False
 
 
-def render_annotated(path: Path, result: InspectionResult, camera: str) -> bytes | None:
-    """The annotated JPEG of `camera`'s archived raw image at `path`, drawn now from `result` (its boxes,
-    labels and verdict banner; masks are only in copies written at inspection time); None if unreadable."""
+def draw_annotated(path: Path, result: InspectionResult, camera: str) -> np.ndarray | None:
+    """`camera`'s archived raw image at `path` with `result`'s boxes, labels and verdict banner drawn now
+    (masks are only in copies written at inspection time); None if the file cannot be read."""
     from vision.detections import Detections
     from vision.draw import annotate
 
@@ -88,8 +88,26 @@ def render_annotated(path: Path, result: InspectionResult, camera: str) -> bytes
         class_id=np.array([d.class_id for d in defects], np.int64),
         names={d.class_id: d.class_name for d in defects},
     )
-    ok, buf = cv2.imencode(".jpg", _verdict_banner(annotate(image, detections), result))
+    return _verdict_banner(annotate(image, detections), result)
+
+
+def render_annotated(path: Path, result: InspectionResult, camera: str) -> bytes | None:
+    """`draw_annotated` as a JPEG file's bytes."""
+    image = draw_annotated(path, result, camera)
+    ok, buf = cv2.imencode(".jpg", image) if image is not None else (False, None)
     return buf.tobytes() if ok else None
+
+
+def annotated_file(root: Path, result: InspectionResult, camera: str) -> tuple[bytes, str] | None:
+    """(bytes, file name) of `camera`'s annotated picture of `result`: the copy written at inspection time
+    (`archive.annotated: true`) if the archive keeps one, else drawn now from the raw image; None when
+    neither can be had."""
+    written = archived_image(root, result, camera, annotated=True)
+    if written is not None:
+        return written.read_bytes(), written.name
+    raw = archived_image(root, result, camera)
+    data = render_annotated(raw, result, camera) if raw is not None else None
+    return (data, f"{raw.stem}_annotated.jpg") if data is not None and raw is not None else None
 
 
 def _verdict_banner(image: np.ndarray, result: InspectionResult) -> np.ndarray:

@@ -455,16 +455,17 @@ class HubLink:
         annotated = [f for f in files if f.stem.endswith("_annotated")]
         raw = [f for f in files if not f.stem.endswith("_annotated")]
         want_annotated = command.get("annotated", True)
-        if want_annotated and not annotated and raw and self.agent.journal is not None:
+        journal, result = self.agent.journal, None
+        if journal is not None and want_annotated and not annotated and raw:
+            result = journal.get(seq)
+        if result is not None and result.line == line:
             # no copy written at inspection time (`archive.annotated: false`): drawn now from the journal
-            from edge_agent.archive import archived_image, render_annotated
+            from edge_agent.archive import annotated_file
 
-            result = self.agent.journal.get(seq)
-            for frame in result.frames if result is not None and result.line == line else []:
-                path = archived_image(self._archive_root(), result, frame.camera)
-                data = render_annotated(path, result, frame.camera) if path is not None else None
-                if data is not None:
-                    return data, "image/jpeg"
+            for frame in result.frames:
+                found = annotated_file(self._archive_root(), result, frame.camera)
+                if found is not None:
+                    return found[0], "image/png" if found[1].endswith(".png") else "image/jpeg"
         chosen = (annotated if want_annotated and annotated else raw or files)[0]
         return chosen.read_bytes(), "image/png" if chosen.suffix == ".png" else "image/jpeg"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from edge_agent.archive import archived_image, render_annotated
+from edge_agent.archive import annotated_file, archived_image, draw_annotated
 from edge_agent.result import InspectionResult
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -176,33 +176,30 @@ class ArchiveFiles:
         return any(self.image(result, f.camera, False) for f in result.frames)
 
     def annotated(self, result: InspectionResult, camera: str) -> tuple[bytes, str] | None:
-        """The annotated picture and its file name: the copy written at inspection time if the archive keeps
-        one (`archive.annotated: true`), else drawn now from the raw image and the journaled result."""
-        path = self.image(result, camera, True)
-        if path is not None:
-            return path.read_bytes(), path.name
-        raw = self.image(result, camera, False)
-        if raw is None:
+        """The annotated picture and its file name (see `edge_agent.archive.annotated_file`)."""
+        if self.root is None or not SAFE_NAME.match(camera):
             return None
-        data = render_annotated(raw, result, camera)
-        return (data, f"{raw.stem}_annotated.jpg") if data is not None else None
+        return annotated_file(self.root, result, camera)
 
     def thumbnail(self, result: InspectionResult, camera: str, width: int = 320) -> bytes | None:
         """A small JPEG of the annotated picture (of the raw one if that cannot be drawn), cached."""
         import cv2
         import numpy as np
 
-        raw = self.image(result, camera, False) or self.image(result, camera, True)
-        if raw is None:
+        written = self.image(result, camera, True)
+        raw = self.image(result, camera, False)
+        if raw is None and written is None:
             return None
-        key = (str(raw), width)
+        key = (str(raw or written), width)
         with self._lock:
             if key in self._thumbs:
                 self._thumbs.move_to_end(key)
                 return self._thumbs[key]
-        annotated = self.annotated(result, camera)
-        data = np.frombuffer(annotated[0], np.uint8) if annotated else np.fromfile(str(raw), dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        # the written copy decoded, or the boxes drawn on the raw pixels: no JPEG round trip in between
+        image = draw_annotated(raw, result, camera) if written is None and raw is not None else None
+        if image is None:
+            data = np.fromfile(str(written or raw), dtype=np.uint8)
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if image is None:
             return None
         h, w = image.shape[:2]
