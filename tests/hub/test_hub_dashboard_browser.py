@@ -190,7 +190,11 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     server, agent, driver, tmp = hub_with_agent
     base = server.http_url
     _login(driver, base, "ana", "wrong password")
-    assert "wrong user or password" in driver.find_element(By.ID, "login-error").text
+    # the form posts and the page comes back with the message: read it once it has come back
+    wait_for(
+        lambda: any("wrong user or password" in e.text for e in driver.find_elements(By.ID, "login-error")),
+        what="the login error after a wrong password",
+    )
     _login(driver, base, "ana", "ana-password")
     wait_for(lambda: driver.find_elements(By.ID, "companies"), what="the programme page")
     rows = {
