@@ -161,18 +161,24 @@ def write_config(
     concurrent: int | str = "auto",
     archive: str = "default",
     metrics_port: int = 0,
+    scaled_decode: bool = False,
 ) -> Path:
     """A site with `lines` free-run lines ("bench", "bench2", ...), each with `cameras` folder cameras;
     `concurrent` inferences at once in the agent's inference budget (the agent's default: auto); the NG
     archive as the agent's default has it (every NG part: the source JPEG kept as it came) unless `archive` is
-    "off", or "annotated" (an annotated JPEG drawn and encoded per NG part too, `archive.annotated: true`)."""
+    "off", or "annotated" (an annotated JPEG drawn and encoded per NG part too, `archive.annotated: true`);
+    `scaled_decode`: the folder sources decode the JPEGs at the model's size (`scaled_decode: true`)."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
     names = ["bench"] + [f"bench{i}" for i in range(2, lines + 1)]
     for name in names:
         line = {
             "name": name,
             "cameras": [
-                {"name": f"cam{c}", "source": {"type": "folder", "path": str(frames), "mode": "loop"}}
+                {
+                    "name": f"cam{c}",
+                    "source": {"type": "folder", "path": str(frames), "mode": "loop"}
+                    | ({"scaled_decode": True} if scaled_decode else {}),
+                }
                 for c in range(cameras)
             ],
             "trigger": {"type": "free_run", **({"max_fps": max_fps} if max_fps else {})},
@@ -267,13 +273,16 @@ def measure_run(
     cameras: int = 1,
     concurrent: int | str = "auto",
     archive: str = "default",
+    scaled_decode: bool = False,
 ) -> dict:
     """Results/s at the subscriber over the window (all lines together), latency, seq gaps, the agent's
     CPU per part and its stage medians."""
     import psutil
 
     port, metrics_port = free_port(), free_port()
-    site = write_config(root, frames, model, port, max_fps, lines, cameras, concurrent, archive, metrics_port)
+    site = write_config(
+        root, frames, model, port, max_fps, lines, cameras, concurrent, archive, metrics_port, scaled_decode
+    )
     sub = Subscriber(port)
     sub.start()
     proc = start_agent(site)
@@ -510,6 +519,11 @@ def main() -> None:
     )
     ap.add_argument("--archive-off", action="store_true", help="also run with the NG archive off (its cost)")
     ap.add_argument(
+        "--scaled-decode",
+        action="store_true",
+        help="also run with the folder source's scaled_decode: true (JPEGs decoded at the model's size)",
+    )
+    ap.add_argument(
         "--archive-annotated",
         action="store_true",
         help="also run with an annotated copy written per NG part (archive.annotated: true)",
@@ -625,6 +639,15 @@ def main() -> None:
                 f"{label}  {run['fps']:8.1f} FPS   ratio {run['fps'] / raw:.3f}; CPU per part "
                 f"{run['cpu_ms_per_part']:.2f} ms against {full['cpu_ms_per_part']:.2f} at the default "
                 f"({meaning}; {full['ng_share']:.0%} of parts NG, the default keeps each one's source JPEG)"
+            )
+        if args.scaled_decode:
+            run = measure_run(tmp / "run-scaled", frames, model, args.seconds, None, scaled_decode=True)
+            around_scaled = run["cpu_ms_per_part"] - model_core_ms
+            out["scaled_decode"] = {**run, "ratio": run["fps"] / raw, "cpu_ms_around_model": around_scaled}
+            print(
+                f"scaled JPEG decode    {run['fps']:8.1f} FPS   ratio {run['fps'] / raw:.3f}; CPU per part "
+                f"{run['cpu_ms_per_part']:.2f} ms against {full['cpu_ms_per_part']:.2f} at full decode; "
+                f"around the model {around_scaled:.2f} ms (source scaled_decode: true)"
             )
         if args.lines > 1:
             many = measure_run(tmp / "run-lines", frames, model, args.seconds, None, lines=args.lines)

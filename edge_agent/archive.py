@@ -209,13 +209,16 @@ class Archive:
         params = [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality] if ext == ".jpg" else []
         stem = f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}"
         for cam, frame in outcome.frames.items():
+            # at the file's size: the journaled boxes are in its pixels, also for a frame decoded smaller
+            kept_file = frame.file is not None and frame.file.ext == ext
             images: list[tuple[str, bytes | np.ndarray]] = [
-                ("", frame.file.data if frame.file is not None and frame.file.ext == ext else frame.image)
+                ("", frame.file.data if kept_file else frame.full_image())  # type: ignore[union-attr]
             ]
             if self.config.annotated:
                 det = outcome.detections.get(cam)
                 if det is not None:
-                    images.append(("_annotated", _verdict_banner(annotate(frame.image, det), result)))
+                    drawn = annotate(frame.full_image(), det)
+                    images.append(("_annotated", _verdict_banner(drawn, result)))
             for suffix, image in images:
                 path = folder / f"{stem}_{_UNSAFE.sub('_', cam)}{suffix}{ext}"
                 if isinstance(image, bytes):  # the camera's own file: kept as it came

@@ -161,7 +161,7 @@ class CaptureArchive(Archive):
         cameras: dict[str, Any] = {}
         for cam, frame in outcome.frames.items():
             det = outcome.detections.get(cam)
-            h, w = frame.image.shape[:2]
+            h, w = frame.shape
             cameras[cam] = {
                 "file": f"{stem}_{_UNSAFE.sub('_', cam)}{ext}",
                 "width": int(w),

@@ -180,6 +180,15 @@ class Inspector:
                     f"recipe {recipe!r} fails on the model's output ({settings}): {exc}", ("recipes", recipe)
                 ) from exc
 
+    @property
+    def decode_fit(self) -> tuple[int, int] | None:
+        """The input size (h, w) that sources may decode frames down to (never below it), or None where
+        the model must see the frame at full size: tiles cut the full frame, and segmentation masks and
+        classification crops are not scaled back."""
+        if self.config.model.tile is not None or self.model.task != "detect":
+            return None
+        return self.model.imgsz
+
     def rules(self, recipe: str) -> RecipeRules:
         try:
             return self.config.recipes[recipe]
@@ -196,11 +205,13 @@ class Inspector:
             predictions = [self.model.predict(im, tile=mc.tile) for im in images]
         timings: dict[str, float] = {}
         detections: dict[str, Detections] = {}
-        for cam, pred in zip(frames, predictions, strict=True):
+        for (cam, frame), pred in zip(frames.items(), predictions, strict=True):
             for stage, ms in pred.timing_ms.items():
                 timings[stage] = timings.get(stage, 0.0) + ms
             if pred.probs is not None:
-                detections[cam] = _classification_as_detection(pred.probs, pred.shape, self.model.names)
+                detections[cam] = _classification_as_detection(pred.probs, frame.shape, self.model.names)
+            elif frame.scale is not None:  # decoded smaller than its file: boxes back to the file's pixels
+                detections[cam] = pred.detections.scaled(*frame.scale)
             else:
                 detections[cam] = pred.detections
         return detections, timings
@@ -252,9 +263,7 @@ class Inspector:
             reasons=judgement.reasons,
             defects=defects,
             frames=[
-                FrameInfo(
-                    camera=cam, width=f.image.shape[1], height=f.image.shape[0], source_ref=f.source_ref
-                )
+                FrameInfo(camera=cam, width=f.shape[1], height=f.shape[0], source_ref=f.source_ref)
                 for cam, f in frames.items()
             ],
             model=self.model_info,

@@ -431,6 +431,7 @@ class LineRuntime:
         if self._inspector is None:
             try:
                 self._inspector = Inspector.load(self.config, self.site, self._budget)
+                self._fit_sources()
             except InspectorLoadError as exc:
                 self._fatal = str(exc)
                 log.error("line %s: %s", self.name, exc)
@@ -461,8 +462,17 @@ class LineRuntime:
 
     def _start_cameras(self) -> None:
         self._cameras = [CameraWorker(self.name, cam, self._emit_state) for cam in self.config.cameras]
+        self._fit_sources()
         for cam in self._cameras:
             cam.start()
+
+    def _fit_sources(self) -> None:
+        """Tell the cameras' sources the input size of the model they feed: they may decode frames down
+        to it (a frame decoded before this is full size, and one decoded for an earlier model still maps
+        its boxes back to its file's pixels)."""
+        fit = self._inspector.decode_fit if self._inspector is not None else None
+        for cam in self._cameras:
+            cam.source.fit = fit
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking frames and triggers, finish in-flight work, journal it, join the threads."""
@@ -534,6 +544,8 @@ class LineRuntime:
                 self.active_recipe = config.active_recipe or next(iter(config.recipes))
             if cameras_changed or never_ran:
                 self._start_cameras()
+            else:
+                self._fit_sources()
         for cam in old_cameras:
             cam.stop()
         if not self._stop.is_set():

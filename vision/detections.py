@@ -69,6 +69,23 @@ class Detections:
             mask=None if self.mask is None else self.mask[index],
         )
 
+    def scaled(self, sx: float, sy: float) -> Detections:
+        """The boxes in an image `sx` times as wide and `sy` times as high (masks cannot be rescaled here).
+
+        >>> d = Detections(np.array([[10, 10, 50, 40]], np.float32), np.array([0.9]), np.array([0]))
+        >>> d.scaled(2.0, 2.0).xyxy.tolist()
+        [[20.0, 20.0, 100.0, 80.0]]
+        """
+        if self.mask is not None:
+            raise ValueError("detections with masks cannot be rescaled")
+        factors = np.array((sx, sy, sx, sy), np.float32)
+        return Detections(
+            xyxy=(self.xyxy * factors).astype(np.float32),
+            confidence=self.confidence,
+            class_id=self.class_id,
+            names=self.names,
+        )
+
     @property
     def class_names(self) -> list[str]:
         return [self.names.get(int(c), str(int(c))) for c in self.class_id]

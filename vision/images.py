@@ -69,10 +69,67 @@ def to_bgr8(
 
 
 class ImageFile(NamedTuple):
-    """An image file's bytes and format (".jpg" or ".png"), kept when they hold exactly the decoded pixels."""
+    """An image file's bytes, format (".jpg" or ".png") and pixel size (h, w), kept when they hold exactly the
+    decoded pixels, or those pixels at full size for a JPEG decoded smaller (`read_image_file(fit=...)`)."""
 
     data: bytes
     ext: str
+    shape: tuple[int, int]
+
+
+#: JPEG start-of-frame markers (baseline, extended, progressive, lossless...): they carry the image size
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: OpenCV's flags for libjpeg's DCT-domain scaling, by reduction
+_REDUCED_COLOR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(height, width, colour components) from a JPEG's start-of-frame segment; None if there is none
+    before the scan data (not a JPEG, or a damaged one: the decoder then says what is wrong).
+
+    >>> import cv2, numpy as np
+    >>> jpeg_header(cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes())
+    (48, 64, 3)
+    """
+    i, n = 2, len(data)
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 10 > n:
+                return None
+            return (
+                int.from_bytes(data[i + 5 : i + 7], "big"),
+                int.from_bytes(data[i + 7 : i + 9], "big"),
+                data[i + 9],
+            )
+        i += 2 + length
+    return None
+
+
+def dct_reduction(shape: tuple[int, int], fit: tuple[int, int]) -> int:
+    """The largest JPEG DCT scale-down (8, 4, 2, else 1) after which an image of `shape` (h, w) is still at
+    least as large as its letterbox into `fit` (h, w): the model's resize then only ever shrinks it.
+
+    >>> dct_reduction((640, 640), (320, 320)), dct_reduction((1080, 1920), (640, 640))
+    (2, 2)
+    >>> dct_reduction((480, 640), (640, 640)), dct_reduction((2048, 2448), (320, 320))
+    (1, 4)
+    """
+    r = min(fit[0] / shape[0], fit[1] / shape[1])
+    return next((f for f in (8, 4, 2) if f * r <= 1), 1)
 
 
 def _format_of(data: np.ndarray) -> str | None:
@@ -84,38 +141,65 @@ def _format_of(data: np.ndarray) -> str | None:
     return None
 
 
-def read_image_file(path: str | Path) -> tuple[np.ndarray, ImageFile | None]:
+def read_image_file(
+    path: str | Path, fit: tuple[int, int] | None = None
+) -> tuple[np.ndarray, ImageFile | None]:
     """`read_image`, plus the file itself when it holds exactly these pixels: an 8-bit colour JPEG or PNG
     with no EXIF block (a viewer would turn the picture by its orientation tag; the model saw it unturned).
 
     An archive can then keep the file as it came instead of encoding the pixels again: no CPU spent on a
     second JPEG encoding, and no second generation of JPEG loss. Raises `ImageError` naming the path.
+
+    `fit` (h, w), a model's input size: a colour JPEG (no EXIF) much larger than it is decoded at 1/2, 1/4
+    or 1/8 size by the JPEG decoder itself (`dct_reduction`), which does about half the work of a full
+    decode and leaves the model's resize less to do. The image is then smaller than `file.shape`, the
+    file's own size, in which boxes and zones are measured.
     """
-    image, decoded, data = _decode_file(path)
+    path = Path(path)
+    data = _file_bytes(path)
+    raw = data.tobytes()
+    header = jpeg_header(raw) if fit is not None else None
+    if header is not None and header[2] == 3 and not _has_exif(data, ".jpg"):
+        factor = dct_reduction(header[:2], fit)  # type: ignore[arg-type]
+        if factor > 1:
+            reduced = cv2.imdecode(data, _REDUCED_COLOR[factor])
+            if reduced is None:
+                raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
+            return to_bgr8(reduced, source=str(path)), ImageFile(raw, ".jpg", header[:2])
+    image, decoded = _decode(data, path)
     ext = _format_of(data)
     # `to_bgr8` hands back the decoded array itself when it needed no conversion (8-bit, 3 channels, BGR)
     if image is not decoded or ext is None or _has_exif(data, ext):
         return image, None
-    return image, ImageFile(data.tobytes(), ext)
+    return image, ImageFile(raw, ext, image.shape[:2])
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as 8-bit BGR. Raises `ImageError` naming the path on any problem."""
-    return _decode_file(path)[0]
-
-
-def _decode_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(8-bit BGR image, the decoder's own array, the file's bytes)."""
     path = Path(path)
+    return _decode(_file_bytes(path), path)[0]
+
+
+def decode_image_file(file: ImageFile, source: str = "image") -> np.ndarray:
+    """An `ImageFile`'s pixels at full size, as 8-bit BGR (e.g. for a frame that was decoded smaller)."""
+    return _decode(np.frombuffer(file.data, np.uint8), source)[0]
+
+
+def _file_bytes(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: works with non-ASCII paths too
     if data.size == 0:
         raise ImageError(f"{path}: file is empty")
+    return data
+
+
+def _decode(data: np.ndarray, source: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit BGR image, the decoder's own array)."""
     decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return to_bgr8(decoded, source=str(path)), decoded, data
+        raise ImageError(f"{source}: not a readable image (corrupt or unsupported format)")
+    return to_bgr8(decoded, source=str(source)), decoded
 
 
 def _has_exif(data: np.ndarray, ext: str) -> bool:

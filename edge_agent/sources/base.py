@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vision.images import ImageFile
+from vision.images import ImageFile, decode_image_file
 
 
 class SourceError(Exception):
@@ -31,8 +31,28 @@ class Frame:
     t_ready: float = field(default_factory=time.monotonic)
     #: time spent reading and decoding it, in ms
     capture_ms: float = 0.0
-    #: the file it was decoded from, where that holds exactly these pixels (the archive keeps it as is)
+    #: the file it was decoded from, where that holds exactly these pixels or these pixels at full size
+    #: (a JPEG decoded smaller for the model): the archive keeps it as is
     file: ImageFile | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(h, w) in the camera's or file's own pixels: where boxes, zones and areas are measured."""
+        return self.file.shape if self.file is not None else self.image.shape[:2]
+
+    @property
+    def scale(self) -> tuple[float, float] | None:
+        """(x, y) file pixels per `image` pixel for an image decoded smaller than its file; else None."""
+        h, w = self.image.shape[:2]
+        fh, fw = self.shape
+        return None if (fh, fw) == (h, w) else (fw / w, fh / h)
+
+    def full_image(self) -> np.ndarray:
+        """The pixels at the file's size: `image` itself, or the file decoded again where it was decoded
+        smaller (only parts that are archived or drawn need this)."""
+        if self.scale is None or self.file is None:
+            return self.image
+        return decode_image_file(self.file, self.source_ref)
 
 
 class Source(ABC):
@@ -43,6 +63,10 @@ class Source(ABC):
     """
 
     live: bool = False
+
+    #: the model's input size (h, w), set by the line once its model is loaded, where the model allows frames
+    #: to be decoded smaller (a source that can decode to fit may use it, see `read_image_file`); None: no
+    fit: tuple[int, int] | None = None
 
     @abstractmethod
     def open(self) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vision import Detections, ImageError, Model, ModelLoadError, read_image
-from vision.images import read_image_file, to_bgr8
-from vision.preprocess import letterbox, letterbox_tensor
+from vision.images import dct_reduction, jpeg_header, read_image_file, to_bgr8
+from vision.preprocess import letterbox, letterbox_shape, letterbox_tensor
 from vision.tiling import tile_windows
 
 CONF = 1e-4
@@ -246,7 +246,7 @@ def test_the_file_is_kept_only_where_it_holds_the_inspected_pixels(tmp_path, par
     }
     for name, (data, ext) in kept.items():
         image, file = read_image_file(write(name, data))
-        assert file == (data, ext), name
+        assert file == (data, ext, part.shape[:2]), name
         np.testing.assert_array_equal(
             image, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         )
@@ -260,3 +260,89 @@ def test_the_file_is_kept_only_where_it_holds_the_inspected_pixels(tmp_path, par
     for name, data in converted.items():
         image, file = read_image_file(write(name, data))
         assert file is None and image.shape == part.shape and image.dtype == np.uint8, name
+
+
+# -- JPEGs decoded to fit the model (a folder source's `scaled_decode`) ------------------------------------
+def _big_part(h: int = 480, w: int = 640) -> np.ndarray:
+    from training.synth import make_sample
+
+    return make_sample(np.random.default_rng(5), (h, w), ok_probability=0.0)[0]
+
+
+def test_jpeg_header_reads_the_frame_size_wherever_the_frame_header_sits():
+    image = _big_part(120, 200)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    baseline = cv2.imencode(".jpg", image)[1].tobytes()
+    assert jpeg_header(baseline) == (120, 200, 3)
+    assert jpeg_header(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()) == (
+        120, 200, 3
+    )
+    assert jpeg_header(cv2.imencode(".jpg", grey)[1].tobytes()) == (120, 200, 1)
+    assert jpeg_header(_with_exif(baseline)) == (120, 200, 3)  # after an APP1 segment
+    assert jpeg_header(cv2.imencode(".png", image)[1].tobytes()) is None
+    assert jpeg_header(baseline[:20]) is None  # cut before its frame header
+    assert jpeg_header(b"\xff\xd8\x00garbage") is None
+
+
+def test_dct_reduction_never_leaves_the_model_to_enlarge_the_image():
+    for h in (100, 479, 480, 481, 1080, 2048, 3000):
+        for w in (100, 640, 641, 1920, 2448, 4000):
+            for fit in ((320, 320), (640, 640), (384, 640)):
+                f = dct_reduction((h, w), fit)
+                assert f in (1, 2, 4, 8)
+                reduced = (-(-h // f), -(-w // f))  # libjpeg rounds the scaled size up
+                lb = letterbox_shape(reduced, fit)
+                assert f == 1 or (lb.gain_x <= 1 and lb.gain_y <= 1), (h, w, fit, f)
+                if f < 8:  # the next reduction would have left the model's resize enlarging
+                    r = min(fit[0] / h, fit[1] / w)
+                    assert 2 * f * r > 1, (h, w, fit, f)
+
+
+def test_a_large_colour_jpeg_is_decoded_at_the_model_size_and_keeps_its_file(tmp_path):
+    image = _big_part(480, 640)
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    path = tmp_path / "part.jpg"
+    path.write_bytes(data)
+    small, file = read_image_file(path, fit=(320, 320))
+    assert small.shape == (240, 320, 3) and small.dtype == np.uint8
+    assert file is not None and file.data == data and file.ext == ".jpg" and file.shape == (480, 640)
+    # the decoder's 2x2 scaling is close to the model's own shrinking of the full decode
+    full, _ = read_image_file(path)
+    shrunk = cv2.resize(full, (320, 240), interpolation=cv2.INTER_LINEAR)
+    diff = np.abs(small.astype(int) - shrunk.astype(int))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99.9) <= 8
+    # 4x smaller input: 1/4; an input not at least twice smaller: the full decode
+    assert read_image_file(path, fit=(120, 160))[0].shape == (120, 160, 3)
+    assert read_image_file(path, fit=(320, 416))[0].shape == (480, 640, 3)
+
+
+def test_only_a_colour_jpeg_without_exif_is_decoded_smaller(tmp_path):
+    image = _big_part(480, 640)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    full = {
+        "grey.jpg": cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[1].tobytes(),
+        "exif.jpg": _with_exif(jpeg),  # the reduced decoders turn by orientation; the full one does not
+        "part.png": cv2.imencode(".png", image)[1].tobytes(),  # PNG has no cheaper smaller decode
+    }
+    for name, data in full.items():
+        (tmp_path / name).write_bytes(data)
+        pixels, file = read_image_file(tmp_path / name, fit=(160, 160))
+        assert pixels.shape == (480, 640, 3), name
+        assert file is None or file.shape == (480, 640), name
+    (tmp_path / "broken.jpg").write_bytes(jpeg[:600])
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        read_image_file(tmp_path / "broken.jpg", fit=(160, 160))
+
+
+def test_a_frame_decoded_smaller_knows_its_file_size_and_gives_the_full_pixels(tmp_path):
+    from edge_agent.sources.base import Frame
+
+    image = _big_part(480, 640)
+    path = tmp_path / "part.jpg"
+    cv2.imwrite(str(path), image)
+    small, file = read_image_file(path, fit=(320, 320))
+    frame = Frame(small, "top", str(path), 1, file=file)
+    assert frame.shape == (480, 640) and frame.scale == (2.0, 2.0)
+    np.testing.assert_array_equal(frame.full_image(), read_image_file(path)[0])
+    same = Frame(*read_image_file(path)[:1], "top", str(path), 2)
+    assert same.shape == (480, 640) and same.scale is None and same.full_image() is same.image
