@@ -29,14 +29,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in `a` (N, 4) with every box in `b` (M, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    from vision.postprocess import box_iou
+
+    return np.array([box_iou(box, b) for box in a]).reshape(len(a), len(b))
 
 
 def found(truth: list[tuple[int, int, int, int, int]], det, counted: np.ndarray) -> int:
@@ -45,7 +42,7 @@ def found(truth: list[tuple[int, int, int, int, int]], det, counted: np.ndarray)
         return 0
     boxes, classes = det.xyxy[counted], det.class_id[counted]
     gt = np.array([t[1:] for t in truth], np.float32)
-    iou = box_iou(gt, boxes)
+    iou = pairwise_iou(gt, boxes)
     return sum(bool(((classes == t[0]) & (iou[i] >= 0.5)).any()) for i, t in enumerate(truth))
 
 
@@ -62,7 +59,7 @@ def main() -> int:
     from edge_agent.config import load_line
     from training.synth import CLASSES, make_sample
     from vision import Model
-    from vision.images import dct_reduction, read_image_file
+    from vision.images import dct_reduction, file_scale, read_image_file
     from vision.rules import judge
 
     line = load_line(args.line).config
@@ -95,8 +92,9 @@ def main() -> int:
                 image, file = read_image_file(path, fit)
                 t1 = time.perf_counter()
                 det = model.predict(image).detections
-                if file is not None and file.shape != image.shape[:2]:
-                    det = det.scaled(file.shape[1] / image.shape[1], file.shape[0] / image.shape[0])
+                scale = file_scale(image, file)
+                if scale is not None:  # as the inspector does: boxes back to the file's pixels
+                    det = det.scaled(*scale)
                 t2 = time.perf_counter()
                 s = stats[mode]
                 s["decode"].append((t1 - t0) * 1000)
@@ -108,7 +106,7 @@ def main() -> int:
                 dets[mode] = det
             a, b = dets["full"], dets["scaled"]
             if len(a) and len(b):
-                iou = box_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
+                iou = pairwise_iou(a.xyxy, b.xyxy) * (a.class_id[:, None] == b.class_id[None, :])
                 best = iou.max(axis=1)
                 ious.extend(best[best > 0].tolist())
                 unmatched += int((best == 0).sum()) + int((iou.max(axis=0) == 0).sum())

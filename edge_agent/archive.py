@@ -209,16 +209,15 @@ class Archive:
         params = [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality] if ext == ".jpg" else []
         stem = f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}"
         for cam, frame in outcome.frames.items():
-            # at the file's size: the journaled boxes are in its pixels, also for a frame decoded smaller
-            kept_file = frame.file is not None and frame.file.ext == ext
-            images: list[tuple[str, bytes | np.ndarray]] = [
-                ("", frame.file.data if kept_file else frame.full_image())  # type: ignore[union-attr]
-            ]
+            kept = frame.file.data if frame.file is not None and frame.file.ext == ext else None
+            # at the file's size, where the journaled boxes are: a frame decoded smaller is decoded again
+            # (once, whether for the raw picture, the annotated one or both)
+            pixels = frame.full_image() if kept is None or self.config.annotated else frame.image
+            images: list[tuple[str, bytes | np.ndarray]] = [("", kept if kept is not None else pixels)]
             if self.config.annotated:
                 det = outcome.detections.get(cam)
                 if det is not None:
-                    drawn = annotate(frame.full_image(), det)
-                    images.append(("_annotated", _verdict_banner(drawn, result)))
+                    images.append(("_annotated", _verdict_banner(annotate(pixels, det), result)))
             for suffix, image in images:
                 path = folder / f"{stem}_{_UNSAFE.sub('_', cam)}{suffix}{ext}"
                 if isinstance(image, bytes):  # the camera's own file: kept as it came

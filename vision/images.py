@@ -83,16 +83,17 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _REDUCED_COLOR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+def jpeg_header(data: bytes | memoryview) -> tuple[int, int, int] | None:
     """(height, width, colour components) from a JPEG's start-of-frame segment; None if there is none
-    before the scan data (not a JPEG, or a damaged one: the decoder then says what is wrong).
+    before the scan data (not a JPEG, or a damaged one: the decoder then says what is wrong). `data` may
+    be a memoryview of the file's bytes: nothing is copied.
 
     >>> import cv2, numpy as np
     >>> jpeg_header(cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes())
     (48, 64, 3)
     """
     i, n = 2, len(data)
-    if not data.startswith(b"\xff\xd8"):
+    if data[:2] != b"\xff\xd8":
         return None
     while i + 4 <= n:
         if data[i] != 0xFF:
@@ -157,21 +158,33 @@ def read_image_file(
     """
     path = Path(path)
     data = _file_bytes(path)
-    raw = data.tobytes()
-    header = jpeg_header(raw) if fit is not None else None
+    header = jpeg_header(memoryview(data)) if fit is not None else None
     if header is not None and header[2] == 3 and not _has_exif(data, ".jpg"):
         factor = dct_reduction(header[:2], fit)  # type: ignore[arg-type]
         if factor > 1:
             reduced = cv2.imdecode(data, _REDUCED_COLOR[factor])
             if reduced is None:
                 raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-            return to_bgr8(reduced, source=str(path)), ImageFile(raw, ".jpg", header[:2])
+            return to_bgr8(reduced, source=str(path)), ImageFile(data.tobytes(), ".jpg", header[:2])
     image, decoded = _decode(data, path)
     ext = _format_of(data)
     # `to_bgr8` hands back the decoded array itself when it needed no conversion (8-bit, 3 channels, BGR)
     if image is not decoded or ext is None or _has_exif(data, ext):
         return image, None
-    return image, ImageFile(raw, ext, image.shape[:2])
+    return image, ImageFile(data.tobytes(), ext, image.shape[:2])
+
+
+def file_scale(image: np.ndarray, file: ImageFile | None) -> tuple[float, float] | None:
+    """(x, y) file pixels per `image` pixel for an image decoded smaller than its `file`
+    (`read_image_file(path, fit)`), else None: what maps its boxes back to the file's pixels.
+
+    >>> file_scale(np.zeros((240, 320, 3), np.uint8), ImageFile(b"", ".jpg", (480, 640)))
+    (2.0, 2.0)
+    """
+    h, w = image.shape[:2]
+    if file is None or file.shape == (h, w):
+        return None
+    return (file.shape[1] / w, file.shape[0] / h)
 
 
 def read_image(path: str | Path) -> np.ndarray:

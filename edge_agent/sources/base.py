@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vision.images import ImageFile, decode_image_file
+from vision.images import ImageFile, decode_image_file, file_scale
 
 
 class SourceError(Exception):
@@ -43,9 +43,7 @@ class Frame:
     @property
     def scale(self) -> tuple[float, float] | None:
         """(x, y) file pixels per `image` pixel for an image decoded smaller than its file; else None."""
-        h, w = self.image.shape[:2]
-        fh, fw = self.shape
-        return None if (fh, fw) == (h, w) else (fw / w, fh / h)
+        return file_scale(self.image, self.file)
 
     def full_image(self) -> np.ndarray:
         """The pixels at the file's size: `image` itself, or the file decoded again where it was decoded

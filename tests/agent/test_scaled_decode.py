@@ -19,15 +19,10 @@ from edge_agent.result import InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 from vision.images import read_image_file
+from vision.postprocess import box_iou
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = yaml.safe_load((REPO / "configs" / "lines" / "demo.yaml").read_text())
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_scaled_decode_gives_the_full_decodes_results_in_the_files_pixels(tmp_path, agent_factory):
@@ -73,7 +68,11 @@ def test_scaled_decode_gives_the_full_decodes_results_in_the_files_pixels(tmp_pa
         assert (scaled.frames[0].height, scaled.frames[0].width) == (h, w), ref
         assert len(scaled.defects) == len(full.defects), ref
         for a in full.defects:
-            twin = [b for b in scaled.defects if b.class_name == a.class_name and _iou(a.xyxy, b.xyxy) > 0.9]
+            twin = [
+                b
+                for b in scaled.defects
+                if b.class_name == a.class_name and box_iou(np.array(a.xyxy), np.array([b.xyxy]))[0] > 0.9
+            ]
             assert twin, f"{ref}: {a.class_name} at {a.xyxy} not found in {scaled.defects}"
             assert abs(twin[0].confidence - a.confidence) < 0.05, ref
         for annotated in (False, True):

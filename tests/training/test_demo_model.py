@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from vision import Model
-from vision.images import read_image_file
+from vision.images import file_scale, read_image_file
 from vision.rules import RecipeRules, countable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,8 +54,9 @@ def test_demo_model_finds_every_labelled_defect(
     model, settings, recipe = demo
     image, file = read_image_file(REPO / "images" / name, model.imgsz if decode == "scaled" else None)
     det = model.predict(image, conf=settings.get("conf", 0.25), iou=settings.get("iou", 0.7)).detections
-    if file is not None and file.shape != image.shape[:2]:  # boxes back to the file's pixels, as the agent
-        det = det.scaled(file.shape[1] / image.shape[1], file.shape[0] / image.shape[0])
+    scale = file_scale(image, file)
+    if scale is not None:  # boxes back to the file's pixels, as the agent maps them
+        det = det.scaled(*scale)
     det = det[countable(det, recipe)]  # what the recipe's thresholds let count
     found = [
         (n, round(float(c), 3), [round(float(v)) for v in b])
