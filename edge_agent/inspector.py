@@ -210,8 +210,8 @@ class Inspector:
                 timings[stage] = timings.get(stage, 0.0) + ms
             if pred.probs is not None:
                 detections[cam] = _classification_as_detection(pred.probs, frame.shape, self.model.names)
-            elif frame.scale is not None:  # decoded smaller than its file: boxes back to the file's pixels
-                detections[cam] = pred.detections.scaled(*frame.scale)
+            elif (scale := frame.scale) is not None:  # decoded smaller than its file: boxes to its pixels
+                detections[cam] = pred.detections.scaled(*scale)
             else:
                 detections[cam] = pred.detections
         return detections, timings

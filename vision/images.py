@@ -162,10 +162,8 @@ def read_image_file(
     if header is not None and header[2] == 3 and not _has_exif(data, ".jpg"):
         factor = dct_reduction(header[:2], fit)  # type: ignore[arg-type]
         if factor > 1:
-            reduced = cv2.imdecode(data, _REDUCED_COLOR[factor])
-            if reduced is None:
-                raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-            return to_bgr8(reduced, source=str(path)), ImageFile(data.tobytes(), ".jpg", header[:2])
+            reduced = _decode(data, path, _REDUCED_COLOR[factor])[0]
+            return reduced, ImageFile(data.tobytes(), ".jpg", header[:2])
     image, decoded = _decode(data, path)
     ext = _format_of(data)
     # `to_bgr8` hands back the decoded array itself when it needed no conversion (8-bit, 3 channels, BGR)
@@ -207,9 +205,11 @@ def _file_bytes(path: Path) -> np.ndarray:
     return data
 
 
-def _decode(data: np.ndarray, source: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(8-bit BGR image, the decoder's own array)."""
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+def _decode(
+    data: np.ndarray, source: str | Path, flags: int = cv2.IMREAD_UNCHANGED
+) -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit BGR image, the decoder's own array); `flags` e.g. a reduced-size JPEG decode."""
+    decoded = cv2.imdecode(data, flags)
     if decoded is None:
         raise ImageError(f"{source}: not a readable image (corrupt or unsupported format)")
     return to_bgr8(decoded, source=str(source)), decoded

@@ -15,6 +15,7 @@ import yaml
 
 from vision import Model
 from vision.images import file_scale, read_image_file
+from vision.postprocess import box_iou
 from vision.rules import RecipeRules, countable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,13 +39,6 @@ def demo() -> tuple[Model, dict, RecipeRules]:
     return model, line["model"], recipe
 
 
-def _iou(a: np.ndarray, b: list[float]) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 @pytest.mark.parametrize("decode", ["full", "scaled"])
 @pytest.mark.parametrize("name", sorted(TRUTH))
 def test_demo_model_finds_every_labelled_defect(
@@ -66,10 +60,11 @@ def test_demo_model_finds_every_labelled_defect(
         assert not found, f"{name} is defect-free but the model reports {found}"
         return
     for truth in TRUTH[name]:
+        ious = box_iou(np.asarray(truth["xyxy"], np.float32), det.xyxy)
         hits = [
             float(c)
-            for n, c, b in zip(det.class_names, det.confidence, det.xyxy)
-            if n == truth["class"] and _iou(b, truth["xyxy"]) >= 0.5
+            for n, c, iou in zip(det.class_names, det.confidence, ious, strict=True)
+            if n == truth["class"] and iou >= 0.5
         ]
         assert hits, f"{name}: {truth['class']} at {truth['xyxy']} not found (model reports {found})"
     # one defect, one box: no more boxes than labelled defects
