@@ -7,20 +7,27 @@
   session, so the CSRF check below still guards every write, and requests whose Host is not localhost
   are refused (a web page elsewhere cannot reach the console through DNS rebinding).
 - every write (POST) carries the session's CSRF token (header `X-CSRF-Token` or form field `csrf`).
-- failed logins are counted per user name and per client address; beyond `login_attempts` within
-  `login_window_s` further attempts are refused until the window has passed.
+- failed logins slow down the *address* they come from, never the account (`contract.login_throttle`):
+  after `login_attempts` failures each further one doubles that address's wait, up to `login_window_s`;
+  the same user logs in from anywhere else at once, so nobody can lock the integrator out.
+- a login form served over plain HTTP to the network sends passwords in clear: the console says so in
+  the log at start (serve it with `tls:` or behind an HTTPS proxy).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 import secrets
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
-from edge_agent.console.settings import ConsoleConfig, Role, role_allows
+from contract.login_throttle import LoginThrottle
+from edge_agent.console.settings import ConsoleConfig, Role, is_loopback, role_allows
+
+log = logging.getLogger(__name__)
 
 COOKIE = "ei_session"
 MAX_SESSIONS = 5000
@@ -48,52 +55,17 @@ class LoginRefused(Exception):
         self.retry_after_s = retry_after_s
 
 
-class LoginLimiter:
-    """Failed attempts per key (user name, client address) in a sliding window."""
-
-    def __init__(self, attempts: int, window_s: float) -> None:
-        self.attempts = attempts
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and now - q[0] > self.window_s:
-            q.popleft()
-        return q
-
-    def blocked_for(self, keys: list[str]) -> int:
-        """Seconds until every key may try again (0: not blocked)."""
-        now = time.monotonic()
-        wait = 0.0
-        with self._lock:
-            for key in keys:
-                q = self._recent(key, now)
-                if len(q) >= self.attempts:
-                    wait = max(wait, self.window_s - (now - q[0]))
-        return int(wait) + 1 if wait > 0 else 0
-
-    def failed(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
-
-    def succeeded(self, keys: list[str]) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
-
-
 class Auth:
     def __init__(self, config: ConsoleConfig) -> None:
         self.config = config
         self.login_required = config.auth == "login"
         self.users = {u.name: u for u in config.users}
-        self.limiter = LoginLimiter(config.login_attempts, config.login_window_s)
+        self.throttle = LoginThrottle(free_attempts=config.login_attempts, max_delay_s=config.login_window_s)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        warning = plain_http_warning(config)
+        if warning:
+            log.warning(warning)
 
     def _new_session(self, user: str, role: Role, anonymous: bool = False) -> Session:
         session = Session(
@@ -132,16 +104,18 @@ class Auth:
         """Check a user's password (scrypt, ~50 ms: call from a worker thread). Raises LoginRefused."""
         from opcua.config import verify_password
 
-        keys = [f"user:{name}", f"addr:{client}"]
-        wait = self.limiter.blocked_for(keys)
+        wait = self.throttle.wait_s(client)
         if wait:
-            raise LoginRefused(f"too many failed logins; try again in {wait} s", retry_after_s=wait)
+            seconds = math.ceil(wait)
+            raise LoginRefused(
+                f"too many failed logins from {client}; try again in {seconds} s", retry_after_s=seconds
+            )
         user = self.users.get(name)
         ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
         if user is None or not ok:
-            self.limiter.failed(keys)
+            self.throttle.failed(client)
             raise LoginRefused("unknown user or wrong password")
-        self.limiter.succeeded(keys)
+        self.throttle.succeeded(client)
         return self._new_session(user.name, user.role)
 
     def logout(self, token: str | None) -> None:
@@ -163,3 +137,13 @@ def host_is_local(host_header: str | None) -> bool:
     else:
         host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return host in LOCAL_HOSTS
+
+
+def plain_http_warning(config: ConsoleConfig) -> str | None:
+    """The warning due when logins travel in clear to the network (no `tls:`, not on localhost)."""
+    if config.auth != "login" or config.tls is not None or is_loopback(config.host):
+        return None
+    return (
+        f"console on {config.host}:{config.port} takes logins over plain HTTP: passwords and session "
+        "cookies cross the network in clear; add `tls:` (cert_file, key_file) or put an HTTPS proxy in front"
+    )

@@ -71,9 +71,9 @@ class ConsoleConfig(BaseModel):
     users: list[ConsoleUser] = Field(default_factory=list)
     tls: ConsoleTls | None = None
     session_hours: float = Field(12, gt=0, description="a login lasts this long")
-    login_attempts: int = Field(5, ge=1, description="failed logins per user and per address ...")
+    login_attempts: int = Field(5, ge=1, description="failed logins from one address before it waits ...")
     login_window_s: float = Field(
-        300, gt=0, description="... within this window, then refused until it passes"
+        300, gt=0, description="... 1 s, doubling per further failure up to this (accounts never lock)"
     )
     frame_max_fps: float = Field(
         4, gt=0, le=30, description="live frames sent to one browser per second at most"
