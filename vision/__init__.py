@@ -8,11 +8,20 @@
 from vision.detections import Detections
 from vision.errors import ImageError, ModelLoadError, VisionError
 
-__all__ = ["Detections", "ImageError", "Model", "ModelLoadError", "Prediction", "VisionError", "read_image"]
+__all__ = [
+    "Detections",
+    "ImageError",
+    "Model",
+    "ModelLoadError",
+    "Prediction",
+    "VisionError",
+    "load_model",
+    "read_image",
+]
 
 
 def __getattr__(name: str):  # lazy: `import vision` stays cheap
-    if name in ("Model", "Prediction"):
+    if name in ("Model", "Prediction", "load_model"):
         from vision import model
 
         return getattr(model, name)

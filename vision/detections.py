@@ -28,6 +28,7 @@ class Detections:
     """Boxes in original-image pixels (x1, y1, x2, y2), their confidence and class.
 
     `mask`, when present, is a boolean array (N, H, W) at the original image size.
+    `data`: further per-box arrays of length N by name (as supervision's), e.g. `area_px` of anomaly regions.
     """
 
     xyxy: np.ndarray
@@ -35,6 +36,7 @@ class Detections:
     class_id: np.ndarray
     names: Mapping[int, str] = field(default_factory=dict)
     mask: np.ndarray | None = None
+    data: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -44,14 +46,20 @@ class Detections:
             raise ValueError("confidence and class_id must have shape (N,) like xyxy")
         if self.mask is not None and len(self.mask) != n:
             raise ValueError("mask must have one entry per box")
+        for key, values in self.data.items():
+            if len(values) != n:
+                raise ValueError(f"data[{key!r}] must have one entry per box")
 
     @classmethod
-    def empty(cls, names: Mapping[int, str] | None = None) -> Detections:
+    def empty(
+        cls, names: Mapping[int, str] | None = None, data: Mapping[str, np.ndarray] | None = None
+    ) -> Detections:
         return cls(
             xyxy=np.zeros((0, 4), dtype=np.float32),
             confidence=np.zeros((0,), dtype=np.float32),
             class_id=np.zeros((0,), dtype=np.int64),
             names=dict(names or {}),
+            data=dict(data or {}),
         )
 
     def __len__(self) -> int:
@@ -67,10 +75,12 @@ class Detections:
             class_id=self.class_id[index],
             names=self.names,
             mask=None if self.mask is None else self.mask[index],
+            data={k: v[index] for k, v in self.data.items()},
         )
 
     def scaled(self, sx: float, sy: float) -> Detections:
-        """The boxes in an image `sx` times as wide and `sy` times as high (masks cannot be rescaled here).
+        """The boxes in an image `sx` times as wide and `sy` times as high (masks cannot be rescaled here;
+        `data["area_px"]` is scaled by `sx * sy`, other data kept).
 
         >>> d = Detections(np.array([[10, 10, 50, 40]], np.float32), np.array([0.9]), np.array([0]))
         >>> d.scaled(2.0, 2.0).xyxy.tolist()
@@ -84,6 +94,7 @@ class Detections:
             confidence=self.confidence,
             class_id=self.class_id,
             names=self.names,
+            data={k: v * (sx * sy) if k == "area_px" else v for k, v in self.data.items()},
         )
 
     @property
@@ -110,12 +121,15 @@ class Detections:
         if not parts:
             return cls.empty()
         masks = [p.mask for p in parts]
+        # a data key is kept where every part has it (e.g. regions' area_px), else dropped
+        keys = set.intersection(*(set(p.data) for p in parts))
         return cls(
             xyxy=np.concatenate([p.xyxy for p in parts]).astype(np.float32),
             confidence=np.concatenate([p.confidence for p in parts]).astype(np.float32),
             class_id=np.concatenate([p.class_id for p in parts]).astype(np.int64),
             names=parts[0].names,
             mask=np.concatenate(masks) if all(m is not None for m in masks) and masks else None,
+            data={k: np.concatenate([p.data[k] for p in parts]) for k in sorted(keys)},
         )
 
     def to_records(self, decimals: int = 4) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -28,6 +29,9 @@ from vision.postprocess import MAX_DET, decode_end2end_head, decode_nms_head, ma
 from vision.preprocess import Letterbox, classify_crop, letterbox_tensor, to_input_tensor
 from vision.providers import Optimization, resolve_providers, session_options
 from vision.tiling import tile_windows
+
+if TYPE_CHECKING:
+    from vision.anomaly import Anomaly, AnomalyModel
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class Prediction:
     shape: tuple[int, int]  # (h, w) of the input image
     timing_ms: dict[str, float] = field(default_factory=dict)
     probs: np.ndarray | None = None  # classification only
+    anomaly: Anomaly | None = None  # anomaly models: score, map, thresholds (`detections` are the regions)
 
     @property
     def top1(self) -> int | None:
@@ -86,6 +91,58 @@ def _parse_imgsz(value: str | int | Sequence[int] | None) -> tuple[int, int] | N
     return (int(seq[0]), int(seq[-1]))
 
 
+def open_session(
+    path: Path,
+    providers: str | Sequence[str] = "auto",
+    threads: int | None = None,
+    optimization: Optimization = "all",
+    spinning: bool = True,
+) -> ort.InferenceSession:
+    """An ONNX Runtime session on `path` with our providers and options; `ModelLoadError` naming the file."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such model file")
+    chosen = resolve_providers(providers)
+    options = session_options(threads, optimization, spinning)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as exc:  # ORT raises several types for corrupt/truncated/invalid graphs
+        raise ModelLoadError(f"{path}: not a loadable ONNX model ({exc})") from exc
+    running = session.get_providers()
+    if running[0] != chosen[0]:
+        log.warning("%s: %s could not start; running on %s", path, chosen[0], running[0])
+    log.info("%s: execution providers %s", path.name, running)
+    return session
+
+
+def load_model(path: str | Path, **options: Any) -> Model | AnomalyModel:
+    """The one way to load any model kind: a detector/segmenter/classifier as `Model`, an anomaly model
+    (ours, or an anomalib export: outputs `pred_score` + `anomaly_map`) as `vision.anomaly.AnomalyModel`.
+
+    `options` are those of the chosen class. `conf`, `iou`, `max_det` are ignored for an anomaly model (its
+    thresholds do that job); anomaly-only options (`image_threshold`, `pixel_threshold`, `min_region_area`)
+    given for another kind are an error, as `names` for an anomaly model.
+
+    >>> load_model("models/demo/model.onnx", providers="cpu").task    # doctest: +SKIP
+    'detect'
+    """
+    from vision.anomaly import ANOMALY_ONLY_OPTIONS, AnomalyModel, is_anomaly_session
+
+    path = Path(path)
+    session_keys = ("providers", "threads", "optimization", "spinning")
+    session = open_session(path, **{k: options[k] for k in session_keys if k in options})
+    task = options.pop("task", None)
+    if task == "anomaly" or (task is None and is_anomaly_session(session)):
+        if options.pop("names", None) is not None:
+            raise ModelLoadError(f"{path}: names= does not apply to an anomaly model (one class, 'anomaly')")
+        for key in ("conf", "iou", "max_det"):  # detection thresholds: the anomaly thresholds do that job
+            options.pop(key, None)
+        return AnomalyModel(path, session=session, **options)
+    for key in ANOMALY_ONLY_OPTIONS:
+        if options.pop(key, None) is not None:
+            raise ModelLoadError(f"{path}: {key}= applies to anomaly models only; this one is not")
+    return Model(path, session=session, task=task, **options)
+
+
 class Model:
     """Load once, predict many times. Thread-safe for concurrent `predict` calls (ORT sessions are).
 
@@ -99,6 +156,7 @@ class Model:
         gate: a context manager entered around every ONNX Runtime call, e.g. a `threading.Semaphore`
             shared by several models so that they take turns on the cores instead of fighting for them.
         conf, iou, max_det: default thresholds for `predict`.
+        session: an ORT session already opened on `path` (by `load_model`), instead of opening another.
     """
 
     def __init__(
@@ -116,22 +174,13 @@ class Model:
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = MAX_DET,
+        session: ort.InferenceSession | None = None,
     ) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelLoadError(f"{self.path}: no such model file")
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.gate: AbstractContextManager = gate if gate is not None else nullcontext()
-        chosen = resolve_providers(providers)
-        options = session_options(threads, optimization, spinning)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
-        except Exception as exc:  # ORT raises several types for corrupt/truncated/invalid graphs
-            raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
+        self.session = session or open_session(self.path, providers, threads, optimization, spinning)
         self.providers: list[str] = self.session.get_providers()
-        if self.providers[0] != chosen[0]:
-            log.warning("%s: %s could not start; running on %s", self.path, chosen[0], self.providers[0])
-        log.info("%s: execution providers %s", self.path.name, self.providers)
 
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         inp = self.session.get_inputs()[0]
