@@ -27,6 +27,7 @@ _BUILTIN: dict[str, str] = {
     "zmq": "edge_agent.publishers.zmq_pub:ZmqPublisher",
     "mes": "edge_agent.publishers.mes_delivery:MesDeliveryPublisher",
     "opcua": "edge_agent.publishers.opcua_publisher",
+    "mqtt": "edge_agent.publishers.mqtt_pub:MqttPublisher",
 }
 
 _registered: dict[str, tuple[type[BaseModel], type[Publisher]]] = {}
