@@ -6,6 +6,7 @@ result crosses no package boundary as a dict (and `opcua` still never imports `e
 
 from contract.result import (
     RESULT_SCHEMA_VERSION,
+    AnomalyScore,
     Defect,
     FrameInfo,
     InspectionResult,
@@ -16,6 +17,7 @@ from contract.result import (
 
 __all__ = [
     "RESULT_SCHEMA_VERSION",
+    "AnomalyScore",
     "Defect",
     "FrameInfo",
     "InspectionResult",

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RESULT_SCHEMA_VERSION = "1.0"
+RESULT_SCHEMA_VERSION = "1.1"  # 1.1: `anomaly` scores
 
 Verdict = Literal["OK", "NG"]
 
@@ -49,6 +49,19 @@ class ModelInfo(BaseModel):
     sha256: str | None = None
 
 
+class AnomalyScore(BaseModel):
+    """One camera's image score from an anomaly model (its regions are `defects` of class "anomaly")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera: str
+    score: float
+    image_threshold: float
+    pixel_threshold: float
+    anomalous: bool  # score >= image_threshold
+    model: ModelInfo
+
+
 class InspectionResult(BaseModel):
     """One verdict for one part, across all its cameras."""
 
@@ -68,6 +81,7 @@ class InspectionResult(BaseModel):
     verdict: Verdict
     reasons: list[str] = Field(default_factory=list)
     defects: list[Defect] = Field(default_factory=list)
+    anomaly: list[AnomalyScore] = Field(default_factory=list)  # lines with an anomaly model: per camera
     frames: list[FrameInfo] = Field(default_factory=list)
     model: ModelInfo
     timestamp: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))

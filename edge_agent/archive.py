@@ -15,7 +15,10 @@ Below `min_free_mb` of free disk nothing is written.
 Memory stays flat however many images are kept: the archive remembers bytes per day folder, not a
 record per file (one per file grew the agent by ~0.5 MB/min at 20 NG parts/s).
 
-Layout: `<archive>/<line>/<YYYY-MM-DD>/<seq>_<part_id>_<verdict>_<camera>[_annotated].<ext>`
+Layout: `<archive>/<line>/<YYYY-MM-DD>/<seq>_<part_id>_<verdict>_<camera>[_annotated].<ext>`; a line with
+an anomaly model also keeps each archived camera's anomaly map, `<...>_<camera>_anomaly.png` (8-bit,
+`vision.draw.encode_anomaly_map`: 127.5 = the pixel threshold of the result), from which the heat
+overlay is drawn again.
 """
 
 from __future__ import annotations
@@ -43,15 +46,19 @@ log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def archived_image(root: Path, result: InspectionResult, camera: str, annotated: bool = False) -> Path | None:
-    """The archived image of `result` from `camera` (the layout above), or None; never outside `root`."""
+def archived_image(
+    root: Path, result: InspectionResult, camera: str, annotated: bool = False, *, anomaly_map: bool = False
+) -> Path | None:
+    """The archived image of `result` from `camera` (the layout above), or with `anomaly_map` its kept
+    anomaly map, or None; never outside `root`."""
     if result.seq is None:
         return None
     root = Path(root).resolve()
     folder = root / _UNSAFE.sub("_", result.line) / result.timestamp.strftime("%Y-%m-%d")
     part, cam = _UNSAFE.sub("_", result.part_id), _UNSAFE.sub("_", camera)
-    stem = f"{result.seq:010d}_{part}_{result.verdict}_{cam}{'_annotated' if annotated else ''}"
-    for ext in (".jpg", ".png"):
+    suffix = "_anomaly" if anomaly_map else "_annotated" if annotated else ""
+    stem = f"{result.seq:010d}_{part}_{result.verdict}_{cam}{suffix}"
+    for ext in (".png",) if anomaly_map else (".jpg", ".png"):
         path = (folder / f"{stem}{ext}").resolve()
         if not path.is_relative_to(root):
             return None
@@ -72,15 +79,23 @@ class ArchiveStats:
 
 
 def draw_annotated(path: Path, result: InspectionResult, camera: str) -> np.ndarray | None:
-    """`camera`'s archived raw image at `path` with `result`'s boxes, labels and verdict banner drawn now
-    (masks are only in copies written at inspection time); None if the file cannot be read."""
+    """`camera`'s archived raw image at `path` with `result`'s boxes, labels and verdict banner drawn now,
+    over the heat of its anomaly map where one was kept beside it (masks are only in copies written at
+    inspection time); None if the file cannot be read."""
     from vision.detections import Detections
-    from vision.draw import annotate
+    from vision.draw import annotate, decode_anomaly_map, heat_overlay
 
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         return None
+    score = next((a for a in result.anomaly if a.camera == camera), None)
+    kept = path.with_name(f"{path.stem}_anomaly.png")
+    if score is not None and kept.is_file():
+        encoded = cv2.imread(str(kept), cv2.IMREAD_GRAYSCALE)
+        if encoded is not None:
+            amap = decode_anomaly_map(encoded, score.pixel_threshold)
+            image = heat_overlay(image, amap, score.pixel_threshold)
     defects = [d for d in result.defects if d.camera == camera]
     detections = Detections(
         xyxy=np.array([d.xyxy for d in defects], np.float32).reshape(-1, 4),
@@ -195,7 +210,7 @@ class Archive:
         return shutil.disk_usage(self.root).free / 1e6
 
     def _write(self, outcome: Outcome) -> None:
-        from vision.draw import annotate
+        from vision.draw import annotate, encode_anomaly_map, heat_overlay
 
         if self._free_mb() < self.config.min_free_mb:
             self.stats.skipped_disk += 1
@@ -214,16 +229,23 @@ class Archive:
             # (once, whether for the raw picture, the annotated one or both)
             pixels = frame.full_image() if kept is None or self.config.annotated else frame.image
             images: list[tuple[str, bytes | np.ndarray]] = [("", kept if kept is not None else pixels)]
+            anomaly = outcome.anomaly.get(cam)
+            if anomaly is not None:  # the map, 8-bit: the heat overlay can be drawn again from it
+                images.append(("_anomaly", encode_anomaly_map(anomaly.map, anomaly.pixel_threshold)))
             if self.config.annotated:
                 det = outcome.detections.get(cam)
                 if det is not None:
-                    images.append(("_annotated", _verdict_banner(annotate(pixels, det), result)))
+                    base = pixels
+                    if anomaly is not None:
+                        base = heat_overlay(pixels, anomaly.map, anomaly.pixel_threshold)
+                    images.append(("_annotated", _verdict_banner(annotate(base, det), result)))
             for suffix, image in images:
-                path = folder / f"{stem}_{_UNSAFE.sub('_', cam)}{suffix}{ext}"
+                image_ext = ".png" if suffix == "_anomaly" else ext
+                path = folder / f"{stem}_{_UNSAFE.sub('_', cam)}{suffix}{image_ext}"
                 if isinstance(image, bytes):  # the camera's own file: kept as it came
                     data = image
                 else:
-                    ok, buf = cv2.imencode(ext, image, params)
+                    ok, buf = cv2.imencode(image_ext, image, params if image_ext == ext else [])
                     if not ok:
                         raise OSError(f"{path}: image encoding failed")
                     data = buf.tobytes()

@@ -71,10 +71,36 @@ class TriggeredTrigger(BaseModel):
 TriggerConfig = Annotated[FreeRunTrigger | TriggeredTrigger, Field(discriminator="type")]
 
 
-class ModelConfig(BaseModel):
-    """The ONNX model of a line (`vision.Model` options) and its thresholds."""
+class AnomalySettings(BaseModel):
+    """How an anomaly model's output is judged (docs/anomaly.md); unset thresholds come from its card."""
 
     model_config = ConfigDict(extra="forbid")
+
+    image_threshold: float | None = Field(
+        None, description="anomaly models: image score at or above which the part is NG (default: card)"
+    )
+    pixel_threshold: float | None = Field(
+        None, description="anomaly models: map value from which pixels form regions (default: card)"
+    )
+    min_region_area: PositiveInt = Field(1, description="anomaly models: smaller regions (px) are dropped")
+    judge_image_score: bool = Field(
+        True,
+        description="anomaly models: the image score makes a part NG by itself; false: only the regions "
+        "do, through the recipe's rules (ROI, size, count)",
+    )
+
+
+class AnomalyModelConfig(AnomalySettings):
+    """An anomaly model run beside the line's `model:` on every camera: NG if either says so."""
+
+    path: Path = Field(description="the anomaly .onnx file (relative to the line file)")
+    providers: str | list[str] = Field("auto", description='"auto", "cpu", "cuda" or a list of ORT providers')
+    threads: int | None = Field(None, gt=0, description="ONNX Runtime intra-op threads (default: cores)")
+
+
+class ModelConfig(AnomalySettings):
+    """The ONNX model of a line (`vision.load_model` options) and its thresholds. Any model kind: a
+    detector, segmenter, classifier or anomaly model (the anomaly settings apply only to the last)."""
 
     path: Path = Field(description="the .onnx file (relative to the line file)")
     providers: str | list[str] = Field("auto", description='"auto", "cpu", "cuda" or a list of ORT providers')
@@ -88,7 +114,7 @@ class ModelConfig(BaseModel):
     imgsz: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="input size, only if the file lacks it"
     )
-    task: Literal["detect", "segment", "classify"] | None = None
+    task: Literal["detect", "segment", "classify", "anomaly"] | None = None
     reference_image: Path | None = Field(
         None, description="image run once at (re)load to check the model works (default: a blank frame)"
     )
@@ -105,6 +131,9 @@ class LineConfig(BaseModel):
     cameras: list[CameraConfig] = Field(min_length=1)
     trigger: TriggerConfig = Field(default_factory=FreeRunTrigger)
     model: ModelConfig
+    anomaly: AnomalyModelConfig | None = Field(
+        None, description="an anomaly model beside `model:` on the same cameras (NG if either says so)"
+    )
     recipes: dict[str, RecipeRules] = Field(
         default_factory=lambda: {"default": RecipeRules()}, description="recipe name -> rules"
     )

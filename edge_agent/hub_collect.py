@@ -95,7 +95,7 @@ def collect_zip(agent: Agent, command: dict[str, Any]) -> bytes:
     for name in lines:
         inspector = agent.lines[name]._inspector
         if inspector is not None:
-            out.classes.update({int(k): str(v) for k, v in inspector.model.names.items()})
+            out.classes.update({int(k): str(v) for k, v in inspector.names.items()})
     journal = agent.journal
     assert journal is not None
     archive_root = Path(agent.config.site.archive.path)

@@ -2,6 +2,7 @@
 
 from contract.result import (
     RESULT_SCHEMA_VERSION,
+    AnomalyScore,
     Defect,
     FrameInfo,
     InspectionResult,
@@ -12,6 +13,7 @@ from contract.result import (
 
 __all__ = [
     "RESULT_SCHEMA_VERSION",
+    "AnomalyScore",
     "Defect",
     "FrameInfo",
     "InspectionResult",

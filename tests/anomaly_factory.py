@@ -69,7 +69,8 @@ def build_mean_image_model(
 ) -> Path:
     """Write the mean-image anomaly model of `good` (8-bit BGR images) to `path` (and `card` as
     model.json beside it when given). Thresholds default to 1.5x the highest score of the good images.
-    `our_metadata=False` leaves the metadata out, as an anomalib export without it."""
+    `our_metadata=False` leaves the metadata out and adds a `pred_label` output (score > 0.5), as an
+    anomalib export with its post-processor."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -86,15 +87,20 @@ def build_mean_image_model(
         helper.make_node("ReduceMean", ["abs_diff", "channel_axis"], ["anomaly_map"], keepdims=1),
         helper.make_node("ReduceMax", ["anomaly_map", "image_axes"], ["pred_score"], keepdims=0),
     ]
+    outputs = [
+        helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, ["N"]),
+        helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["N", 1, h, w]),
+    ]
+    if not our_metadata:
+        nodes.append(helper.make_node("Greater", ["pred_score", "half"], ["pred_label"]))
+        outputs.insert(1, helper.make_tensor_value_info("pred_label", TensorProto.BOOL, ["N"]))
     graph = helper.make_graph(
         nodes,
         name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
-        [
-            helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, ["N"]),
-            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["N", 1, h, w]),
-        ],
+        outputs,
         initializer=[
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
             numpy_helper.from_array(mean.astype(np.float32), "mean_image"),
             numpy_helper.from_array(np.array([1], np.int64), "channel_axis"),
             numpy_helper.from_array(np.array([1, 2, 3], np.int64), "image_axes"),

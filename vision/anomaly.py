@@ -51,11 +51,13 @@ log = logging.getLogger(__name__)
 ANOMALY_CLASS = "anomaly"
 SCORE_OUTPUT = "pred_score"
 MAP_OUTPUT = "anomaly_map"
+LABEL_OUTPUT = "pred_label"  # anomalib: present when its post-processor (normalisation) is in the graph
 #: metadata key our own exports carry; anomalib exports are recognised by their output names
 KIND_KEY = "edge_inspect_kind"
 #: `load_model` options that only an anomaly model has
 ANOMALY_ONLY_OPTIONS = ("image_threshold", "pixel_threshold", "min_region_area", "max_regions")
-#: anomalib's post-processor maps both thresholds to 0.5 in the scores it exports
+#: anomalib's post-processor maps both thresholds to 0.5 in the scores it exports (`1 - sensitivity`,
+#: sensitivity 0.5 by default; its labels are `score > 0.5`, ours `score >= threshold`)
 ANOMALIB_NORMALISED_THRESHOLD = 0.5
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -199,7 +201,8 @@ class AnomalyModel:
 
     Thresholds, first found wins: the arguments; the model card `model.json` beside the file
     (`"thresholds": {"image": x, "pixel": y}`); the ONNX metadata `image_threshold` / `pixel_threshold`;
-    for an anomalib export without them, 0.5 (anomalib's post-processor normalises its scores so).
+    for an anomalib export with its post-processor in the graph (it has a `pred_label` output) and none of
+    those, 0.5 (the post-processor normalises scores so that its thresholds are 0.5).
 
     Args:
         path: the .onnx file. providers, threads, optimization, spinning, gate: as `vision.Model`.
@@ -254,6 +257,8 @@ class AnomalyModel:
             )
         self.output_names = [SCORE_OUTPUT, MAP_OUTPUT]
         self.anomalib = self.metadata.get(KIND_KEY) != "anomaly"
+        # anomalib exports `pred_label` only with its post-processor in the graph, which normalises scores
+        self.normalised = self.anomalib and LABEL_OUTPUT in outputs
         thresholds = self._resolve_thresholds(image_threshold, pixel_threshold)
         self.image_threshold, self.pixel_threshold = thresholds
         self.sha256 = file_sha256(self.path)
@@ -294,12 +299,13 @@ class AnomalyModel:
                     raise ModelLoadError(f"{self.path}: {key} threshold {value!r} ({where}) is not a number")
                 found[key] = number
                 break
-        if self.anomalib:  # anomalib's post-processor puts both thresholds at 0.5 in the exported scores
+        if self.normalised:  # anomalib's post-processor puts both thresholds at 0.5 in the exported scores
             found.setdefault("image", ANOMALIB_NORMALISED_THRESHOLD)
-            found.setdefault("pixel", found["image"])
+            found.setdefault("pixel", ANOMALIB_NORMALISED_THRESHOLD)
         if "image" not in found:
             raise ModelLoadError(
-                f"{self.path}: no image threshold (model card `thresholds.image`, metadata `image_threshold`)"
+                f"{self.path}: no image threshold (model card `thresholds.image`, metadata "
+                "`image_threshold`; an anomalib export without its post-processor: give `image_threshold`)"
             )
         found.setdefault("pixel", found["image"])
         return found["image"], found["pixel"]

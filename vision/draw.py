@@ -1,4 +1,4 @@
-"""Drawing detections on an image, for saved NG pictures and `infer --save`.
+"""Drawing detections (and anomaly maps as heat) on an image, for saved NG pictures and `infer --save`.
 
 Example:
     >>> import numpy as np
@@ -62,3 +62,52 @@ def annotate(image: np.ndarray, detections: Detections, label: bool = True) -> n
                 out, text, (x1 + 1, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
             )
     return out
+
+
+def heat_overlay(
+    image: np.ndarray, amap: np.ndarray, pixel_threshold: float, alpha: float = 0.6, outline: bool = True
+) -> np.ndarray:
+    """A copy of `image` (8-bit BGR) with an anomaly map drawn over it as heat: blue-to-red by the map's
+    value up to twice the pixel threshold, more opaque where the map is higher (normal areas stay almost
+    clear), and the outline of every region at or above the threshold in red. `amap` is resized to the
+    image if it is not at its size.
+
+    >>> img = np.full((32, 32, 3), 128, np.uint8)
+    >>> amap = np.zeros((16, 16), np.float32); amap[4:8, 4:8] = 1.0
+    >>> out = heat_overlay(img, amap, pixel_threshold=0.5)
+    >>> out.shape, bool((out[12, 12] != img[12, 12]).any()), bool((out[28, 28] == img[28, 28]).all())
+    ((32, 32, 3), True, True)
+    """
+    h, w = image.shape[:2]
+    if amap.shape[:2] != (h, w):
+        amap = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    level = encode_anomaly_map(amap, pixel_threshold)  # 0..255, the threshold at 127.5
+    heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
+    weight = level[:, :, None].astype(np.float32) * (alpha / 255)
+    out = (image.astype(np.float32) * (1 - weight) + heat.astype(np.float32) * weight).astype(np.uint8)
+    if outline:
+        above = (amap >= pixel_threshold).astype(np.uint8)
+        contours, _ = cv2.findContours(above, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        thickness = max(1, round(min(h, w) / 300))
+        cv2.drawContours(out, contours, -1, (0, 0, 255), thickness, cv2.LINE_AA)
+    return out
+
+
+def encode_anomaly_map(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
+    """An anomaly map as 8-bit grey, for keeping beside an archived image: value = 255 * map / (2 * pixel
+    threshold), clipped, so the threshold is 127.5 and the overlay can be redrawn (`decode_anomaly_map`).
+
+    >>> m = np.array([[0.0, 0.25, 0.5, 2.0]], np.float32)
+    >>> encode_anomaly_map(m, 0.5).tolist()
+    [[0, 64, 128, 255]]
+    >>> decode_anomaly_map(encode_anomaly_map(m, 0.5), 0.5).round(2).tolist()
+    [[0.0, 0.25, 0.5, 1.0]]
+    """
+    scale = 255.0 / (2 * pixel_threshold) if pixel_threshold > 0 else 255.0
+    return np.clip(np.rint(amap * scale), 0, 255).astype(np.uint8)
+
+
+def decode_anomaly_map(encoded: np.ndarray, pixel_threshold: float) -> np.ndarray:
+    """The map `encode_anomaly_map` kept, in the model's units (beyond twice the threshold: clipped)."""
+    scale = (2 * pixel_threshold) / 255.0 if pixel_threshold > 0 else 1 / 255.0
+    return encoded.astype(np.float32) * scale

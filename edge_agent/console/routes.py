@@ -184,7 +184,7 @@ def result_page(request: Request) -> Response:
     names: dict[int, str] = {}
     line = console.agent.lines.get(result.line)
     if line is not None and line._inspector is not None:
-        names = dict(line._inspector.model.names)
+        names = dict(line._inspector.names)
     for d in result.defects:
         names.setdefault(d.class_id, d.class_name)
     cameras = []
@@ -230,7 +230,7 @@ def setup_page(request: Request) -> Response:
     sizes = {}
     if feed is not None and feed.latest is not None:
         sizes = {f.camera: [f.width, f.height] for f in feed.latest.frames}
-    names = dict(line._inspector.model.names) if line._inspector is not None else {}
+    names = dict(line._inspector.names) if line._inspector is not None else {}
     versions = console.agent.journal.audit_log(target=name, limit=20) if console.agent.journal else []
     return _page(
         request,
@@ -508,7 +508,7 @@ async def api_review(request: Request) -> Response:
     names = {}
     line = console.agent.lines.get(result.line)
     if line is not None and line._inspector is not None:
-        names = dict(line._inspector.model.names)
+        names = dict(line._inspector.names)
     for i, box in enumerate(review.boxes):
         frame = cameras.get(box.camera)
         if frame is None:
@@ -579,7 +579,7 @@ def _proposal(console: Any, name: str, body: Any) -> dict[str, Any]:
         loaded = validate_line_text(path, after, name)
     except SetupError as exc:
         raise HttpError(400, "this change does not pass `config check`", exc.issues) from None
-    names = dict(line._inspector.model.names) if line._inspector is not None else {}
+    names = dict(line._inspector.names) if line._inspector is not None else {}
     recent = console.reader.recent_for_recipe(name, setup.recipe, console.config.whatif_results)
     return {
         "path": path,

@@ -139,3 +139,17 @@ def test_wrong_options_and_files_are_clear_errors(tmp_path: Path, model_path: Pa
         AnomalyModel(REPO / "models" / "demo" / "model.onnx", providers="cpu")
     with pytest.raises(ValueError, match="tiling"):
         load_model(model_path, providers="cpu").predict(np.zeros((64, 64, 3), np.uint8), tile=(2, 2))
+
+
+def test_anomalib_layout_without_its_post_processor_needs_thresholds(tmp_path: Path, parts) -> None:
+    """No `pred_label` output: anomalib's scores were not normalised, so there is no threshold to assume."""
+    import onnx
+
+    path = build_mean_image_model(tmp_path / "model.onnx", parts["train"], our_metadata=False)
+    model = onnx.load(str(path))
+    label = next(o for o in model.graph.output if o.name == "pred_label")
+    model.graph.output.remove(label)
+    onnx.save(model, str(path))
+    with pytest.raises(ModelLoadError, match="no image threshold"):
+        load_model(path, providers="cpu")
+    assert load_model(path, providers="cpu", image_threshold=0.2).pixel_threshold == 0.2
