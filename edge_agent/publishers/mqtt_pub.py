@@ -226,7 +226,7 @@ def probe_broker(config: MqttPublisherConfig, client_id: str = "edge-inspect-con
         client = _new_client(config, f"{client_id}-{int(time.time() * 1000) % 100000}")
         client.on_connect = on_connect
         client.connect(config.host, config.broker_port(), keepalive=config.keepalive_s)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes the one line
+    except Exception as exc:
         return explain_connect_failure(config, exc)
     deadline = time.monotonic() + config.connect_timeout_s
     try:
@@ -234,7 +234,7 @@ def probe_broker(config: MqttPublisherConfig, client_id: str = "edge-inspect-con
             rc = client.loop(timeout=0.1)
             if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN) and "code" not in outcome:
                 return f"the MQTT broker at {config.where()} closed the connection before answering ({rc.name})"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return explain_connect_failure(config, exc)
     finally:
         with contextlib.suppress(Exception):
@@ -556,8 +556,9 @@ class _Session:
     def _connect(self) -> bool:
         """Connect, read back the marker, send births. False (and the reason logged once) on failure."""
         owner = self.owner
-        if isinstance(self.flavour, _SparkplugFlavour):
-            self.flavour.bd_seq = owner.next_bd_seq()  # the spec: a new bdSeq for every CONNECT
+        sparkplug = isinstance(self.flavour, _SparkplugFlavour)
+        if sparkplug:
+            self.flavour.bd_seq = owner.bd_seq_connects() % 256  # the spec: a new bdSeq per CONNECT sent
         try:
             client = _new_client(self.config, self.client_id)
             will = self.flavour.will()
@@ -568,9 +569,11 @@ class _Session:
             client.on_message = lambda _c, _u, msg: self.events.append(("message", (msg.topic, msg.payload)))
             client.on_subscribe = lambda _c, _u, mid, _r, _p: self.events.append(("suback", mid))
             client.connect(self.config.host, self.config.broker_port(), keepalive=self.config.keepalive_s)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported in one line and retried
+        except Exception as exc:  # every failure is reported in one line and retried
             self._failed(explain_connect_failure(self.config, exc))
             return False
+        if sparkplug:  # CONNECT (with this bdSeq in its will) went out: the next one gets the next bdSeq
+            owner.bd_seq_sent()
         self.client = client
         code = self._await(client, "connack", self.config.connect_timeout_s)
         if code != 0:
@@ -703,7 +706,7 @@ class _Session:
 
     def _close(self, graceful: bool) -> None:
         client, self.client = self.client, None
-        self.online = False
+        was_online, self.online = self.online, False
         # What was in flight goes again after the reconnect (the marker skips what the broker holds).
         self.in_flight.clear()
         self.by_mid.clear()
@@ -711,9 +714,14 @@ class _Session:
         if client is None:
             return
         with contextlib.suppress(Exception):
-            if graceful:
-                client.disconnect()  # a clean DISCONNECT: the broker discards the will
-                client.loop_write()
+            if graceful and was_online:
+                # A clean DISCONNECT makes the broker discard the will: say it ourselves (NDEATH, offline).
+                will = self.flavour.will()
+                client.publish(will.topic, will.payload, will.qos, will.retain)
+                client.disconnect()
+                deadline = time.monotonic() + 1.0
+                while client.want_write() and time.monotonic() < deadline:
+                    client.loop_write()
             sock = client.socket()
             if sock is not None:
                 sock.close()
@@ -838,13 +846,16 @@ class MqttPublisher(Publisher):
     def journal_last_seq(self) -> int:
         return self._journal.last_seq() if self._journal is not None else 0
 
-    def next_bd_seq(self) -> int:
-        """bdSeq of the next CONNECT (0..255), counted in the journal so it survives restarts."""
+    def bd_seq_connects(self) -> int:
+        """Sparkplug CONNECTs sent so far, counted in the journal so bdSeq (this mod 256) survives restarts."""
+        assert self._journal is not None
+        return self._journal.cursor(f"{self.name}/sparkplug.connects")
+
+    def bd_seq_sent(self) -> None:
         assert self._journal is not None
         with self._cursor_lock:
-            connects = self._journal.cursor(f"{self.name}/sparkplug.connects")
-            self._journal.set_cursor(f"{self.name}/sparkplug.connects", connects + 1)
-        return connects % 256
+            name = f"{self.name}/sparkplug.connects"
+            self._journal.set_cursor(name, self._journal.cursor(name) + 1)
 
     def save_cursor(self, name: str, seq: int) -> None:
         assert self._journal is not None
