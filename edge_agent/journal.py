@@ -271,7 +271,9 @@ class ResultJournal:
         part_id: str | None = None,
         limit: int = 1000,
         newest_first: bool = False,
+        by_time: bool = False,
     ) -> list[InspectionResult]:
+        """Results matching every filter given, in seq order (`by_time`: by timestamp, then seq)."""
         clauses, args = [], []
         for col, op, val in (
             ("ts", ">=", since_time.timestamp() if since_time else None),
@@ -285,9 +287,10 @@ class ResultJournal:
                 args.append(val)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "DESC" if newest_first else "ASC"
+        keys = f"ts {order}, seq {order}" if by_time else f"seq {order}"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT body FROM results {where} ORDER BY seq {order} LIMIT ?", [*args, limit]
+                f"SELECT body FROM results {where} ORDER BY {keys} LIMIT ?", [*args, limit]
             ).fetchall()
         return [InspectionResult.from_json(r[0]) for r in rows]
 

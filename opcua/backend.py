@@ -90,10 +90,12 @@ class ResultStore(Protocol):
         limit: int = 1000,
         offset: int = 0,
         newest_first: bool = True,
+        by_time: bool = False,
         **equals: str,
     ) -> list[InspectionResult]:
         """Results of `line` matching `part_id` and every `field=value` in `equals`
-        (meas_id, job_id, product_id, recipe), `offset` and `limit` applied after filtering."""
+        (meas_id, job_id, product_id, recipe), `offset` and `limit` applied after filtering; in
+        journal (seq) order, or with `by_time` by timestamp (the results' CreationTime), then seq."""
 
 
 def configuration_id(line: str, model_name: str) -> str:

@@ -105,6 +105,9 @@ class OpcUaServerConfig(BaseModel):
     users: list[UserConfig] = Field(default_factory=list)
     #: how many results GetResultListFiltered returns at most per call when the client asks for 0
     max_results_per_call: int = Field(default=1000, ge=1)
+    #: StartSingleJob during SingleExecution: refused (Error -1, the NodeSet has no such transition)
+    #: unless true, where the job is queued behind the one running (a non-standard convenience)
+    queue_single_jobs: bool = False
 
     @model_validator(mode="after")
     def _production_needs_users(self) -> OpcUaServerConfig:

@@ -23,6 +23,7 @@ from contract import InspectionResult
 from opcua import model
 from opcua.arguments import MethodSignature, read_signature
 from opcua.served import ServedLine
+from opcua.states import ALLOWED_FROM
 
 if TYPE_CHECKING:
     from opcua.server import VisionServer
@@ -143,6 +144,13 @@ class MachineVisionMethods:
     def _job_id(self, job_id: str) -> ua.Variant:
         return _x(self.types.new("JobIdDataType", Id=job_id))
 
+    @staticmethod
+    def _allowed(served: ServedLine, method: str) -> bool:
+        """Whether the NodeSet has a transition caused by `method` out of the line's current state."""
+        top, automatic = served.state.states
+        state = automatic if top == "Operational" and method not in ("Halt", "Reset") else top
+        return state in ALLOWED_FROM[method]
+
     async def _apply(self, served: ServedLine, cause: str) -> None:
         """Bring the state machines in step after `cause` acted. The cause is set before the line is
         touched (its listener may refresh first) and dropped after, so it names only its own change."""
@@ -152,6 +160,8 @@ class MachineVisionMethods:
 
     # -- VisionStateMachine ------------------------------------------------------------------------
     async def halt(self, served: ServedLine, cause: int, description: str) -> list[ua.Variant]:
+        if not self._allowed(served, "Halt"):  # Halted already: no transition
+            return [_int32(Err.NOT_READY)]
         logger.warning("opcua: Halt on %s (cause %s: %s)", served.backend.name, cause, description)
         served.state.halted = True
         served.state.cause = "Halt"
@@ -161,6 +171,8 @@ class MachineVisionMethods:
 
     async def reset(self, served: ServedLine, cause: int, description: str) -> list[ua.Variant]:
         """Halted / Error / Operational -> Preoperational, held until SelectModeAutomatic."""
+        if not self._allowed(served, "Reset"):  # Preoperational already: no transition
+            return [_int32(Err.NOT_READY)]
         logger.warning("opcua: Reset on %s (cause %s: %s)", served.backend.name, cause, description)
         st = served.state
         st.halted = False
@@ -173,7 +185,7 @@ class MachineVisionMethods:
 
     async def select_mode_automatic(self, served: ServedLine) -> list[ua.Variant]:
         """Preoperational -> Operational (automatic is the only mode)."""
-        if served.state.states[0] != "Preoperational" or served.state.halted:
+        if not self._allowed(served, "SelectModeAutomatic") or served.state.halted:
             return [_int32(Err.NOT_READY)]
         served.state.preoperational = False
         served.state.cause = "SelectModeAutomatic"
@@ -198,7 +210,9 @@ class MachineVisionMethods:
                 backend.recipes,
             )
             return [self._job_id(""), _int32(Err.UNKNOWN_RECIPE)]
-        if st.states[0] != "Operational" or st.states[1] not in ("Ready", "SingleExecution"):
+        # from Ready only (ReadyToSingleExecution); during SingleExecution only where the site queues jobs
+        queued = self.host.config.queue_single_jobs and st.states == ("Operational", "SingleExecution")
+        if not (self._allowed(served, "StartSingleJob") or queued):
             return [self._job_id(""), _int32(Err.NOT_READY)]
         job_id = uuid.uuid4().hex
         try:
@@ -241,7 +255,7 @@ class MachineVisionMethods:
                 backend.recipes,
             )
             return [self._job_id(""), _int32(Err.UNKNOWN_RECIPE)]
-        if st.states != ("Operational", "Ready"):
+        if not self._allowed(served, "StartContinuous"):
             return [self._job_id(""), _int32(Err.NOT_READY)]
         st.cause = "StartContinuous"
         job_id = uuid.uuid4().hex
@@ -266,12 +280,15 @@ class MachineVisionMethods:
     async def _end_execution(
         self, served: ServedLine, how: str, cause: int, description: str
     ) -> list[ua.Variant]:
-        """Continuous execution pauses (-> Ready); a single job in flight completes (an inspection is
-        not cut off), after which the line is Ready."""
-        if served.state.states[1] not in ("SingleExecution", "ContinuousExecution"):
+        """Continuous execution pauses (-> Ready, ContinuousExecutionToReadyStop/Abort); a single job in
+        flight completes (an inspection is not cut off), after which the line takes
+        SingleExecutionToReadyStop/Abort to Ready."""
+        if not self._allowed(served, how):
             return [_int32(Err.NOT_READY)]
         logger.info("opcua: %s on %s (cause %s: %s)", how, served.backend.name, cause, description)
         served.state.cause = how
+        if served.state.states[1] == "SingleExecution":
+            served.state.ending = how
         if served.backend.mode == "free_run":
             await self.host.in_thread(served.backend.pause)
         await self._apply(served, how)
@@ -433,6 +450,7 @@ class MachineVisionMethods:
                 limit=limit + 1,
                 offset=int(start_index or 0),
                 newest_first=False,
+                by_time=True,  # oldest first by CreationTime, the field a client sorts on
                 **equals,
             )
         wanted_ext, wanted_int = _id_of(ext_config), _id_of(int_config)

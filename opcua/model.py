@@ -13,7 +13,6 @@ Instance NodeIds are strings in the application namespace, built by asyncua from
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -500,7 +499,16 @@ async def _declared_method(
             inputs = await prop.read_value()
         elif bname == "OutputArguments":
             outputs = await prop.read_value()
-    return await owner.add_method(nodeid, ua.QualifiedName(name, mv), None, inputs, outputs)
+    method = await owner.add_method(nodeid, ua.QualifiedName(name, mv), None, inputs, outputs)
+    # as declared: InputArguments/OutputArguments are one-dimensional arrays of their arguments
+    for prop in await method.get_properties():
+        count = len(await prop.read_value())
+        for attr, variant in (
+            (ua.AttributeIds.ValueRank, ua.Variant(ua.ValueRank.OneDimension, ua.VariantType.Int32)),
+            (ua.AttributeIds.ArrayDimensions, ua.Variant([count], ua.VariantType.UInt32)),
+        ):
+            await server.write_attribute_value(prop.nodeid, ua.DataValue(variant), attr)
+    return method
 
 
 async def _read_only_variables(server: Server, nodes: list[Node]) -> None:
@@ -530,9 +538,13 @@ async def build_vision_system(server: Server, types: MvTypes, line: str) -> Visi
         server.nodes.objects, types.id("VisionSystemType"), nid(), ua.QualifiedName(line, app)
     )
     sm = await _child(system, f"{mv}:VisionStateMachine")
-    for state in VISION_STATES:  # asyncua copies the states (via HasSubStateMachine); they belong to the type
-        with contextlib.suppress(ua.UaError):
-            await server.delete_nodes([await _child(sm, f"{mv}:{state}")], recursive=True)
+    # the four state objects are Mandatory members of VisionSystemType's VisionStateMachine (ns=1;i=5101,
+    # 5106, 5107, 5108), each with its StateNumber: kept, with the numbers CurrentState/Number reports
+    for state, number in VISION_STATES.items():
+        state_number = await _child(sm, f"{mv}:{state}", "0:StateNumber")
+        await server.write_attribute_value(
+            state_number.nodeid, ua.DataValue(ua.Variant(number, ua.VariantType.UInt32))
+        )
     automatic = await _instance(
         sm,
         types.id("VisionAutomaticModeStateMachineType"),

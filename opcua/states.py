@@ -54,6 +54,11 @@ _TRANSITIONS: dict[tuple[str, str], list[tuple[str | None, int, int, str]]] = {
         ("SelectModeAutomatic", 5253, 141, "PreoperationalToOperational"),
         (None, 5254, 140, "PreoperationalToOperationalAuto"),
     ],
+    # into Operational's AutomaticModeStateMachine, which starts in Initialized (OPC 40100-1 §8.3.2.1)
+    ("Preoperational", "Initialized"): [
+        ("SelectModeAutomatic", 5035, 151, "PreoperationalToInitialized"),
+        (None, 5036, 150, "PreoperationalToInitializedAuto"),
+    ],
     ("ContinuousExecution", "Ready"): [
         ("Abort", 5072, 862, "ContinuousExecutionToReadyAbort"),
         ("Stop", 5071, 861, "ContinuousExecutionToReadyStop"),
@@ -81,16 +86,30 @@ _TRANSITIONS: dict[tuple[str, str], list[tuple[str | None, int, int, str]]] = {
         (None, 5070, 760, "SingleExecutionToReadyAuto"),
     ],
 }
-# the official effects beyond StateChangedEventType (HasEffect references of the NodeSet)
-_EFFECTS = {
-    ("Preoperational", "Error"): "ErrorEventType",
-    ("Operational", "Error"): "ErrorEventType",  # a lost camera: the agent's error moment
-    ("Error", "Operational"): "ErrorResolvedEventType",
-    ("Ready", "SingleExecution"): "JobStartedEventType",
-    ("Ready", "ContinuousExecution"): "JobStartedEventType",
-    ("SingleExecution", "Ready"): "ReadyEventType",
-    ("ContinuousExecution", "Ready"): "ReadyEventType",
-    ("Initialized", "Ready"): "RecipePreparedEventType",
+# the official effects beyond StateChangedEventType (HasEffect references of the NodeSet), per transition
+_EFFECTS: dict[str, str] = {
+    "PreoperationalToErrorAuto": "ErrorEventType",
+    "OperationalToErrorAuto": "ErrorEventType",  # not in the NodeSet: a lost camera, the agent's error moment
+    "ErrorToOperationalAuto": "ErrorResolvedEventType",
+    "ReadyToSingleExecution": "JobStartedEventType",
+    "ReadyToSingleExecutionAuto": "JobStartedEventType",
+    "ReadyToContinuousExecution": "JobStartedEventType",
+    "ReadyToContinuousExecutionAuto": "JobStartedEventType",
+    "SingleExecutionToReadyStop": "ReadyEventType",
+    "SingleExecutionToReadyAbort": "ReadyEventType",
+    "SingleExecutionToReadyAuto": "ReadyEventType",
+    "ContinuousExecutionToReadyStop": "ReadyEventType",
+    "ContinuousExecutionToReadyAbort": "ReadyEventType",
+    "ContinuousExecutionToReadyAuto": "ReadyEventType",
+    "InitializedToReadyRecipe": "RecipePreparedEventType",
+}
+#: which method may be called in which state: the states its official transitions leave (HasCause)
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    method: frozenset(a for (a, _b), options in _TRANSITIONS.items() if any(c == method for c, *_ in options))
+    for method in {c for options in _TRANSITIONS.values() for c, *_ in options if c is not None}
+}
+_AUTOMATIC_EDGES = {
+    (a, b) for (a, b) in _TRANSITIONS if a in model.AUTOMATIC_STATES and b in model.AUTOMATIC_STATES
 }
 
 
@@ -105,6 +124,8 @@ class LineState:
     current_job: str = ""
     states: tuple[str, str | None] = ("", None)
     cause: str | None = None  # the method whose call is being applied
+    #: Stop/Abort called during SingleExecution: the job completes, then SingleExecutionToReadyStop/Abort
+    ending: str | None = None
     #: job ids this server started (StartSingleJob, PLC): their results also get AcquisitionDoneEvent
     started_jobs: set[str] = field(default_factory=set)
     configuration: Any = None  # the LineConfiguration last written to ActiveConfiguration
@@ -141,6 +162,41 @@ def transition(from_state: str, to_state: str, cause: str | None) -> tuple[int, 
     return options[0][1:]
 
 
+def automatic_path(before: str, after: str) -> list[tuple[str, str]]:
+    """The official transitions that lead from one AutomaticModeStateMachine state to another
+    (Initialized -> Ready -> ContinuousExecution, ...): the shortest chain, [] when equal."""
+    paths: dict[str, list[tuple[str, str]]] = {before: []}
+    frontier = [before]
+    while frontier and after not in paths:
+        nxt = []
+        for state in frontier:
+            for a, b in sorted(_AUTOMATIC_EDGES):
+                if a == state and b not in paths:
+                    paths[b] = [*paths[state], (a, b)]
+                    nxt.append(b)
+        frontier = nxt
+    return paths.get(after, [(before, after)])
+
+
+def steps(old: tuple[str, str | None], new: tuple[str, str | None]) -> list[tuple[str, str, str]]:
+    """The changes from `old` to `new` (VisionStateMachine, AutomaticModeStateMachine states), one per
+    official transition, as (machine "vision" or "automatic", from, to). Entering Operational enters
+    the AutomaticModeStateMachine at Initialized (PreoperationalToInitialized from Preoperational, OPC
+    40100-1 §8.3.2.1), which then goes on to the line's state by its own transitions."""
+    (top0, auto0), (top1, auto1) = old, new
+    out: list[tuple[str, str, str]] = []
+    if top0 != top1:
+        if top1 == "Operational" and top0 == "Preoperational":
+            out.append(("vision", top0, "Initialized"))
+        elif top0:
+            out.append(("vision", top0, top1))
+        if top1 == "Operational":
+            auto0 = "Initialized"
+    if top1 == "Operational" and auto0 and auto1 and auto0 != auto1:
+        out.extend(("automatic", a, b) for a, b in automatic_path(auto0, auto1))
+    return out
+
+
 class StateMachines:
     """Writes the state machines of every line and emits their events."""
 
@@ -161,24 +217,42 @@ class StateMachines:
         old = st.states
         st.states = new
         cause, st.cause = st.cause, None
-        for sm, before, after, numbers in (
-            (nodes.vision, old[0], new[0], model.VISION_STATES),
-            (nodes.automatic, old[1], new[1], model.AUTOMATIC_STATES),
-        ):
-            if before == after:
-                continue
-            await self._write_current(sm, after, numbers)
-            if before and after:
-                await self._transition(nodes, st, sm, before, after, cause)
+        if not old[0]:  # the first write: the states as they are, no transition
+            await self._write_current(nodes.vision, new[0], model.VISION_STATES)
+            await self._write_current(nodes.automatic, new[1], model.AUTOMATIC_STATES)
+            return
+        if old[0] != new[0]:
+            await self._write_current(nodes.vision, new[0], model.VISION_STATES)
+            # entering Operational enters its sub-state machine at Initialized; leaving it makes the
+            # sub-state machine inactive
+            await self._write_current(
+                nodes.automatic, "Initialized" if new[0] == "Operational" else None, model.AUTOMATIC_STATES
+            )
+        for machine, before, after in steps(old, new):
+            if machine == "automatic":
+                await self._write_current(nodes.automatic, after, model.AUTOMATIC_STATES)
+            if (before, after) == ("SingleExecution", "Ready") and st.ending:
+                cause, st.ending = st.ending, None  # Stop/Abort called while the job ran
+            found = transition(before, after, cause)
+            if cause is not None and any(c == cause for c, *_ in _TRANSITIONS.get((before, after), [])):
+                cause = None  # the method's transition is taken once; what follows is Auto
+            sm = nodes.vision if machine == "vision" else nodes.automatic
+            await self._transition(nodes, st, sm, before, after, found)
+        if new[1] != "SingleExecution":
+            st.ending = None
 
     async def _write_current(
         self, sm: model.StateMachineNodes, state: str | None, numbers: dict[str, int]
     ) -> None:
+        if state is None:  # OPC 10000-5 B.4.2: CurrentState of an inactive sub-state machine
+            bad = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadStateNotActive))
+            for node in (sm.current, sm.current_id, sm.current_number):
+                await self.server.write_attribute_value(node.nodeid, bad)
+            return
         mv = self.types.mv
-        await self._write(sm.current, ua.LocalizedText(state or ""), ua.VariantType.LocalizedText)
-        state_id = ua.NodeId(model.STATE_IDS[state], mv) if state else ua.NodeId()
-        await self._write(sm.current_id, state_id, ua.VariantType.NodeId)
-        await self._write(sm.current_number, numbers.get(state or "", 0), ua.VariantType.UInt32)
+        await self._write(sm.current, ua.LocalizedText(state), ua.VariantType.LocalizedText)
+        await self._write(sm.current_id, ua.NodeId(model.STATE_IDS[state], mv), ua.VariantType.NodeId)
+        await self._write(sm.current_number, numbers[state], ua.VariantType.UInt32)
 
     async def _transition(
         self,
@@ -187,9 +261,8 @@ class StateMachines:
         sm: model.StateMachineNodes,
         before: str,
         after: str,
-        cause: str | None,
+        found: tuple[int, int, str] | None,
     ) -> None:
-        found = transition(before, after, cause)
         if found is None:  # no official transition between these two: CurrentState only
             logger.info("opcua: %s: %s -> %s has no OPC 40100 transition", nodes.line, before, after)
             return
@@ -202,8 +275,8 @@ class StateMachines:
         await self._write(sm.last_time, now, ua.VariantType.DateTime)
         await self._write(sm.last_effective_time, now, ua.VariantType.DateTime)
         etypes = ["StateChangedEventType"]
-        if (before, after) in _EFFECTS:
-            etypes.append(_EFFECTS[(before, after)])
+        if name in _EFFECTS:
+            etypes.append(_EFFECTS[name])
         for etype in etypes:
             await self._emit(nodes, st, etype, before, after, tid, number, name, now)
 

@@ -61,18 +61,22 @@ class JournalResultStore:
         limit: int = 1000,
         offset: int = 0,
         newest_first: bool = True,
+        by_time: bool = False,
         **equals: str,
     ) -> list[InspectionResult]:
         if not equals:
             rows = self.journal.query(
-                line=line, part_id=part_id, limit=offset + limit, newest_first=newest_first
+                line=line, part_id=part_id, limit=offset + limit, newest_first=newest_first, by_time=by_time
             )
             return rows[offset:]
         # meas_id/job_id/product_id/recipe are not journal columns: scan the line's rows (oldest first
-        # lazily, stopping once the page is full; newest first has to read them all).
+        # lazily, stopping once the page is full; newest first or by time has to read them all).
         rows = self.journal.iter_since(0, line=line)
-        if newest_first:
-            rows = reversed(list(rows))
+        if newest_first or by_time:
+            ordered = list(rows)
+            if by_time:
+                ordered.sort(key=lambda r: (r.timestamp, r.seq or 0))
+            rows = reversed(ordered) if newest_first else iter(ordered)
         matched: list[InspectionResult] = []
         for r in rows:
             if part_id is not None and r.part_id != part_id:

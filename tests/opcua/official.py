@@ -61,6 +61,8 @@ class OfficialNode:
     abstract: bool = False
     fields: list[Field] | None = None  # DataTypes with a <Definition>
     arguments: list[tuple[str, str, int]] = field(default_factory=list)  # (Name, DataType, ValueRank)
+    value_rank: int | None = None  # Variables and VariableTypes: the ValueRank attribute (default -1)
+    array_dimensions: list[int] | None = None
 
     @property
     def number(self) -> int:
@@ -137,6 +139,10 @@ def load() -> OfficialModel:
             data_type=resolve(el.get("DataType")),
             abstract=el.get("IsAbstract") == "true",
         )
+        if node.node_class in ("Variable", "VariableType"):
+            node.value_rank = int(el.get("ValueRank", "-1"))
+            dims = el.get("ArrayDimensions")
+            node.array_dimensions = [int(d) for d in dims.split(",")] if dims else None
         definition = el.find("u:Definition", _NS)
         if definition is not None:
             node.fields = [

@@ -90,12 +90,14 @@ async def test_transitions_last_transition_and_events(demo_server):
         assert await (await last.get_child("0:Id")).read_value() == ua.NodeId(5049, ns.mv)
         assert (await last.read_value()).Text == "OperationalToHalted"
         assert await (await top.get_child("0:Id")).read_value() == ua.NodeId(5029, ns.mv)
-        # Reset: Halted -> Preoperational (211); SelectModeAutomatic: -> Operational (141)
+        # Reset: Halted -> Preoperational (211); SelectModeAutomatic: into Operational's automatic mode
+        # at Initialized (PreoperationalToInitialized, 151), then Ready by itself (see test_opcua_letter)
         assert await sm.call_method(f"{ns.mv}:Reset", *CAUSE) == 0
         await ev["StateChangedEventType"].wait_for(changed("HaltedToPreoperational"))
         assert await (await top.get_child("0:Number")).read_value() == 1
         assert await sm.call_method(f"{ns.mv}:SelectModeAutomatic") == 0
-        await ev["StateChangedEventType"].wait_for(changed("PreoperationalToOperational"))
+        await ev["StateChangedEventType"].wait_for(changed("PreoperationalToInitialized"))
+        await ev["StateChangedEventType"].wait_for(changed("InitializedToReadyAuto"))
         await wait_value(auto_state, ua.LocalizedText("Ready"))
 
         # a camera lost and regained: ErrorEvent, then ErrorResolvedEvent
