@@ -310,6 +310,10 @@ def config_check(
         bool,
         typer.Option("--models/--no-models", help="Also load each line's model and check recipe classes."),
     ] = True,
+    connect: Annotated[
+        bool,
+        typer.Option("--connect/--no-connect", help="Also reach each publisher's peer (the MQTT broker)."),
+    ] = True,
 ) -> None:
     """Validate site files and line files; every error with file, line and key path."""
     checked: set[Path] = set()
@@ -318,7 +322,7 @@ def config_check(
         for kind, file in _config_files(target):
             if file.resolve() in checked:
                 continue
-            ok, covered = _check_site(file, models) if kind == "site" else _check_line(file, models)
+            ok, covered = _check_site(file, models, connect) if kind == "site" else _check_line(file, models)
             checked.update(covered)
             failed += not ok
     if failed:
@@ -366,7 +370,7 @@ def _print_issues(issues: list[Any]) -> None:
         typer.echo(str(issue), err=True)
 
 
-def _check_site(file: Path, models: bool) -> tuple[bool, set[Path]]:
+def _check_site(file: Path, models: bool, connect: bool = True) -> tuple[bool, set[Path]]:
     """Check a site file and its lines; returns (ok, files covered)."""
     from edge_agent.config import load_agent_config
     from edge_agent.inspector import validate_line_model
@@ -392,7 +396,21 @@ def _check_site(file: Path, models: bool) -> tuple[bool, set[Path]]:
         typer.echo("  " + _line_summary(loaded))
     pubs = ", ".join(p.type for p in cfg.publishers) or "none"
     typer.echo(f"  publishers: {pubs}")
-    return True, covered
+    return (_check_publisher_peers(cfg) if connect else True), covered
+
+
+def _check_publisher_peers(cfg: Any) -> bool:
+    """Each publisher reaches its peer (`Publisher.check`); one line per problem."""
+    from edge_agent.publishers.registry import resolve_publisher
+
+    ok = True
+    for entry in cfg.publishers:
+        problem = resolve_publisher(entry.type)[1].check(entry.config)
+        label = f"{entry.type} publisher {getattr(entry.config, 'name', entry.type)!r}"
+        if problem:
+            typer.secho(f"{cfg.site_file}: {label}: {problem}", fg=typer.colors.RED, err=True)
+            ok = False
+    return ok
 
 
 def _check_line(file: Path, models: bool) -> tuple[bool, set[Path]]:

@@ -46,6 +46,12 @@ class Publisher(ABC):
         """Counters for metrics, e.g. sent, dropped, backlog, oldest_undelivered_s."""
         return {}
 
+    @classmethod
+    def check(cls, config: Any) -> str | None:
+        """`edge-inspect config check`: reach the peer this config names (e.g. log in to the MQTT broker).
+        None when all is well, else one line saying what is wrong. Default: nothing to reach."""
+        return None
+
 
 @dataclass
 class PublisherContext:

@@ -140,7 +140,7 @@ _CONNACK_REASONS = {
     2: "client id rejected",
     3: "broker unavailable",
     4: "bad user name or password",
-    5: "not authorised",
+    5: "not authorised (wrong user name or password, or this user may not connect)",
 }
 
 
@@ -208,6 +208,36 @@ def explain_connect_failure(config: MqttPublisherConfig, exc: BaseException) -> 
     return f"MQTT broker at {where}: {exc}"
 
 
+def closed_before_connack(config: MqttPublisherConfig, socket_errors: list[str]) -> str:
+    """The broker hung up before CONNACK: most often TLS 1.3 refusing a missing client certificate."""
+    where = config.where()
+    telling = [e for e in socket_errors if any(w in e.lower() for w in ("ssl", "alert", "certificate", "tls"))]
+    error = (telling or socket_errors or [""])[0]
+    if "certificate required" in error.lower() or "CERTIFICATE_REQUIRED" in error:
+        return (f"TLS failure with the MQTT broker at {where}: it requires a client certificate "
+                "(tls.cert_file, tls.key_file)")
+    if config.tls is not None and config.tls.cert_file is None:
+        return (f"TLS failure with the MQTT broker at {where}: it closed the connection during the handshake; "
+                "it may require a client certificate (tls.cert_file, tls.key_file)")
+    if "alert" in error.lower() or "ssl" in error.lower():
+        return f"TLS failure with the MQTT broker at {where}: {error}"
+    if config.tls is None:
+        return f"the MQTT broker at {where} closed the connection before answering (does it expect TLS? set `tls:`)"
+    return f"the MQTT broker at {where} closed the connection before answering" + (f" ({error})" if error else "")
+
+
+def _socket_errors(client: mqtt.Client) -> list[str]:
+    """paho reports a failed socket read only in its log: keep the error lines for the explanation."""
+    errors: list[str] = []
+
+    def on_log(_c: Any, _u: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            errors.append(text)
+
+    client.on_log = on_log
+    return errors
+
+
 def refused_message(config: MqttPublisherConfig, code: int) -> str:
     reason = _CONNACK_REASONS.get(code, f"reason code {code}")
     who = f" for user {config.username!r}" if config.username else " (no user name given)"
@@ -225,6 +255,7 @@ def probe_broker(config: MqttPublisherConfig, client_id: str = "edge-inspect-con
     try:
         client = _new_client(config, f"{client_id}-{int(time.time() * 1000) % 100000}")
         client.on_connect = on_connect
+        errors = _socket_errors(client)
         client.connect(config.host, config.broker_port(), keepalive=config.keepalive_s)
     except Exception as exc:
         return explain_connect_failure(config, exc)
@@ -233,7 +264,7 @@ def probe_broker(config: MqttPublisherConfig, client_id: str = "edge-inspect-con
         while "code" not in outcome and time.monotonic() < deadline:
             rc = client.loop(timeout=0.1)
             if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN) and "code" not in outcome:
-                return f"the MQTT broker at {config.where()} closed the connection before answering ({rc.name})"
+                return closed_before_connack(config, errors)
     except Exception as exc:
         return explain_connect_failure(config, exc)
     finally:
@@ -568,6 +599,7 @@ class _Session:
             client.on_publish = lambda _c, _u, mid, _r, _p: self._on_ack(mid)
             client.on_message = lambda _c, _u, msg: self.events.append(("message", (msg.topic, msg.payload)))
             client.on_subscribe = lambda _c, _u, mid, _r, _p: self.events.append(("suback", mid))
+            errors = _socket_errors(client)
             client.connect(self.config.host, self.config.broker_port(), keepalive=self.config.keepalive_s)
         except Exception as exc:  # every failure is reported in one line and retried
             self._failed(explain_connect_failure(self.config, exc))
@@ -578,7 +610,7 @@ class _Session:
         code = self._await(client, "connack", self.config.connect_timeout_s)
         if code != 0:
             self._close(graceful=False)
-            self._failed(f"the MQTT broker at {self.config.where()} did not answer CONNECT"
+            self._failed(closed_before_connack(self.config, errors)
                          if code is None else refused_message(self.config, code))
             return False
         self.counters["connects"] += 1

@@ -210,7 +210,8 @@ class Recorder:
     port: int
     topics: list[str]
     client_id: str = "test-recorder"
-    tls: dict[str, Any] | None = None
+    tls: dict[str, Path] | None = None  # ca_file, cert_file, key_file
+    login: tuple[str, str] | None = None
     messages: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -223,6 +224,10 @@ class Recorder:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
+        if self.tls:
+            self.client.tls_set(str(self.tls["ca_file"]), str(self.tls["cert_file"]), str(self.tls["key_file"]))
+        if self.login:
+            self.client.username_pw_set(*self.login)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
         client.subscribe([(t, 1) for t in self.topics])
