@@ -2,7 +2,9 @@
 
 Live stream: every journaled result goes out on `insp.v1/<site>/<line>/result` as `[topic, header, body]`
 (see `edge_agent.zmq_wire`), line states on `.../status`, and a `.../heartbeat` per line every second
-carrying the line's last seq, so a quiet subscriber still notices what it missed.
+carrying the seq of the line's last result that left the queue (sent, or dropped), so a quiet subscriber
+still notices what it missed. Heartbeats and statuses never announce a result still queued behind them:
+the sender thread, which sends them, is the one that records what went out.
 
 Nothing here can slow inference: `notify()` appends to a bounded in-memory queue and returns; a sender
 thread encodes and sends without blocking. A subscriber that does not keep up fills its high-water mark
@@ -108,6 +110,10 @@ class ZmqPublisher(Publisher):
         self._drop_lock = threading.Lock()  # notify() runs on every line's thread; only drops take it
         self._stopping = threading.Event()
         self._prev_seq: dict[str, int | None] = {}  # line -> seq of its last result notified this boot
+        # line -> seq of its last result the sender has sent (or dropped): what heartbeats and statuses
+        # announce, so they never name a result still queued behind them (sender thread only)
+        self._sent_seq: dict[str, int | None] = {}
+        self._dropped_seq: dict[str, int] = {}  # line -> last seq dropped by notify() (queue full)
         self._last_status: dict[str, dict[str, Any]] = {}
         self._trigger_replies: deque[tuple[bytes, Any, Future]] = deque()
         self._threads: list[threading.Thread] = []
@@ -141,6 +147,7 @@ class ZmqPublisher(Publisher):
         for line in self.context.lines:
             newest = self._reader.query(line=line, newest_first=True, limit=1)
             self._prev_seq[line] = newest[0].seq if newest else None
+        self._sent_seq = dict(self._prev_seq)
 
         self._zctx = zmq.Context()
         try:
@@ -221,20 +228,23 @@ class ZmqPublisher(Publisher):
         # The seq chain is kept here, before any drop, so a dropped result shows up as a gap.
         prev = self._prev_seq.get(result.line)
         self._prev_seq[result.line] = result.seq
-        self._enqueue("result", (result, prev))
+        if not self._enqueue("result", (result, prev)) and result.seq is not None:
+            with self._drop_lock:  # announced once everything queued before it has gone out
+                self._dropped_seq[result.line] = result.seq
 
     def publish_status(self, line: str, status: dict[str, Any]) -> None:
         self._last_status[line] = status
         self._prev_seq.setdefault(line, None)
         self._enqueue("status", (line, status))
 
-    def _enqueue(self, kind: str, item: Any) -> None:
+    def _enqueue(self, kind: str, item: Any) -> bool:
         if len(self._queue) >= self.config.queue_size:
             with self._drop_lock:
                 self.counters["dropped_queue"] += 1
-            return
+            return False
         self._queue.append((time.monotonic(), kind, item))
         self._wake.set()
+        return True
 
     def stats(self) -> dict[str, float]:
         try:
@@ -276,19 +286,24 @@ class ZmqPublisher(Publisher):
     def _drain_queue(self) -> None:
         assert self._xpub is not None
         boot_id, encoding = self.context.boot_id, self.config.encoding
+        with self._drop_lock:  # drops before this moment: everything queued before them is sent below
+            dropped, self._dropped_seq = self._dropped_seq, {}
         while self._queue:
             _, kind, item = self._queue.popleft()
             if kind == "result":
                 result, prev = item
                 frames = encode_result(result, boot_id=boot_id, prev_seq=prev, encoding=encoding)
                 self._send(frames, "sent", "dropped_hwm")
+                self._sent_seq[result.line] = result.seq
             else:
                 line, status = item
                 frames = encode_event(
                     "status", status, site=self.context.site, line=line, boot_id=boot_id,
-                    seq=self._prev_seq.get(line), encoding=encoding,
+                    seq=self._sent_seq.get(line), encoding=encoding,
                 )
                 self._send(frames, "events_sent", "events_dropped")
+        for line, seq in dropped.items():
+            self._sent_seq[line] = max(seq, self._sent_seq.get(line) or 0)
 
     def _send(self, frames: list[bytes], sent_counter: str, dropped_counter: str) -> None:
         assert self._xpub is not None
@@ -317,13 +332,13 @@ class ZmqPublisher(Publisher):
 
     def _send_heartbeats(self) -> None:
         for line in list(self._prev_seq):
-            payload = {"last_seq": self._prev_seq.get(line), "time": time.time()}
+            payload = {"last_seq": self._sent_seq.get(line), "time": time.time()}
             if line in self.context.lines:
                 payload["state"] = getattr(self.context.lines[line], "state", None)
             self._send(
                 encode_event(
                     "heartbeat", payload, site=self.context.site, line=line, boot_id=self.context.boot_id,
-                    seq=self._prev_seq.get(line), encoding=self.config.encoding,
+                    seq=payload["last_seq"], encoding=self.config.encoding,
                 ),
                 "events_sent", "events_dropped",
             )

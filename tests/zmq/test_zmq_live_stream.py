@@ -184,10 +184,13 @@ def test_heartbeat_reveals_a_missed_last_result(journal, publisher_context) -> N
                           include_heartbeats=True) as client:
             assert client.recv(timeout=5).result.seq == 1  # snapshot
             # The last result of a burst is lost on the way and nothing follows it: only the heartbeat
-            # (which carries the line's last seq) can tell. Simulate the loss by journaling it unseen
-            # and letting the publisher's chain know about it.
+            # (which carries the line's last seq) can tell. Lose it for real: notified while the
+            # publisher's queue is full (queue_size 0 for that moment), it is dropped and counted.
             missed = journal.append(make_result("line-1", 1))
-            publisher._prev_seq["line-1"] = missed.seq
+            publisher.config.queue_size = 0
+            publisher.notify(missed)
+            publisher.config.queue_size = 10_000
+            assert publisher.stats()["dropped_queue"] == 1
             events = []
             wait_for(lambda: events.append(client.recv(timeout=0.2)) or any(
                 e is not None and e.kind == "result" for e in events), what="catch-up from the heartbeat")
