@@ -472,3 +472,6 @@ def register(app: typer.Typer) -> None:
     for name, fn in commands.items():
         app.command(name)(fn)
     app.add_typer(model_app, name="model")
+    from training.anomaly.cli import anomaly_app
+
+    app.add_typer(anomaly_app, name="anomaly")

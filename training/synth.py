@@ -155,6 +155,11 @@ def _defect_mask(rng: np.random.Generator, h: int, w: int, name: str) -> np.ndar
     return mask.astype(np.float32) / 255.0
 
 
+# Public names for the anomaly trainer, which paints these shapes onto a line's real good images.
+smooth_noise = _smooth_noise
+defect_cover = _defect_mask
+
+
 def _paint(rng: np.random.Generator, img: np.ndarray, cover: np.ndarray, name: str) -> None:
     """Blend the defect into `img` in place: dark or bright, with a contrast against the local surface."""
     s = min(img.shape[:2])
@@ -219,10 +224,12 @@ def make_sample(
     max_defects: int = 3,
     ok_probability: float = 0.25,
     surface_kind: str | None = None,
+    cover_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Box]]:
     """One image (BGR) and its boxes. With `ok_probability` the part is defect-free.
 
     Defects are placed so that their boxes do not touch: a defect that finds no free place is left out.
+    `cover_out` (float32 (h, w), zeros), when given, receives the defects' coverage 0-1 (pixel masks).
     """
     h, w = size
     s = min(h, w)
@@ -240,6 +247,8 @@ def make_sample(
                 if _overlaps(box, [b[1:] for b in boxes], gap=pad):
                     continue
                 _paint(rng, img, cover, CLASSES[cid])
+                if cover_out is not None:
+                    np.maximum(cover_out, cover, out=cover_out)
                 boxes.append((cid, *box))
                 break
     return _camera(rng, img), boxes

@@ -1,0 +1,214 @@
+"""`edge-inspect anomaly train|evaluate|export`: anomaly models from good parts only.
+
+    edge-inspect anomaly train GOOD_DIR --out models/my-line --defects crack,pit --hours 0.5 \\
+        --eval-defects reviewed_ng/ [--eval-good held_good/]
+    edge-inspect anomaly train --resume --run runs/anomaly/my-line --out models/my-line
+    edge-inspect anomaly evaluate models/my-line/model.onnx --eval MVTEC_ROOT
+
+torch is imported only inside the commands that train or export.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+anomaly_app = typer.Typer(
+    help="Anomaly models trained on good parts only: train, evaluate, export.", no_args_is_help=True
+)
+
+EvalOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--eval", help="Evaluation set in the MVTec layout (test/good, test/<defect>, ground_truth)."
+    ),
+]
+EvalGoodOpt = Annotated[Path | None, typer.Option(help="Evaluation: a folder of good images.")]
+EvalDefectsOpt = Annotated[
+    Path | None, typer.Option(help="Evaluation: a folder of defect images (e.g. parts reviewed NG).")
+]
+EvalMasksOpt = Annotated[
+    Path | None, typer.Option(help="Masks of the defect images (<stem>_mask.png; default: beside them).")
+]
+TargetOpt = Annotated[float, typer.Option(help="Target false-reject rate for the image threshold.")]
+
+
+def _eval_set(eval_root: Path | None, good: Path | None, defects: Path | None, masks: Path | None) -> Any:
+    from training.anomaly.images import folder_eval_set, mvtec_eval_set
+
+    if eval_root is not None:
+        if good or defects:
+            raise typer.BadParameter("give --eval or --eval-good/--eval-defects, not both")
+        return mvtec_eval_set(eval_root)
+    if good is None and defects is None:
+        return None
+    return folder_eval_set(good, defects, masks)
+
+
+def _pair(text: str | None, what: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{what}: expected H,W or one number, got {text!r}") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise typer.BadParameter(f"{what}: expected H,W or one number, got {text!r}")
+
+
+@anomaly_app.command("train")
+def train_cmd(
+    good: Annotated[
+        Path | None, typer.Argument(help="Folder of good images (or an MVTec root: its train/good).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Model folder to write (e.g. models/my-line).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config YAML (settings and the defects to expect).")
+    ] = None,
+    defects: Annotated[
+        str | None, typer.Option(help="Kinds to synthesise, comma-separated: scratch,crack,pit,stain,blob.")
+    ] = None,
+    imgsz: Annotated[str | None, typer.Option(help="Model input H,W (multiples of 8), e.g. 640,256.")] = None,
+    crop: Annotated[str | None, typer.Option(help="Training crop H,W (default: whole images).")] = None,
+    hours: Annotated[
+        float | None, typer.Option(help="Training time budget (whole run, resumes included).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (quick tries).")] = None,
+    ng: Annotated[
+        Path | None, typer.Option(help="Reviewed NG parts: real defect examples to train on.")
+    ] = None,
+    ng_masks: Annotated[
+        Path | None, typer.Option(help="Their masks (default: <stem>_mask.png beside).")
+    ] = None,
+    eval_root: EvalOpt = None,
+    eval_good: EvalGoodOpt = None,
+    eval_defects: EvalDefectsOpt = None,
+    eval_masks: EvalMasksOpt = None,
+    eval_every: Annotated[
+        float, typer.Option(help="Minutes of training between progress evaluations (0: none).")
+    ] = 0.0,
+    target_false_reject: TargetOpt = 0.01,
+    run: Annotated[Path | None, typer.Option(help="Run folder (default runs/anomaly/<out name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --run from its checkpoint.")] = False,
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    description: Annotated[str, typer.Option(help="One line for the model card.")] = "",
+    citation: Annotated[str, typer.Option(help="Dataset citation / licence for the card.")] = "",
+) -> None:
+    """Train on good images with synthetic defects shaped like the expected ones, then export to --out:
+    model.onnx, model.json (thresholds from held-out good images for the target false-reject rate) and
+    evaluation plots. Progress is printed; a checkpoint is saved every minute (resume with --resume)."""
+    from training.anomaly.card import package_model
+    from training.anomaly.config_file import read_config_file
+    from training.anomaly.train import AnomalyTrainConfig, train_anomaly
+    from training.cli import _plain_errors
+
+    with _plain_errors():
+        if out is None:
+            raise typer.BadParameter("--out (the model folder to write) is required")
+        run_dir = run or Path("runs/anomaly") / out.name
+        es = _eval_set(eval_root, eval_good, eval_defects, eval_masks)
+        cfg = None
+        if not resume:
+            if good is None:
+                raise typer.BadParameter("the folder of good images is required (or --resume)")
+            settings: dict[str, Any] = read_config_file(config) if config else {}
+            overrides = {
+                "defects": defects.split(",") if defects else None,
+                "imgsz": _pair(imgsz, "--imgsz"),
+                "crop": _pair(crop, "--crop"),
+                "hours": hours,
+                "max_steps": max_steps,
+                "ng": str(ng) if ng else None,
+                "ng_masks": str(ng_masks) if ng_masks else None,
+                "threads": threads,
+                "seed": seed,
+            }
+            settings.update({k: v for k, v in overrides.items() if v is not None})
+            cfg = AnomalyTrainConfig(good=str(good), **settings)
+        train_anomaly(
+            cfg,
+            run_dir,
+            resume=resume,
+            hours=hours if resume else None,
+            eval_set=es,
+            eval_every_s=eval_every * 60 if eval_every else None,
+            echo=lambda s: typer.echo(s, err=True),
+        )
+        card, report = package_model(run_dir, out, es, target_false_reject, description, citation)
+        if report is not None:
+            typer.echo(report.summary())
+        typer.echo(f"Wrote {out / 'model.onnx'} and {card} (run folder {run_dir})")
+
+
+@anomaly_app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Anomaly run folder (holds checkpoint.pt).")],
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    eval_root: EvalOpt = None,
+    eval_good: EvalGoodOpt = None,
+    eval_defects: EvalDefectsOpt = None,
+    eval_masks: EvalMasksOpt = None,
+    target_false_reject: TargetOpt = 0.01,
+    description: Annotated[str, typer.Option(help="One line for the model card.")] = "",
+    citation: Annotated[str, typer.Option(help="Dataset citation / licence for the card.")] = "",
+) -> None:
+    """Export a run (its last checkpoint) to ONNX with evaluation, plots and the model card."""
+    from training.anomaly.card import package_model
+    from training.cli import _plain_errors
+
+    with _plain_errors():
+        es = _eval_set(eval_root, eval_good, eval_defects, eval_masks)
+        card, report = package_model(run, out, es, target_false_reject, description, citation)
+        if report is not None:
+            typer.echo(report.summary())
+        typer.echo(f"Wrote {out / 'model.onnx'} and {card}")
+
+
+@anomaly_app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="Anomaly .onnx model (ours or an anomalib export).")],
+    eval_root: EvalOpt = None,
+    eval_good: EvalGoodOpt = None,
+    eval_defects: EvalDefectsOpt = None,
+    eval_masks: EvalMasksOpt = None,
+    held_out: Annotated[
+        Path | None,
+        typer.Option(help="Good images for the threshold (default: the training run's held-out)."),
+    ] = None,
+    target_false_reject: TargetOpt = 0.01,
+    out: Annotated[Path | None, typer.Option(help="Folder for evaluation.json and the plots.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Image/pixel AUROC, AUPRO, the operating point and the escape rate at 1/2/5 % false reject,
+    through the edge runtime."""
+    from training.anomaly.card import held_out_paths
+    from training.anomaly.evaluate import evaluate_anomaly
+    from training.anomaly.images import list_images
+    from training.cli import _plain_errors
+
+    with _plain_errors():
+        es = _eval_set(eval_root, eval_good, eval_defects, eval_masks)
+        if es is None:
+            raise typer.BadParameter("give --eval (MVTec root) or --eval-good / --eval-defects")
+        held: list[Path] = []
+        if held_out is not None:
+            held = list_images(held_out)
+        else:
+            card_path = model.parent / "model.json"
+            if card_path.is_file():
+                run = (json.loads(card_path.read_text()).get("training") or {}).get("run")
+                held = held_out_paths(Path(run)) if run else []
+        out_dir = out or model.parent / "eval" / "latest"
+        report = evaluate_anomaly(model, es, held, target_false_reject, out_dir=out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(report.to_dict(), indent=2) if json_out else report.summary())
+        typer.echo(f"Plots and JSON: {out_dir}", err=json_out)
