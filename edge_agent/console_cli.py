@@ -3,6 +3,7 @@
     edge-inspect console hash-password                      # for console.users[].password_hash
     edge-inspect dataset from-reviews data/reviewed         # reviewed images + corrected labels
     edge-inspect dataset import --format yolo data/reviewed data/neu-plus-reviews   # or train on it
+    edge-inspect dataset anomaly-from-reviews data/tiles-reviewed --line tiles   # good/ and ng/ images
 
 `from-reviews` reads the journal (the agent side owns it; `training` never imports `edge_agent`) and
 writes the Ultralytics layout that `dataset import` and `train` read: `images/`, `labels/` (YOLO boxes from
@@ -32,13 +33,70 @@ console_app.command(
 )(hash_password_command)
 
 
+def _journal_and_archive(
+    config: Path | None, journal: Path | None, archive: Path | None
+) -> tuple[Path, Path]:
+    """The journal and archive paths given, else the site file's; exits 2 with the reason."""
+    if journal is None or archive is None:
+        from edge_agent.config import load_agent_config
+        from edge_agent.yamlconf import ConfigError
+
+        try:
+            cfg = load_agent_config(config or default_config_path())
+        except ConfigError as exc:
+            typer.secho(f"configuration errors:\n{exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        journal = journal or cfg.site.journal.path
+        archive = archive or cfg.site.archive.path
+    if not Path(journal).is_file():
+        typer.echo(f"error: journal {journal} does not exist", err=True)
+        raise typer.Exit(2)
+    return Path(journal), Path(archive)
+
+
+def _empty_destination(dst: Path, overwrite: bool) -> None:
+    if dst.exists() and any(dst.iterdir()) and not overwrite:
+        typer.echo(f"error: {dst} is not empty (use --overwrite to replace it)", err=True)
+        raise typer.Exit(2)
+    if dst.exists() and overwrite:
+        shutil.rmtree(dst)
+
+
+JournalOption = Annotated[Path | None, typer.Option(help="Journal file (default: from the site file).")]
+ArchiveOption = Annotated[Path | None, typer.Option(help="NG archive folder (default: from the site file).")]
+
+
+def anomaly_from_reviews(
+    dst: Annotated[Path, typer.Argument(help="Destination folder: good/, ng/, reviews.jsonl.")],
+    line: Annotated[str, typer.Option(help="The anomaly line whose reviews to take.")],
+    config: ConfigOption = None,
+    journal: JournalOption = None,
+    archive: ArchiveOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty destination.")] = False,
+) -> None:
+    """Write an anomaly line's reviewed parts for its next training: false rejects and confirmed OK parts
+    into good/ (train on them as good parts), confirmed NG parts and escapes into ng/ (evaluate on them).
+    Results whose images are no longer archived are listed and skipped."""
+    from edge_agent.anomaly_reviews import reviewed_images, write_reviewed_images
+
+    journal, archive = _journal_and_archive(config, journal, archive)
+    _empty_destination(dst, overwrite)
+    found = reviewed_images(journal, archive, line)
+    for reason in found.missing:
+        typer.echo(f"skipped {reason}", err=True)
+    if not found.good and not found.ng:
+        typer.echo(f"error: no reviewed images of line {line} in {journal} / {archive}", err=True)
+        raise typer.Exit(1)
+    dst.mkdir(parents=True, exist_ok=True)
+    written = write_reviewed_images(found, dst)
+    typer.echo(f"wrote {written} image(s) to {dst}: {len(found.good)} good, {len(found.ng)} NG")
+
+
 def from_reviews(
     dst: Annotated[Path, typer.Argument(help="Destination folder for the dataset.")],
     config: ConfigOption = None,
-    journal: Annotated[Path | None, typer.Option(help="Journal file (default: from the site file).")] = None,
-    archive: Annotated[
-        Path | None, typer.Option(help="NG archive folder (default: from the site file).")
-    ] = None,
+    journal: JournalOption = None,
+    archive: ArchiveOption = None,
     line: Annotated[str | None, typer.Option(help="Only this line's reviews.")] = None,
     classes: Annotated[
         str | None,
@@ -54,25 +112,8 @@ def from_reviews(
     from edge_agent.archive import archived_image
     from edge_agent.journal import ResultJournal
 
-    if journal is None or archive is None:
-        from edge_agent.config import load_agent_config
-        from edge_agent.yamlconf import ConfigError
-
-        try:
-            cfg = load_agent_config(config or default_config_path())
-        except ConfigError as exc:
-            typer.secho(f"configuration errors:\n{exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
-        journal = journal or cfg.site.journal.path
-        archive = archive or cfg.site.archive.path
-    if not Path(journal).is_file():
-        typer.echo(f"error: journal {journal} does not exist", err=True)
-        raise typer.Exit(2)
-    if dst.exists() and any(dst.iterdir()) and not overwrite:
-        typer.echo(f"error: {dst} is not empty (use --overwrite to replace it)", err=True)
-        raise typer.Exit(2)
-    if dst.exists() and overwrite:
-        shutil.rmtree(dst)
+    journal, archive = _journal_and_archive(config, journal, archive)
+    _empty_destination(dst, overwrite)
     j = ResultJournal(journal)
     try:
         reviews = j.current_reviews(line)
@@ -178,3 +219,4 @@ def register(app: typer.Typer) -> None:
         dataset = typer.Typer(help="Labelled image datasets.", no_args_is_help=True)
         app.add_typer(dataset, name="dataset")
     dataset.command("from-reviews")(from_reviews)
+    dataset.command("anomaly-from-reviews")(anomaly_from_reviews)

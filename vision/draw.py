@@ -64,13 +64,26 @@ def annotate(image: np.ndarray, detections: Detections, label: bool = True) -> n
     return out
 
 
+def heat_rgba(amap: np.ndarray, pixel_threshold: float, alpha: float = 0.6) -> np.ndarray:
+    """An anomaly map as a BGRA heat layer, to lay over its image: blue-to-red by the map's value up to
+    twice the pixel threshold, its opacity growing with the value up to `alpha` (normal areas stay clear).
+
+    >>> layer = heat_rgba(np.array([[0.0, 0.5, 2.0]], np.float32), pixel_threshold=0.5)
+    >>> layer.shape, layer[0, :, 3].tolist()
+    ((1, 3, 4), [0, 77, 153])
+    """
+    level = encode_anomaly_map(amap, pixel_threshold)  # 0..255, the threshold at 127.5
+    heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
+    opacity = np.rint(level.astype(np.float32) * alpha).astype(np.uint8)
+    return np.dstack([heat, opacity])
+
+
 def heat_overlay(
     image: np.ndarray, amap: np.ndarray, pixel_threshold: float, alpha: float = 0.6, outline: bool = True
 ) -> np.ndarray:
-    """A copy of `image` (8-bit BGR) with an anomaly map drawn over it as heat: blue-to-red by the map's
-    value up to twice the pixel threshold, more opaque where the map is higher (normal areas stay almost
-    clear), and the outline of every region at or above the threshold in red. `amap` is resized to the
-    image if it is not at its size.
+    """A copy of `image` (8-bit BGR) with its anomaly map blended over it as heat (`heat_rgba`) and the
+    outline of every region at or above the threshold in red. `amap` is resized to the image if it is not
+    at its size.
 
     >>> img = np.full((32, 32, 3), 128, np.uint8)
     >>> amap = np.zeros((16, 16), np.float32); amap[4:8, 4:8] = 1.0
@@ -81,10 +94,10 @@ def heat_overlay(
     h, w = image.shape[:2]
     if amap.shape[:2] != (h, w):
         amap = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    level = encode_anomaly_map(amap, pixel_threshold)  # 0..255, the threshold at 127.5
-    heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
-    weight = level[:, :, None].astype(np.float32) * (alpha / 255)
-    out = (image.astype(np.float32) * (1 - weight) + heat.astype(np.float32) * weight).astype(np.uint8)
+    layer = heat_rgba(amap, pixel_threshold, alpha)
+    weight = layer[:, :, 3:].astype(np.float32) / 255
+    blend = image.astype(np.float32) * (1 - weight) + layer[:, :, :3].astype(np.float32) * weight
+    out = blend.astype(np.uint8)
     if outline:
         above = (amap >= pixel_threshold).astype(np.uint8)
         contours, _ = cv2.findContours(above, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,17 @@ BUCKET_S = 300
 FRAMES_KEPT = 4
 #: longest side of a live frame as sent to browsers (boxes are drawn by the page at full resolution)
 LIVE_MAX_SIDE = 1280
+
+
+def _live_size(image: np.ndarray) -> np.ndarray:
+    """`image` shrunk to at most LIVE_MAX_SIDE on its longest side (as sent to browsers)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = LIVE_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
 
 
 def shift_start(now: datetime, starts: list[str]) -> datetime:
@@ -91,6 +103,7 @@ class LiveFrame:
     seq: int
     result: InspectionResult
     images: dict[str, np.ndarray]
+    heat: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)  # camera: (map, pixel threshold)
 
 
 class LineFeed:
@@ -135,7 +148,13 @@ class ConsoleHub:
         self._result_json: tuple[InspectionResult, str] | None = None
 
     # -- the hook (journal thread; must stay cheap) -------------------------------------------------
-    def offer(self, line: str, result: InspectionResult, images: dict[str, np.ndarray] | None) -> None:
+    def offer(
+        self,
+        line: str,
+        result: InspectionResult,
+        images: dict[str, np.ndarray] | None,
+        heat: dict[str, tuple[np.ndarray, float]] | None = None,
+    ) -> None:
         feed = self.lines.get(line)
         if feed is None:
             feed = self.lines[line] = LineFeed(line, ShiftCounts(self._current_shift_start()))
@@ -148,7 +167,7 @@ class ConsoleHub:
         feed.recent.appendleft(summary_of(result))
         feed.latest = result
         if images and result.seq is not None:
-            feed.frames.append(LiveFrame(result.seq, result, images))
+            feed.frames.append(LiveFrame(result.seq, result, images, heat or {}))
         self.version += 1
 
     def result_json(self, result: InspectionResult) -> str:
@@ -174,27 +193,49 @@ class ConsoleHub:
         """The JPEG of a recent frame (the one of result `seq` if still kept, else the newest)."""
         import cv2
 
+        def encode(frame: LiveFrame) -> bytes | None:
+            params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+            ok, buf = cv2.imencode(".jpg", _live_size(frame.images[camera]), params)
+            return buf.tobytes() if ok else None
+
+        return self._encoded(line, seq, camera, lambda f: camera in f.images, encode)
+
+    def heat_png(self, line: str, camera: str, seq: int | None) -> tuple[int, bytes] | None:
+        """A recent frame's anomaly map as a translucent heat PNG (`vision.draw.heat_rgba`) at the live
+        frame's size, to lay over it; None when that frame has no anomaly map of `camera`."""
+        import cv2
+
+        from vision.draw import heat_rgba
+
+        def encode(frame: LiveFrame) -> bytes | None:
+            amap, threshold = frame.heat[camera]
+            ok, buf = cv2.imencode(".png", heat_rgba(_live_size(amap), threshold))
+            return buf.tobytes() if ok else None
+
+        return self._encoded(line, seq, f"{camera}#heat", lambda f: camera in f.heat, encode)
+
+    def _encoded(
+        self,
+        line: str,
+        seq: int | None,
+        key_name: str,
+        has: Callable[[LiveFrame], bool],
+        encode: Callable[[LiveFrame], bytes | None],
+    ) -> tuple[int, bytes] | None:
+        """One encoding per kept frame and picture however many browsers ask (cached while it is kept)."""
         feed = self.lines.get(line)
         if feed is None:
             return None
         frame = feed.frame(seq)
-        if frame is None or camera not in frame.images:
+        if frame is None or not has(frame):
             return None
-        key = (frame.seq, camera)
-        with feed._jpeg_lock:  # many browsers, one encode per frame
+        key = (frame.seq, key_name)
+        with feed._jpeg_lock:
             cached = feed._jpeg_cache.get(key)
             if cached is None:
-                image = frame.images[camera]
-                h, w = image.shape[:2]
-                scale = LIVE_MAX_SIDE / max(h, w)
-                if scale < 1:
-                    image = cv2.resize(
-                        image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-                    )
-                ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-                if not ok:
+                cached = encode(frame)
+                if cached is None:
                     return None
-                cached = buf.tobytes()
                 self.frames_encoded += 1
                 kept = {f.seq for f in feed.frames}
                 for k in [k for k in feed._jpeg_cache if k[0] not in kept]:

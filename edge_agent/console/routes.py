@@ -188,6 +188,7 @@ def result_page(request: Request) -> Response:
     for d in result.defects:
         names.setdefault(d.class_id, d.class_name)
     cameras = []
+    scores = {a.camera: a for a in result.anomaly}
     for fr in result.frames:
         has_image = console.archive.image(result, fr.camera, False) is not None
         cameras.append(
@@ -196,6 +197,8 @@ def result_page(request: Request) -> Response:
                 "width": fr.width,
                 "height": fr.height,
                 "has_image": has_image,
+                "anomaly": scores.get(fr.camera),
+                "has_heat": has_image and console.archive.anomaly_map(result, fr.camera) is not None,
                 # drawn on demand from the raw image when the archive keeps no annotated copy
                 "has_annotated": has_image or console.archive.image(result, fr.camera, True) is not None,
             }
@@ -403,14 +406,19 @@ async def api_events(request: Request) -> Response:
     )
 
 
-@access("viewer")
-async def api_frame(request: Request) -> Response:
-    console = console_of(request)
+def _live_frame_params(request: Request) -> tuple[str, str, int | None]:
+    """(line, camera, seq) of a live-frame request, checked."""
     name = _line(request)
     camera = request.path_params["camera"]
     if not SAFE_NAME.match(camera):
         raise HttpError(400, f"camera {camera!r}: only letters, digits, '_', '.', '-'")
-    seq = int_param(request.query_params.get("seq"), "seq", 1)
+    return name, camera, int_param(request.query_params.get("seq"), "seq", 1)
+
+
+@access("viewer")
+async def api_frame(request: Request) -> Response:
+    console = console_of(request)
+    name, camera, seq = _live_frame_params(request)
     # later watchers of a frame get the cached JPEG right on the event loop; encoding runs in a thread
     got = console.hub.cached_jpeg(name, camera, seq)
     if got is None:
@@ -419,6 +427,18 @@ async def api_frame(request: Request) -> Response:
         raise not_found(f"no live frame of {name}/{camera} yet")
     frame_seq, data = got
     return Response(data, media_type="image/jpeg", headers={"X-Result-Seq": str(frame_seq)})
+
+
+@access("viewer")
+async def api_heat(request: Request) -> Response:
+    """The anomaly heat layer of a live frame (a translucent PNG laid over it by the page)."""
+    console = console_of(request)
+    name, camera, seq = _live_frame_params(request)
+    got = await asyncio.to_thread(console.hub.heat_png, name, camera, seq)
+    if got is None:
+        raise not_found(f"no anomaly map of {name}/{camera} kept for #{seq}")
+    frame_seq, data = got
+    return Response(data, media_type="image/png", headers={"X-Result-Seq": str(frame_seq)})
 
 
 @access("integrator")
@@ -480,6 +500,18 @@ def result_image(request: Request) -> Response:
         raise not_found(f"the archive holds no image of #{result.seq}/{camera}")
     headers = {"Content-Disposition": f'attachment; filename="{path.name}"'} if download else {}
     return FileResponse(path, headers=headers)
+
+
+@access("viewer")
+def result_heat(request: Request) -> Response:
+    """The anomaly heat layer of an archived result's camera, drawn from the map the archive kept."""
+    console = console_of(request)
+    result = _result(request)
+    camera = _camera_of(request, result)
+    data = console.archive.heat(result, camera)
+    if data is None:
+        raise not_found(f"the archive holds no anomaly map of #{result.seq}/{camera}")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
 @access("viewer")
@@ -679,6 +711,7 @@ def build_app(console: Any) -> Starlette:
         Route("/results/{seq:int}.json", result_json),
         Route("/results/{seq:int}/image/{camera}", result_image),
         Route("/results/{seq:int}/thumb/{camera}", result_thumb),
+        Route("/results/{seq:int}/heat/{camera}", result_heat),
         Route("/setup", setup_page),
         Route("/setup/{line}", setup_page),
         Route("/model", model_page),
@@ -691,6 +724,7 @@ def build_app(console: Any) -> Starlette:
         Route("/api/events", api_events),
         Route("/api/lines/{line}/frame/{camera}.jpg", api_frame),
         Route("/api/lines/{line}/reference/{camera}.jpg", api_reference),
+        Route("/api/lines/{line}/heat/{camera}.png", api_heat),
         Route("/api/results/{seq:int}/review", api_review, methods=["POST"]),
         Route("/api/results/{seq:int}/reviews", api_reviews),
         Route("/api/setup/{line}/preview", api_setup_preview, methods=["POST"]),

@@ -172,6 +172,27 @@ class ArchiveFiles:
             return None
         return archived_image(self.root, result, camera, annotated)
 
+    def anomaly_map(self, result: InspectionResult, camera: str) -> Path | None:
+        """The anomaly map the archive kept beside the result's image of `camera` (anomaly lines)."""
+        if self.root is None or not SAFE_NAME.match(camera):
+            return None
+        return archived_image(self.root, result, camera, anomaly_map=True)
+
+    def heat(self, result: InspectionResult, camera: str) -> bytes | None:
+        """The kept anomaly map of `camera` as a translucent heat PNG (`vision.draw.heat_rgba`)."""
+        import cv2
+
+        from vision.draw import decode_anomaly_map, heat_rgba
+
+        path = self.anomaly_map(result, camera)
+        score = next((a for a in result.anomaly if a.camera == camera), None)
+        encoded = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path is not None else None
+        if encoded is None or score is None:
+            return None
+        threshold = score.pixel_threshold
+        ok, buf = cv2.imencode(".png", heat_rgba(decode_anomaly_map(encoded, threshold), threshold))
+        return buf.tobytes() if ok else None
+
     def has_images(self, result: InspectionResult) -> bool:
         return any(self.image(result, f.camera, False) for f in result.frames)
 

@@ -4,6 +4,7 @@ archive and ZeroMQ publisher."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,8 +15,11 @@ import numpy as np
 import pytest
 import zmq
 from agent_helpers import folder_line, wait_until, write_site, write_yaml
+from typer.testing import CliRunner
 
-from edge_agent.archive import archived_image, draw_annotated
+from edge_agent.anomaly_reviews import reviewed_images
+from edge_agent.archive import annotated_file, archived_image, draw_annotated
+from edge_agent.cli import app
 from edge_agent.config import LineConfig, load_line
 from edge_agent.inspector import Inspector, InspectorLoadError, validate_line_model
 from edge_agent.sources.base import Frame
@@ -124,6 +128,34 @@ def test_anomaly_line_journals_publishes_and_archives(tmp_path: Path, parts, age
     # red heat where the scratch is: the defect's pixels are redder than in the raw image
     assert drawn[y1:y2, x1:x2, 2].mean() > plain[y1:y2, x1:x2, 2].mean() + 40
     assert archived_image(archive, journaled[0], "top") is None  # OK parts are not archived here
+    # the hub's pulled image (`annotated_file`) is the same drawing
+    data, name = annotated_file(archive, ng, "top")
+    pulled = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert name.endswith("_annotated.jpg")
+    assert pulled[y1:y2, x1:x2, 2].mean() > plain[y1:y2, x1:x2, 2].mean() + 40
+
+    # reviews: a false reject goes back as a good image, a confirmed NG as an NG image
+    journal = agent.journal
+    region = next(d for d in journaled[4].defects if d.class_name == "anomaly")
+    box = {"camera": "top", "class": "anomaly", "class_id": 0, "xyxy": region.xyxy}
+    journal.add_review(journaled[3].seq, "false_reject", [], reviewer="qe")
+    journal.add_review(journaled[4].seq, "confirmed_ng", [box], reviewer="qe")
+    journal.add_review(journaled[0].seq, "confirmed_ok", [], reviewer="qe")  # OK parts: not archived
+    found = reviewed_images(journal.path, archive, line="anomaly")
+    assert [(i.seq, i.decision) for i in found.good] == [(journaled[3].seq, "false_reject")]
+    assert [(i.seq, i.decision, len(i.boxes)) for i in found.ng] == [(journaled[4].seq, "confirmed_ng", 1)]
+    assert found.good[0].path == raw and found.good[0].anomaly_score == journaled[3].anomaly[0].score
+    assert found.missing == [f"#{journaled[0].seq}/top: no archived image"]
+    dst = tmp_path / "reviewed"
+    out = CliRunner().invoke(
+        app, ["dataset", "anomaly-from-reviews", str(dst), "--line", "anomaly", "--config", str(site)]
+    )
+    assert out.exit_code == 0, out.output
+    assert "1 good, 1 NG" in out.output
+    assert [p.name for p in (dst / "good").iterdir()] == [f"anomaly_{journaled[3].seq:010d}_top{raw.suffix}"]
+    assert len(list((dst / "ng").iterdir())) == 1
+    records = [json.loads(x) for x in (dst / "reviews.jsonl").read_text().splitlines()]
+    assert [r["decision"] for r in records] == ["false_reject", "confirmed_ng"]
 
 
 def _line_config(tmp_path: Path, **changes) -> LineConfig:

@@ -199,6 +199,21 @@ function overviewPage() {
   });
 }
 
+// -- anomaly heat: a translucent PNG laid over the frame, and the camera's score in its caption --------------
+function showHeat(fig, r, cam, url) {
+  const heat = $("img.heat", fig), label = $(".anomaly-score", fig);
+  const a = (r.anomaly || []).find(s => s.camera === cam);
+  if (label) {
+    label.textContent = a ? `anomaly ${a.score.toPrecision(3)} (NG from ${a.image_threshold.toPrecision(3)})` : "";
+    label.classList.toggle("bad", Boolean(a && a.anomalous));
+  }
+  if (!heat) return;
+  if (!a) { heat.hidden = true; heat.removeAttribute("src"); return; }
+  heat.onload = () => { heat.hidden = false; };
+  heat.onerror = () => { heat.hidden = true; };
+  heat.src = url;
+}
+
 // -- line view ---------------------------------------------------------------------------------------------------
 function linePage() {
   const line = document.body.dataset.line;
@@ -216,10 +231,11 @@ function linePage() {
       const info = r.frames.find(f => f.camera === cam);
       if (!info || loading[cam]) continue;  // one frame at a time per camera: never a backlog
       loading[cam] = true;
-      const img = $("img", fig), svg = $("svg", fig);
+      const img = $("img.frame", fig), svg = $("svg", fig);
       const next = new Image();
       next.onload = () => {
         img.src = next.src;
+        showHeat(fig, r, cam, `/api/lines/${encodeURIComponent(line)}/heat/${encodeURIComponent(cam)}.png?seq=${r.seq}`);
         fitOverlay(svg, info.width, info.height);
         svg.textContent = "";
         drawRoi(svg, roiFor(rules[r.recipe], cam));
@@ -270,6 +286,10 @@ function imagePoint(svg, ev) {
 }
 
 function resultPage() {
+  for (const box of $$(".heat-toggle")) {
+    const heat = $("img.heat", box.closest(".view"));
+    box.addEventListener("change", () => { if (heat) heat.hidden = !box.checked; });
+  }
   const data = $("#data");
   const result = jsonData(data, "result");
   const review = jsonData(data, "review");
