@@ -305,6 +305,11 @@ class LineRuntime:
         return self._inspector.model_info.version if self._inspector else ""
 
     @property
+    def class_names(self) -> list[str]:
+        """The model's class names (empty until it is loaded): the Sparkplug births list one metric each."""
+        return list(self._inspector.model.names.values()) if self._inspector else []
+
+    @property
     def state(self) -> str:
         if self._fatal is not None:
             return "error"

@@ -428,10 +428,10 @@ class _SparkplugFlavour(_Flavour):
         if latest is None and journal is not None:
             found = journal.query(line=line, limit=1, newest_first=True)
             latest = found[0] if found else None
-        if latest is not None:
-            for name in (d.class_name for d in latest.defects):
-                if name not in device.classes:
-                    device.classes.append(name)
+        seen = [d.class_name for d in latest.defects] if latest is not None else []
+        for name in [*self._model_classes(line), *seen]:  # the model may have been loaded or swapped since
+            if name not in device.classes:
+                device.classes.append(name)
         device.born = True
         metrics = spb.birth_line_metrics(latest, device.classes, device.rates, device.state)
         return Message(self._topic("DBIRTH", line), spb.encode_payload(metrics, seq=self._next()), self.qos, False)
@@ -439,7 +439,8 @@ class _SparkplugFlavour(_Flavour):
     def result(self, result: InspectionResult, historical: bool) -> list[Message]:
         device = self._device(result.line)
         out = []
-        new_class = any(d.class_name not in device.classes for d in result.defects)
+        new_class = any(name not in device.classes  # a model loaded (or swapped) since, or a class it never named
+                        for name in (*self._model_classes(result.line), *(d.class_name for d in result.defects)))
         if not device.born or new_class:  # a new device, or a new metric: the spec wants a (re)birth
             out.append(self._dbirth(result.line, None, latest=result))
         device.rates.add(result)
