@@ -9,11 +9,15 @@ The agent always connects out (factories rarely allow inbound connections):
   the ed25519 signature of its manifest against `trusted_keys`, the file's sha256 and that the manifest
   targets this `site/line`, validate it on the line's reference image (the hot-reload check), switch,
   and report `applied` or `failed: why`. A model that fails any check never runs; the line keeps its
-  model. No assignment for a line = its own model from its YAML (`reverted`).
+  model, the file (and its folder) is deleted. A refused model is not tried again for the same rollout;
+  a new rollout (a re-publish, even of the same file) is a new attempt. No assignment for a line = its
+  own model from its YAML (`reverted`).
 - **command thread**: long-polls the hub for work: send one archived image, collect a dataset.
 
 The models it switched to are kept in `models_dir` with their manifest (`state.json`); after a restart
-each is verified again before it is used.
+each is verified again before it is used. One that fails (changed on disk, key no longer trusted) is
+deleted, the line runs its own model, and the hub's history is told why once the agent is registered.
+On a clean stop a last heartbeat says the lines have stopped.
 """
 
 from __future__ import annotations
@@ -99,9 +103,9 @@ class HubClient:
         except (urllib.error.URLError, OSError) as exc:
             raise HubCallError(f"{method} {path}: {getattr(exc, 'reason', exc)}") from exc
 
-    def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def post_json(self, path: str, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         data, _ = self._request(
-            "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+            "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}, timeout
         )
         return json.loads(data)
 
@@ -150,7 +154,10 @@ class HubLink:
         self.client: HubClient | None = None
         #: line -> {"status": applied|failed|reverted, "sha256", "rollout_id", "error"}
         self.line_state: dict[str, dict[str, Any]] = {}
-        self._failed: dict[str, str] = {}  # line -> sha that failed (not retried until assigned anew)
+        # line -> (sha, rollout) refused: not tried again for that rollout; a new rollout is a new attempt
+        self._failed: dict[str, tuple[str, Any]] = {}
+        self._unsent: list[dict[str, Any]] = []  # reports made before the hub could be told (at start)
+        self._cards: dict[Path, tuple[float | None, dict[str, Any]]] = {}  # model.json by file, mtime
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.registered = False
@@ -178,7 +185,9 @@ class HubLink:
         from edge_agent.model_signing import ModelSignatureError, check_model
 
         overrides: dict[str, Path] = {}
-        for line, entry in self._load_state().items():
+        state = self._load_state()
+        kept: dict[str, dict[str, Any]] = {}
+        for line, entry in state.items():
             path = Path(entry.get("path", ""))
             try:
                 if not path.is_file():
@@ -187,24 +196,53 @@ class HubLink:
                     entry["manifest"], entry["signature"], path, self.site, line, self.config.trusted_keys
                 )
             except (ModelSignatureError, KeyError) as exc:
-                msg = f"hub model for line {line} refused at start, the line's own model runs: {exc}"
-                log.error(msg)
+                why = f"refused at start, the file was deleted and the line runs its own model: {exc}"
+                log.error("hub model for line %s %s", line, why)
+                self._discard(path)
+                sha, rollout_id = entry.get("sha256"), entry.get("rollout_id")
                 self.line_state[line] = {
                     "status": "failed",
-                    "sha256": entry.get("sha256"),
-                    "rollout_id": entry.get("rollout_id"),
-                    "error": str(exc),
+                    "sha256": sha,
+                    "rollout_id": rollout_id,
+                    "error": why,
                 }
-                self._failed[line] = str(entry.get("sha256"))
+                self._failed[line] = (str(sha), rollout_id)
+                self._unsent.append(
+                    {"line": line, "status": "failed", "sha256": sha, "rollout_id": rollout_id, "error": why}
+                )
                 continue
             overrides[line] = path
+            kept[line] = entry
             self.line_state[line] = {
                 "status": "applied",
                 "sha256": entry["sha256"],
                 "rollout_id": entry.get("rollout_id"),
                 "error": None,
             }
+        if kept != state:
+            self._save_state(kept)  # a refused entry is gone: nothing points at a deleted file
         return overrides
+
+    def _discard(self, model_file: Path) -> None:
+        """Delete a pulled model that must not run, its card, and the folders left empty (only inside
+        `models_dir`: a state file naming another path deletes nothing)."""
+        root = self.models_dir.resolve()
+        target = model_file.resolve()
+        if target == root or not target.is_relative_to(root):
+            return
+        folder = model_file.parent
+        for f in (
+            model_file,
+            folder / "model.card.json",
+            model_file.with_suffix(model_file.suffix + ".part"),
+        ):
+            with contextlib.suppress(OSError):
+                f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder = folder.resolve()
+            while folder != root and folder.is_relative_to(root) and not any(folder.iterdir()):
+                folder.rmdir()  # <line>/<sha>/ and then <line>/ when nothing else is in it
+                folder = folder.parent
 
     # -- threads ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,15 +262,55 @@ class HubLink:
         for t in self._threads:
             # the command thread may sit in a long poll: it is a daemon and ends with its request
             t.join(timeout if t.name == "hub-heartbeat" else 0.1)
+        if self.client is not None and self.registered:
+            # a clean stop says so: the dashboard must not show "running" for a line that stopped
+            try:
+                self.client.post_json("/api/v1/heartbeat", self._payload(state="stopped"), timeout=2.0)
+            except HubCallError as exc:
+                log.warning("hub: the last heartbeat (lines stopped) was not delivered: %s", exc)
 
-    def _payload(self) -> dict[str, Any]:
+    def _model_card(self, line: str, model: dict[str, Any]) -> tuple[str, str] | None:
+        """The model card's (name, version) of what `line` runs: a hub model's signed manifest, else the
+        `model.json` next to the line's own model file (its `version`, else the sha256's first 12 digits,
+        as `hub publish` names it). None without a card: the file's own metadata is all there is."""
+        sha = str(model.get("sha256") or "")
+        if line in self.agent.model_overrides:
+            entry = self._load_state().get(line) or {}
+            manifest = entry.get("manifest") or {}
+            if entry.get("sha256") == sha and manifest.get("name"):
+                return str(manifest["name"]), str(manifest.get("version") or sha[:12])
+            return None
+        try:
+            card_file = Path(self.agent.lines[line].config.model.path).with_name("model.json")
+        except (AttributeError, KeyError):
+            return None
+        cached = self._cards.get(card_file)
+        stamp = card_file.stat().st_mtime if card_file.is_file() else None
+        if cached is None or cached[0] != stamp:
+            card: dict[str, Any] = {}
+            if stamp is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    card = json.loads(card_file.read_text())
+            cached = (stamp, card if isinstance(card, dict) else {})
+            self._cards[card_file] = cached
+        card = cached[1]
+        if not card.get("name"):
+            return None
+        return str(card["name"]), str(card.get("version") or card.get("model_version") or sha[:12])
+
+    def _payload(self, state: str | None = None) -> dict[str, Any]:
         lines = {}
         for name, line in list(self.agent.lines.items()):
             s = line.status()
+            model = dict(s["model"] or {})
+            card = self._model_card(name, model) if model else None
+            if card is not None:  # the dashboard shows the card, not the file's export date
+                model["file_version"] = model.get("version")
+                model["name"], model["version"] = card
             lines[name] = {
-                "state": s["state"],
+                "state": state or s["state"],
                 "recipe": s["recipe"],
-                "model": s["model"] or {},
+                "model": model,
                 "counts": s["counts"],
                 "hub_model": self.line_state.get(name),
             }
@@ -251,6 +329,13 @@ class HubLink:
         answer = self.client.post_json(path, self._payload())
         self.registered = True
         self.heartbeats += 1
+        for report in list(self._unsent):  # what happened before the hub could hear it (refused at start)
+            try:
+                self.client.post_json("/api/v1/models/report", report)
+            except HubCallError as exc:  # tried again with the next heartbeat; the state travels anyway
+                log.warning("hub: report for line %s not delivered: %s", report["line"], exc)
+                break
+            self._unsent.remove(report)
         self.reconcile(answer.get("desired") or {})
         self.send_reviews()
         return answer
@@ -334,22 +419,59 @@ class HubLink:
                 and have.get("sha256") == want["sha256"]
                 and name in self.agent.model_overrides
             ):
+                if have.get("rollout_id") != want.get("rollout_id"):
+                    self._adopt(name, want, state)  # the same file under a new rollout
                 continue  # running it already
-            if self._failed.get(name) == want["sha256"]:
-                continue  # refused once already: reported, not retried until something else is assigned
+            if self._failed.get(name) == (want["sha256"], want.get("rollout_id")):
+                continue  # this rollout was refused already (and reported); a new rollout is a new attempt
             self._apply(name, want, state)
 
+    def _adopt(self, line: str, want: dict[str, Any], state: dict[str, dict[str, Any]]) -> None:
+        """The running file was published again (a new rollout): check the new manifest, nothing to load;
+        the new rollout counts as applied from now (its canary counts parts from now)."""
+        from edge_agent.model_signing import ModelSignatureError, check_model
+
+        sha, rollout_id = str(want["sha256"]), want.get("rollout_id")
+        manifest, signature = want.get("manifest") or {}, str(want.get("signature") or "")
+        entry = state[line]
+        try:
+            if manifest.get("model_sha256") != sha:
+                raise ModelSignatureError("the assignment's sha256 is not the signed manifest's")
+            check_model(manifest, signature, Path(entry["path"]), self.site, line, self.config.trusted_keys)
+        except (ModelSignatureError, OSError) as exc:
+            self._failed[line] = (sha, rollout_id)
+            self._report(line, "failed", sha, rollout_id, f"{exc} (the line keeps running this file)")
+            return
+        now = time.time()
+        state[line] = {
+            **entry,
+            "rollout_id": rollout_id,
+            "manifest": manifest,
+            "signature": signature,
+            "applied_at": now,
+        }
+        self._save_state(state)
+        self._failed.pop(line, None)
+        log.info("line %s: hub model %s already running, now as rollout %s", line, sha[:16], rollout_id)
+        self._report(line, "applied", sha, rollout_id, None, applied_at=now)
+
     def _report(
-        self, line: str, status: str, sha: str | None, rollout_id: int | None, error: str | None
+        self,
+        line: str,
+        status: str,
+        sha: str | None,
+        rollout_id: int | None,
+        error: str | None,
+        applied_at: float | None = None,
     ) -> None:
         self.line_state[line] = {"status": status, "sha256": sha, "rollout_id": rollout_id, "error": error}
         if self.client is None:
             return
+        report = {"line": line, "status": status, "sha256": sha, "rollout_id": rollout_id, "error": error}
+        if applied_at is not None:
+            report["applied_at"] = applied_at
         try:
-            self.client.post_json(
-                "/api/v1/models/report",
-                {"line": line, "status": status, "sha256": sha, "rollout_id": rollout_id, "error": error},
-            )
+            self.client.post_json("/api/v1/models/report", report)
         except HubCallError as exc:  # the next heartbeat carries the same state anyway
             log.warning("hub: report for line %s not delivered: %s", line, exc)
 
@@ -373,16 +495,16 @@ class HubLink:
                 self.client.download(f"/api/v1/models/{sha}", dest)
             check_model(manifest, signature, dest, self.site, line, self.config.trusted_keys)
             (dest.parent / "model.card.json").write_text(json.dumps(manifest.get("card") or {}, indent=1))
+            applied_at = time.time()  # results carry this clock: the canary gate counts parts from here
             self.agent.switch_model(line, dest)  # validates on the reference image; raises if it fails
         except (ModelSignatureError, InspectorLoadError, HubCallError, OSError) as exc:
             why = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
             log.error(
                 "line %s: model %s from the hub refused, the running model stays: %s", line, sha[:16], why
             )
-            self._failed[line] = sha
-            if isinstance(exc, ModelSignatureError):
-                with contextlib.suppress(OSError):
-                    dest.unlink(missing_ok=True)  # never keep a file that failed its checks
+            self._failed[line] = (sha, rollout_id)
+            if (state.get(line) or {}).get("path") != str(dest):  # never keep a file that failed its checks
+                self._discard(dest)
             self._report(line, "failed", sha, rollout_id, why)
             return
         state[line] = {
@@ -396,7 +518,7 @@ class HubLink:
         self._save_state(state)
         self._failed.pop(line, None)
         log.info("line %s: switched to hub model %s (rollout %s)", line, sha[:16], rollout_id)
-        self._report(line, "applied", sha, rollout_id, None)
+        self._report(line, "applied", sha, rollout_id, None, applied_at=applied_at)
 
     def _revert(self, line: str, state: dict[str, dict[str, Any]]) -> None:
         from edge_agent.inspector import InspectorLoadError

@@ -17,6 +17,17 @@ Example:
     Traceback (most recent call last):
     ...
     edge_agent.model_signing.ModelSignatureError: the manifest's signature does not verify with any ...
+
+A manifest that names its signer (`signer: {key_id, name}`, as `hub publish` writes it) gets the precise
+reason: *changed after it was signed* (its signer is trusted, the signature no longer matches) or
+*signed with a key this agent does not trust*:
+
+    >>> m = {**m, "signer": signer_of(keys.private_file)}
+    >>> sig = sign_manifest(m, keys.private_file)
+    >>> verify_manifest({**m, "target": {"lines": ["plant-a/weld"]}}, sig, [keys.public_file])
+    Traceback (most recent call last):
+    ...
+    edge_agent.model_signing.ModelSignatureError: the manifest was changed after it was signed: ...
 """
 
 from __future__ import annotations
@@ -71,6 +82,31 @@ def canonical(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _public_raw(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public_key_file: str | Path) -> str:
+    """A short fingerprint of a public key: the first 16 hex digits of the sha256 of its raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_public_key(Path(public_key_file).read_bytes())
+    return hashlib.sha256(_public_raw(key)).hexdigest()[:16]
+
+
+def signer_of(private_key_file: str | Path) -> dict[str, str]:
+    """`{key_id, name}` of a private key, to put in the manifest it signs (so a refusal can say why)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(Path(private_key_file).read_bytes(), password=None)
+    return {
+        "key_id": hashlib.sha256(_public_raw(key.public_key())).hexdigest()[:16],
+        "name": Path(private_key_file).stem,
+    }
+
+
 def sign_manifest(manifest: dict[str, Any], private_key_file: str | Path) -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -96,6 +132,7 @@ def verify_manifest(manifest: dict[str, Any], signature: str, trusted_keys: list
     except ValueError as exc:
         raise ModelSignatureError(f"the signature is not base64: {exc}") from exc
     data = canonical(manifest)
+    ids: dict[str, Path] = {}
     for path in trusted_keys:
         try:
             key = serialization.load_pem_public_key(Path(path).read_bytes())
@@ -103,13 +140,29 @@ def verify_manifest(manifest: dict[str, Any], signature: str, trusted_keys: list
             raise ModelSignatureError(f"trusted key {path} cannot be read: {exc}") from exc
         if not isinstance(key, Ed25519PublicKey):
             raise ModelSignatureError(f"trusted key {path} is not an ed25519 public key")
+        ids[hashlib.sha256(_public_raw(key)).hexdigest()[:16]] = Path(path)
         try:
             key.verify(raw, data)
             return Path(path).stem
         except InvalidSignature:
             continue
     names = ", ".join(Path(p).name for p in trusted_keys)
-    raise ModelSignatureError(f"the manifest's signature does not verify with any trusted key ({names})")
+    signer = manifest.get("signer") if isinstance(manifest.get("signer"), dict) else {}
+    claimed = str(signer.get("key_id") or "")
+    if claimed in ids:
+        raise ModelSignatureError(
+            f"the manifest was changed after it was signed: it names trusted key {ids[claimed].name} as its "
+            "signer, but the signature does not match its content"
+        )
+    if claimed:
+        raise ModelSignatureError(
+            f"the manifest is signed with key {signer.get('name') or '?'} (id {claimed}), which is not one "
+            f"of this agent's trusted keys ({names})"
+        )
+    raise ModelSignatureError(
+        f"the manifest's signature does not verify with any trusted key ({names}): it names no signer, so "
+        "it was either signed with another key or changed after signing"
+    )
 
 
 def file_sha256(path: str | Path) -> str:

@@ -3,7 +3,8 @@
 - `POST /api/v1/register`, `POST /api/v1/heartbeat`: the agent and its lines (state, model, recipe);
   the answer names the model each line should run (`desired`).
 - `GET /api/v1/models/<sha256>`: a model file assigned to one of the agent's lines.
-- `POST /api/v1/models/report`: `{line, rollout_id, sha256, status: applied/failed/reverted, error}`.
+- `POST /api/v1/models/report`: `{line, rollout_id, sha256, status: applied/failed/reverted, error,
+  applied_at}` (`applied_at`: the agent's clock when the line switched; the canary gate counts from it).
 - `GET /api/v1/commands?wait=20`: long poll for work (send an archived image, collect a dataset).
 - `POST /api/v1/commands/<id>/result`: the answer, a file in the body (`X-Status: failed` + `X-Error`
   when it could not).
@@ -117,8 +118,9 @@ class AgentApi:
                 body.get("sha256"),
                 str(body["status"]),
                 body.get("error"),
+                body.get("applied_at"),
             )
-        except (RegistryError, RolloutError, KeyError) as exc:
+        except (RegistryError, RolloutError, KeyError, ValueError, TypeError) as exc:
             return _error(400, f"bad report: {exc}")
         return JSONResponse({"ok": True})
 

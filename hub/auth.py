@@ -4,6 +4,11 @@ Roles: `viewer` (every dashboard page), `ml` (also rollouts and data collection)
 The cookie secret lives in `<data_dir>/session.key` (made on first start, mode 0600), so sessions
 survive a hub restart and several hub processes on one data folder share them.
 
+The cookie names the user and carries a *stamp* of the user's row (a hash of its password hash and
+role), never a role that counts: every request reads the user's role from the store and checks the
+stamp, so a user removed (`hub user NAME --remove`) or changed (`hub user NAME --role viewer`: a new
+role, or a new password and salt) is logged out at their next click, on every hub process at once.
+
 Example:
     >>> import tempfile, pathlib
     >>> from hub.store import HubStore
@@ -13,8 +18,12 @@ Example:
     >>> users.check("ana", "correct horse"), users.check("ana", "wrong")
     ('ml', None)
     >>> s = Sessions(b"k" * 32, hours=1)
-    >>> s.read(s.issue("ana", "ml"))["user"], s.read("forged.cookie")
-    ('ana', None)
+    >>> cookie = s.issue("ana", users.stamp("ana"))
+    >>> users.session_user(s.read(cookie)), s.read("forged.cookie")
+    ({'user': 'ana', 'role': 'ml'}, None)
+    >>> users.set("ana", "correct horse", "viewer")  # changed: the old cookie no longer counts
+    >>> users.session_user(s.read(cookie)) is None
+    True
     >>> store.close()
 """
 
@@ -45,6 +54,10 @@ def _hash(password: str, salt: bytes) -> str:
     return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+def _stamp(password_hash: str, role: str) -> str:
+    return hashlib.sha256(f"{password_hash}\0{role}".encode()).hexdigest()[:32]
+
+
 def role_at_least(role: str | None, wanted: str) -> bool:
     return role is not None and _RANK.get(role, -1) >= _RANK[wanted]
 
@@ -67,6 +80,34 @@ class Users:
             (name, hashed, role, time.time()),
         )
 
+    def set_role(self, name: str, role: str) -> None:
+        """A new role, the password kept (the user's sessions end all the same)."""
+        if role not in ROLES:
+            raise AuthError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        if self.db.execute("UPDATE users SET role = ? WHERE name = ?", (role, name)) != 1:
+            raise AuthError(f"no user {name!r}")
+
+    def remove(self, name: str) -> bool:
+        """Delete a user (their sessions end at their next request); False if there was none."""
+        return self.db.execute("DELETE FROM users WHERE name = ?", (name,)) == 1
+
+    def list(self) -> list[tuple[str, str]]:
+        return [(str(n), str(r)) for n, r in self.db.query("SELECT name, role FROM users ORDER BY name")]
+
+    def stamp(self, name: str) -> str | None:
+        """What a session of `name` must carry: changes whenever the user's password or role does."""
+        row = self.db.query("SELECT password_hash, role FROM users WHERE name = ?", (name,))
+        return _stamp(row[0][0], row[0][1]) if row else None
+
+    def session_user(self, session: dict[str, Any] | None) -> dict[str, str] | None:
+        """{user, role} with the role as stored now, or None (no session, user removed or changed)."""
+        if not session or not isinstance(session.get("user"), str):
+            return None
+        row = self.db.query("SELECT password_hash, role FROM users WHERE name = ?", (session["user"],))
+        if not row or not hmac.compare_digest(str(session.get("stamp", "")), _stamp(row[0][0], row[0][1])):
+            return None
+        return {"user": session["user"], "role": str(row[0][1])}
+
     def check(self, name: str, password: str) -> str | None:
         """The user's role if the password is right, else None (same work either way)."""
         row = self.db.query("SELECT password_hash, role FROM users WHERE name = ?", (name,))
@@ -77,7 +118,9 @@ class Users:
 
 
 class Sessions:
-    """`issue(user, role)` → cookie value; `read(cookie)` → {user, role, exp} or None (bad or expired)."""
+    """`issue(user, stamp)` → cookie value; `read(cookie)` → {user, stamp, exp} or None (bad, expired).
+
+    A valid cookie proves only who logged in and when; `Users.session_user` says whether it still counts."""
 
     def __init__(self, secret: bytes, hours: float) -> None:
         self.secret = secret
@@ -90,10 +133,10 @@ class Sessions:
             .rstrip("=")
         )
 
-    def issue(self, user: str, role: str) -> str:
+    def issue(self, user: str, stamp: str | None) -> str:
         body = (
             base64.urlsafe_b64encode(
-                json.dumps({"user": user, "role": role, "exp": time.time() + self.seconds}).encode()
+                json.dumps({"user": user, "stamp": stamp, "exp": time.time() + self.seconds}).encode()
             )
             .decode()
             .rstrip("=")

@@ -154,23 +154,37 @@ def agent_list(
 def user_add(
     name: str = typer.Argument(...),
     role: str = typer.Option("viewer", help="viewer (dashboard), ml (also rollouts, collect), admin"),
-    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+    password: str | None = typer.Option(None, help="the password (asked for when not given)"),
+    keep_password: bool = typer.Option(False, help="change an existing user's role, keep the password"),
+    remove: bool = typer.Option(False, help="delete the user"),
     config: Path | None = ConfigOpt,
     data: Path | None = DataOpt,
     store: str | None = StoreOpt,
 ) -> None:
-    """Add a dashboard user (or set an existing user's password and role)."""
+    """Add a dashboard user, set a user's password and role, or remove a user. A changed or removed
+    user's sessions end at their next request."""
     from hub.auth import AuthError, Users
 
+    if not remove and not keep_password and password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     _, hub_store = _open_store(config, data, store)
     try:
-        Users(hub_store.db).set(name, password, role)
+        users = Users(hub_store.db)
+        if remove:
+            if not users.remove(name):
+                raise AuthError(f"no user {name!r}")
+            typer.echo(f"user {name} removed (their sessions have ended)")
+            return
+        if keep_password:
+            users.set_role(name, role)
+        else:
+            users.set(name, str(password), role)
     except AuthError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     finally:
         hub_store.close()
-    typer.echo(f"user {name} ({role}) saved")
+    typer.echo(f"user {name} ({role}) saved; their earlier sessions have ended")
 
 
 @hub_app.command("keys")
@@ -326,7 +340,9 @@ def collect(
     ng: bool = typer.Option(False, "--ng", help="archived NG parts, labelled with the model's boxes"),
     limit: int = typer.Option(1000, help="at most this many parts per line and selection"),
     timeout: float = typer.Option(300, help="seconds to wait for the agents"),
-    config: Path | None = ConfigOpt, data: Path | None = DataOpt, store: str | None = StoreOpt,
+    config: Path | None = ConfigOpt,
+    data: Path | None = DataOpt,
+    store: str | None = StoreOpt,
 ) -> None:
     """Gather reviewed/uncertain/NG images with labels from the agents into a dataset that
     `edge-inspect dataset import --format yolo` takes. The hub must be running (agents answer it)."""
@@ -340,8 +356,9 @@ def collect(
     cfg, hub_store = _open_store(config, data, store)
     try:
         commands = Commands(hub_store.db, cfg.data_dir)
-        ids = start_collect(Registry(hub_store.db), commands, company=company, line=line,
-                            selection=selection, limit=limit)
+        ids = start_collect(
+            Registry(hub_store.db), commands, company=company, line=line, selection=selection, limit=limit
+        )
         typer.echo(f"asked {len(ids)} agent(s): {', '.join(ids)}; waiting up to {timeout:g} s")
         report = assemble(wait_collect(commands, ids, timeout), out)
     except CollectError as exc:
@@ -351,8 +368,10 @@ def collect(
         hub_store.close()
     for agent_id, entry in report["agents"].items():
         missing = entry.get("missing") or []
-        typer.echo(f"{agent_id}: {entry['status']}, {entry.get('images', 0)} images"
-                   + (f", {len(missing)} not sent ({missing[0]['why']})" if missing else "")
-                   + (f" — {entry['error']}" if entry.get("error") else ""))
+        typer.echo(
+            f"{agent_id}: {entry['status']}, {entry.get('images', 0)} images"
+            + (f", {len(missing)} not sent ({missing[0]['why']})" if missing else "")
+            + (f" — {entry['error']}" if entry.get("error") else "")
+        )
     typer.echo(f"{report['images']} images, {report['boxes']} boxes, classes {report['classes']} in {out}")
     typer.echo(f"next: edge-inspect dataset import {out} DATASET --format yolo --val 0.2")

@@ -38,6 +38,10 @@ class HttpConfig(BaseModel):
     port: int = Field(8090, ge=0, le=65535, description="0 = any free port")
     session_hours: float = Field(12, gt=0, description="a dashboard login lasts this long")
     secure_cookies: bool = Field(False, description="true behind HTTPS (the session cookie is then Secure)")
+    login_attempts: int = Field(5, ge=1, description="failed logins from one address before it must wait ...")
+    login_max_delay_s: float = Field(
+        300, gt=0, description="... 1 s, doubling per further failure up to this (accounts never lock)"
+    )
 
 
 class RetentionConfig(BaseModel):

@@ -39,7 +39,19 @@ def is_postgres_url(url: str) -> bool:
 
 
 def sqlite_path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)
+    """The file of an SQLite URL, read as SQLAlchemy does: `sqlite:///rel/hub.sqlite` is relative,
+    `sqlite:////abs/hub.sqlite` absolute; a bare path is a path.
+
+    >>> sqlite_path("sqlite:///var/hub.sqlite"), sqlite_path("sqlite:////var/hub.sqlite")
+    (PosixPath('var/hub.sqlite'), PosixPath('/var/hub.sqlite'))
+    """
+    if url.startswith("sqlite:"):
+        if not url.startswith("sqlite:///") or url == "sqlite:///":
+            raise HubDatabaseError(
+                f"{url!r}: an SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        return Path(url.removeprefix("sqlite:///"))
+    return Path(url)
 
 
 class Database:

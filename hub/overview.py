@@ -194,10 +194,13 @@ class Overview:
             c["agents"] += 1
             c["agents_offline"] += a["status"] in ("offline", "never seen", "late")
         known = set()
+        refused = []
         for ln in lines:
             c = company(ln["company"])
             c["lines"] += 1
             known.add((ln["site"], ln["line"]))
+            if ln["hub_model_status"] == "failed":
+                refused.append(ln)
             if ln["model_name"]:
                 c["models"].add(f"{ln['model_name']} {ln['model_version']}")
         for (site, line), s in stats.items():
@@ -218,7 +221,8 @@ class Overview:
             r = c["reviews"]
             c["escape_rate"] = _rate(r["escape"], r["escape"] + r["confirmed_ok"])
             c["false_reject_rate"] = _rate(r["false_reject"], r["false_reject"] + r["confirmed_ng"])
-            c["top_classes"] = sorted(c["classes_30d"].items(), key=lambda kv: -kv[1])[:3]
+            ranked = sorted(c["classes_30d"].items(), key=lambda kv: -kv[1])
+            c["top_classes"], c["other_classes"] = ranked[:3], ranked[3:]  # the page says what it leaves out
             c["models"] = sorted(c["models"])
         ordered = sorted(companies.values(), key=lambda c: c["name"])
         totals = {
@@ -230,7 +234,29 @@ class Overview:
         }
         ng_today = sum(c["ng_today"] for c in ordered)
         totals["yield_today"] = _rate(totals["parts_today"] - ng_today, totals["parts_today"])
-        return {"companies": ordered, "totals": totals}
+        return {"companies": ordered, "totals": totals, "refused": self._refused_models(refused)}
+
+    def _refused_models(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Lines whose agent refused the model the hub assigns them: which model, and the agent's reason."""
+        out = []
+        for ln in lines:
+            rows = self.db.query_dicts(
+                "SELECT a.rollout_id, m.name, m.version, a.sha256 FROM assignments a "
+                "LEFT JOIN models m ON m.sha256 = a.sha256 WHERE a.site = ? AND a.line = ?",
+                (ln["site"], ln["line"]),
+            )
+            a = rows[0] if rows else {}
+            out.append(
+                {
+                    "company": ln["company"],
+                    "site": ln["site"],
+                    "line": ln["line"],
+                    "rollout_id": a.get("rollout_id"),
+                    "model": " ".join(str(x) for x in (a.get("name"), a.get("version")) if x) or "–",
+                    "error": ln["hub_model_error"] or "no reason given",
+                }
+            )
+        return out
 
     def company(self, name: str, now: float | None = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now

@@ -39,6 +39,25 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# a line with what its agent last said, and the model card of the file it runs where the hub has it
+# (a rollout's manifest): the card's name and version, not the ONNX file's export date
+_LINES_SQL = (
+    "SELECT l.*, a.heartbeat_s, a.last_seen AS agent_seen, m.name AS card_name, m.version AS card_version "
+    "FROM lines l JOIN agents a ON a.agent_id = l.agent_id LEFT JOIN models m ON m.sha256 = l.model_sha256"
+)
+
+
+def _line_row(r: dict[str, Any], agent_status: str) -> None:
+    """Fill in what the pages show: the card's model name/version, and whether the state is current."""
+    r["agent_status"] = agent_status
+    r["file_version"] = r["model_version"]
+    card_name, card_version = r.pop("card_name", None), r.pop("card_version", None)
+    if card_name is not None:
+        r["model_name"], r["model_version"] = card_name, card_version
+    # a silent agent's lines: their state is what it said last, not what they do now
+    r["state_current"] = agent_status == "online"
+
+
 class RegistryError(ValueError):
     """A registration or heartbeat the hub refuses (the message says why)."""
 
@@ -189,28 +208,21 @@ class Registry:
 
     def lines(self, company: str | None = None, now: float | None = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now
-        sql = (
-            "SELECT l.*, a.heartbeat_s, a.last_seen AS agent_seen FROM lines l "
-            "JOIN agents a ON a.agent_id = l.agent_id"
-        )
+        sql = _LINES_SQL
         params: tuple = ()
         if company is not None:
             sql += " WHERE l.company = ?"
             params = (company,)
         rows = self.db.query_dicts(sql + " ORDER BY l.company, l.site, l.line", params)
         for r in rows:
-            r["agent_status"] = self.status_of(r["agent_seen"], r["heartbeat_s"], now)
+            _line_row(r, self.status_of(r["agent_seen"], r["heartbeat_s"], now))
         return rows
 
     def line(self, site: str, line: str, now: float | None = None) -> dict[str, Any] | None:
         now = time.time() if now is None else now
-        rows = self.db.query_dicts(
-            "SELECT l.*, a.heartbeat_s, a.last_seen AS agent_seen FROM lines l "
-            "JOIN agents a ON a.agent_id = l.agent_id WHERE l.site = ? AND l.line = ?",
-            (site, line),
-        )
+        rows = self.db.query_dicts(_LINES_SQL + " WHERE l.site = ? AND l.line = ?", (site, line))
         for r in rows:
-            r["agent_status"] = self.status_of(r["agent_seen"], r["heartbeat_s"], now)
+            _line_row(r, self.status_of(r["agent_seen"], r["heartbeat_s"], now))
         return rows[0] if rows else None
 
     def agent_of_line(self, site: str, line: str) -> str | None:

@@ -10,7 +10,11 @@ their line, validate the model on the line's reference image (as hot reload does
   (`edge_agent.model_signing`); with a canary only that line is assigned (stage `canary`), otherwise
   every target (stage `complete`).
 - `promote(rollout)`: the canary must have applied the model and its numbers must hold (enough parts on
-  the new model, NG rate not clearly above the line's own rate before); then the rest are assigned.
+  the new model *since this rollout applied it* — parts the same file inspected under an earlier rollout
+  do not count — and an NG rate not clearly above the line's own rate before); then the rest are assigned.
+  A canary that reported `failed` for this rollout is never promoted (except with `force`).
+- A re-publish of a file whose stored copy is damaged replaces the copy (it is checked against its sha256
+  every time), and is a new rollout: agents try it again even where the same sha256 failed before.
 - `rollback(rollout)`: every line that runs this rollout goes back to what it ran before (the
   previous rollout, or its own model).
 """
@@ -25,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge_agent.model_signing import file_sha256, sign_manifest, verify_manifest
+from edge_agent.model_signing import file_sha256, sign_manifest, signer_of, verify_manifest
 from hub.db import Database
 
 
@@ -76,16 +80,12 @@ class Rollouts:
             "card": card,
             "target": {"lines": sorted(set(targets))},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "signer": signer_of(signing_key),
         }
         signature = sign_manifest(manifest, signing_key)
         if public_key is not None:  # the publisher's own check that the agents' key matches
             verify_manifest(manifest, signature, [public_key])
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        stored = self.models_dir / f"{sha}.onnx"
-        if not stored.exists():
-            tmp = stored.with_suffix(".part")
-            shutil.copyfile(model_file, tmp)
-            tmp.replace(stored)
+        stored = self._store_file(model_file, sha)
         now = time.time()
         with self.db.transaction():
             self.db.execute(
@@ -122,6 +122,21 @@ class Rollouts:
             for target in [canary] if canary else manifest["target"]["lines"]:
                 self._assign(target, rollout_id, sha, "assigned" + (" (canary)" if canary else ""))
         return rollout_id
+
+    def _store_file(self, model_file: Path, sha: str) -> Path:
+        """The hub's copy of the model, `<data_dir>/models/<sha256>.onnx`; a copy that is not (any more)
+        what its name says (a damaged disk, a half copy, a hand edit) is replaced, never served again."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        stored = self.models_dir / f"{sha}.onnx"
+        if stored.is_file() and file_sha256(stored) == sha:
+            return stored
+        tmp = stored.with_suffix(".part")
+        shutil.copyfile(model_file, tmp)
+        if file_sha256(tmp) != sha:
+            tmp.unlink(missing_ok=True)
+            raise RolloutError(f"{model_file} changed while it was being published; publish it again")
+        tmp.replace(stored)
+        return stored
 
     def _assign(self, target: str, rollout_id: int, sha: str, event: str) -> None:
         site, line = _line_key(target)
@@ -169,16 +184,23 @@ class Rollouts:
         if not r["canary"]:
             raise RolloutError(f"rollout {rollout_id} has no canary")
         site, line = _line_key(r["canary"])
-        applied_at = self.db.scalar(
-            "SELECT MIN(at) FROM line_history WHERE site = ? AND line = ? AND rollout_id = ? AND event "
-            "= 'applied'",
+        applied = self.db.query(
+            "SELECT at, detail FROM line_history WHERE site = ? AND line = ? AND rollout_id = ? AND event "
+            "= 'applied' ORDER BY id LIMIT 1",
             (site, line, rollout_id),
         )
+        # results carry the agent's clock: the agent's own time of the switch (hub time for old agents)
+        applied_at = None
+        if applied:
+            applied_at = json.loads(applied[0][1] or "{}").get("applied_at") or applied[0][0]
         ng_case = "SUM(CASE WHEN verdict = 'NG' THEN 1 ELSE 0 END)"
-        new_parts, new_ng = self.db.query(
-            f"SELECT COUNT(*), {ng_case} FROM results WHERE site = ? AND line = ? AND model_sha256 = ?",
-            (site, line, r["sha256"]),
-        )[0]
+        new_parts, new_ng = (0, 0)
+        if applied_at is not None:  # only parts since THIS rollout applied: not the same file's older ones
+            new_parts, new_ng = self.db.query(
+                f"SELECT COUNT(*), {ng_case} FROM results WHERE site = ? AND line = ? AND model_sha256 = ? "
+                "AND ts >= ?",
+                (site, line, r["sha256"], float(applied_at)),
+            )[0]
         before = applied_at or time.time()
         old_parts, old_ng = self.db.query(
             f"SELECT COUNT(*), {ng_case} FROM results WHERE site = ? AND line = ? AND ts >= ? AND ts < ? "
@@ -202,6 +224,12 @@ class Rollouts:
         if r["stage"] != "canary":
             raise RolloutError(f"rollout {rollout_id} is {r['stage']}, not at its canary stage")
         if not force:
+            status = self.line_status(rollout_id).get(r["canary"], {})
+            if status.get("status") == "failed":
+                raise RolloutError(
+                    f"the canary {r['canary']} refused the model: {status.get('error') or 'see its history'} "
+                    "(fix it and publish again, or roll back)"
+                )
             n = self.canary_numbers(rollout_id)
             if n["applied_at"] is None:
                 raise RolloutError(
@@ -295,6 +323,45 @@ class Rollouts:
             for r in rows
         }
 
+    def line_status(self, rollout_id: int) -> dict[str, dict[str, Any]]:
+        """Where each target line of a rollout stands: `waiting` (for promotion), `assigned` (not applied
+        yet), `applied`, `failed` (with the agent's reason), `rolled back`, `reverted`, `replaced` (a later
+        rollout took the line), from the line's history and its current assignment."""
+        r = self.get(rollout_id)
+        events: dict[str, dict[str, Any]] = {}
+        for site, line, event, detail, at in self.db.query(
+            "SELECT site, line, event, detail, at FROM line_history WHERE rollout_id = ? ORDER BY id",
+            (rollout_id,),
+        ):
+            events[f"{site}/{line}"] = {"event": str(event), "detail": json.loads(detail or "{}"), "at": at}
+        current = {
+            f"{site}/{line}": int(rid)
+            for site, line, rid in self.db.query(
+                "SELECT site, line, rollout_id FROM assignments WHERE site || '/' || line IN ("
+                + ",".join("?" * len(r["targets"]))
+                + ")",
+                tuple(r["targets"]),
+            )
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for target in r["targets"]:
+            e = events.get(target)
+            if e is None:
+                status = "waiting" if r["stage"] == "canary" else "not assigned"
+                out[target] = {"status": status, "error": None, "at": None}
+                continue
+            event = e["event"]
+            if event.startswith("assigned"):
+                status = "assigned"
+            elif event.startswith("rolled back"):
+                status = "rolled back"
+            else:
+                status = event  # applied, failed, reverted
+            if status in ("assigned", "applied") and current.get(target) not in (None, rollout_id):
+                status = "replaced"
+            out[target] = {"status": status, "error": e["detail"].get("error"), "at": e["at"]}
+        return out
+
     def history(self, site: str, line: str) -> list[dict[str, Any]]:
         rows = self.db.query_dicts(
             "SELECT h.at, h.event, h.rollout_id, h.sha256, h.detail, m.name, m.version FROM line_history h "
@@ -323,8 +390,10 @@ class Rollouts:
         sha: str | None,
         status: str,
         error: str | None = None,
+        applied_at: float | None = None,
     ) -> None:
-        """An agent's report about a line's hub model: applied, failed (why), reverted."""
+        """An agent's report about a line's hub model: applied (at the agent's time `applied_at`), failed
+        (why), reverted."""
         if status not in ("applied", "failed", "reverted"):
             raise RolloutError(f"unknown report status {status!r}")
         last = self.db.query(
@@ -334,4 +403,9 @@ class Rollouts:
         )
         if last and last[0] == (status, rollout_id, sha):
             return  # the same report again (a resend after a lost answer)
-        self.history_event(site, line, status, rollout_id, sha, {"error": error} if error else None)
+        detail: dict[str, Any] = {}
+        if error:
+            detail["error"] = error
+        if applied_at is not None:
+            detail["applied_at"] = float(applied_at)
+        self.history_event(site, line, status, rollout_id, sha, detail)

@@ -4,12 +4,18 @@ back a rollout needs `ml`.
 
 Pages: `/` (all companies), `/company/<name>`, `/line/<site>/<line>` (30-day and 24-hour charts, NG by
 class, drift, model history, recent NG images fetched from the agent on demand), `/rollouts`.
+
+Every request reads the user's role from the store (`Users.session_user`): a removed or changed user is
+logged out at once. Failed logins slow down the address they come from, never the account
+(`contract.login_throttle`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,8 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from contract.login_throttle import LoginThrottle
+from edge_agent.console.settings import is_loopback
 from hub.auth import Sessions, Users, role_at_least, session_secret
 from hub.commands import Commands
 from hub.config import HubConfig
@@ -32,6 +40,8 @@ from hub.store import HubStore
 
 HERE = Path(__file__).parent
 COOKIE = "hub_session"
+_UNSET = object()
+log = logging.getLogger(__name__)
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -63,6 +73,16 @@ class Dashboard:
         self.commands = commands
         self.users = Users(store.db)
         self.sessions = Sessions(session_secret(config.data_dir), config.http.session_hours)
+        self.throttle = LoginThrottle(
+            free_attempts=config.http.login_attempts, max_delay_s=config.http.login_max_delay_s
+        )
+        if not config.http.secure_cookies and not is_loopback(config.http.host):
+            log.warning(
+                "hub dashboard on %s:%s takes logins over plain HTTP: passwords and session cookies cross "
+                "the network in clear; put it behind an HTTPS reverse proxy and set http.secure_cookies",
+                config.http.host,
+                config.http.port,
+            )
         self.overview = Overview(store.db, registry, config.drift)
         self.images_dir = Path(config.data_dir) / "images"
         env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape())
@@ -83,11 +103,18 @@ class Dashboard:
         ]
 
     # -- sessions -------------------------------------------------------------------------------
-    def _user(self, request: Request) -> dict[str, Any] | None:
-        return self.sessions.read(request.cookies.get(COOKIE))
+    async def _user(self, request: Request) -> dict[str, str] | None:
+        """The logged-in user with the role stored *now* (read on every request), or None."""
+        found = getattr(request.state, "hub_user", _UNSET)
+        if found is _UNSET:
+            session = self.sessions.read(request.cookies.get(COOKIE))
+            found = None if session is None else await run_in_threadpool(self.users.session_user, session)
+            request.state.hub_user = found
+        return found  # type: ignore[return-value]
 
     def _render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(template).render(user=self._user(request), now=time.time(), **context)
+        user = getattr(request.state, "hub_user", None)
+        html = self.env.get_template(template).render(user=user, now=time.time(), **context)
         return HTMLResponse(html, status_code=status)
 
     def _need_login(self, request: Request) -> RedirectResponse:
@@ -99,15 +126,31 @@ class Dashboard:
             nxt = "/"
         if request.method == "GET":
             return self._render(request, "login.html", next=nxt, error=None)
+        client = request.client.host if request.client else "?"
+        wait = self.throttle.wait_s(client)
+        if wait:  # refused without looking at the password: guessing on from this address gets nowhere
+            seconds = math.ceil(wait)
+            response = self._render(
+                request,
+                "login.html",
+                status=429,
+                next=nxt,
+                error=f"too many failed logins from {client}; try again in {seconds} s",
+            )
+            response.headers["Retry-After"] = str(seconds)
+            return response
         form = await request.form()
         name, password = str(form.get("user", "")), str(form.get("password", ""))
         role = await run_in_threadpool(self.users.check, name, password)
         if role is None:
+            self.throttle.failed(client)
             return self._render(request, "login.html", status=401, next=nxt, error="wrong user or password")
+        self.throttle.succeeded(client)
+        stamp = await run_in_threadpool(self.users.stamp, name)
         response = RedirectResponse(nxt, status_code=303)
         response.set_cookie(
             COOKIE,
-            self.sessions.issue(name, role),
+            self.sessions.issue(name, stamp),
             httponly=True,
             samesite="strict",
             secure=self.config.http.secure_cookies,
@@ -122,14 +165,14 @@ class Dashboard:
 
     # -- pages ----------------------------------------------------------------------------------
     async def programme(self, request: Request) -> Response:
-        if self._user(request) is None:
+        if await self._user(request) is None:
             return self._need_login(request)
         data = await run_in_threadpool(self.overview.programme)
         agents = await run_in_threadpool(self.registry.agents)
         return self._render(request, "programme.html", data=data, agents=agents)
 
     async def company(self, request: Request) -> Response:
-        if self._user(request) is None:
+        if await self._user(request) is None:
             return self._need_login(request)
         name = request.path_params["name"]
         rows = await run_in_threadpool(self.overview.company, name)
@@ -144,7 +187,7 @@ class Dashboard:
         return self._render(request, "company.html", name=name, lines=rows)
 
     async def line(self, request: Request) -> Response:
-        if self._user(request) is None:
+        if await self._user(request) is None:
             return self._need_login(request)
         site, line = request.path_params["site"], request.path_params["line"]
 
@@ -183,7 +226,7 @@ class Dashboard:
 
     async def image(self, request: Request) -> Response:
         """An NG image, fetched from the agent on demand (cached here); the agent answers its long poll."""
-        if self._user(request) is None:
+        if await self._user(request) is None:
             return Response(status_code=401)
         site, line, result_id = (request.path_params[k] for k in ("site", "line", "result_id"))
         cached = self.images_dir / f"{result_id}.img"
@@ -233,15 +276,21 @@ class Dashboard:
         return FileResponse(cached, media_type=c["result"]["content_type"])
 
     async def rollouts_page(self, request: Request) -> Response:
-        if self._user(request) is None:
+        if await self._user(request) is None:
             return self._need_login(request)
-        rows = await run_in_threadpool(self.rollouts.list)
-        for r in rows:
-            r["targets"] = json.loads(r["targets"])
+        def gather() -> list[dict[str, Any]]:
+            rows = self.rollouts.list()
+            for r in rows:
+                r["targets"] = json.loads(r["targets"])
+                r["lines"] = self.rollouts.line_status(r["id"])
+                r["canary_failed"] = bool(r["canary"]) and r["lines"][r["canary"]]["status"] == "failed"
+            return rows
+
+        rows = await run_in_threadpool(gather)
         return self._render(request, "rollouts.html", rollouts=rows, message=request.query_params.get("msg"))
 
     async def rollout_action(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         if user is None:
             return self._need_login(request)
         if not role_at_least(user.get("role"), "ml"):
@@ -304,9 +353,14 @@ def _bars(
                 f'height="{h_bad:.1f}" class="ng"/>'
             )
         if i % max(1, n // 10) == 0:
+            # centred under its bar, except at the edges, where a centred label would stick out of the chart
+            tx, anchor = x + bar_w / 2, "middle"
+            if i == 0:
+                tx, anchor = x + 1, "start"
+            elif i == n - 1:
+                tx, anchor = x + bar_w - 1, "end"
             parts.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{height + 24}" text-anchor="middle">'
-                f"{_xml(str(p[label]))}</text>"
+                f'<text x="{tx:.1f}" y="{height + 24}" text-anchor="{anchor}">{_xml(str(p[label]))}</text>'
             )
     parts.append(f'<text x="4" y="16" class="axis">{top} parts</text></svg>')
     return "".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -153,3 +154,48 @@ def provision(server, agent_id: str, company: str, token_file: Path) -> None:
 
     token_file.parent.mkdir(parents=True, exist_ok=True)
     token_file.write_text(Registry(server.web_store.db).add_agent(agent_id, company) + "\n")
+
+
+def rollout_site(
+    server,
+    tmp: Path,
+    model: Path,
+    sample_images: Path,
+    public_key: Path,
+    *,
+    max_fps: float = 15,
+    mode: str = "once",
+    copies: int = 40,
+    site: str = "acme-north",
+) -> Path:
+    """A provisioned agent `acme-pc1` (company Acme) with lines `press` and `weld` on `model` (with a
+    reference image), trusting `public_key` for rollouts, heartbeat 0.3 s; returns its site file."""
+    images = tmp / "images"
+    images.mkdir()
+    for i, src in enumerate(sorted(sample_images.glob("*.png")) * copies):
+        shutil.copy(src, images / f"part_{i:04d}.png")
+    root = tmp / "site"
+    provision(server, "acme-pc1", "Acme", root / "hub.token")
+    hub = {
+        "url": server.http_url,
+        "agent_id": "acme-pc1",
+        "token_file": "hub.token",
+        "heartbeat_s": 0.3,
+        "trusted_keys": [str(public_key)],
+    }
+    reference = sorted(sample_images.glob("*.png"))[0]
+    line_model = {"path": str(model), "conf": 0.01, "threads": 1, "reference_image": str(reference)}
+    for line in ("press", "weld"):
+        site_file = write_site(
+            root,
+            images,
+            model,
+            server.ingest.endpoint,
+            site=site,
+            line=line,
+            max_fps=max_fps,
+            mode=mode,
+            hub=hub,
+            extra_line={"model": line_model},
+        )
+    return site_file

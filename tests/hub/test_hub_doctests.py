@@ -17,6 +17,7 @@ MODULES = [
     "hub.commands",
     "hub.overview",
     "edge_agent.model_signing",
+    "contract.login_throttle",
 ]
 
 

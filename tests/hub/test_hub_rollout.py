@@ -4,12 +4,11 @@ history per line; a tampered file, a foreign signature and a model that fails va
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import onnx
 import pytest
-from hub_support import hub_config, provision, wait_for, write_site
+from hub_support import hub_config, rollout_site, wait_for
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_agent_config
@@ -34,24 +33,19 @@ def _variant(src: Path, dest: Path, version: str) -> Path:
     return dest
 
 
+def flip_byte(path: Path, offset: int = -64) -> None:
+    """Damage a file the way a bad disk or a hand edit would: one byte changed, same size."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 @pytest.fixture
 def setup(tmp_path: Path, store_url: str, tiny_detect_onnx: Path, synthetic_images: Path):
     server = HubServer(hub_config(tmp_path, store_url))
     server.start()
     keys = generate_signing_key(tmp_path / "keys", "ml-team")
-    images = tmp_path / "images"
-    images.mkdir()
-    for i, src in enumerate(sorted(synthetic_images.glob("*.png")) * 40):
-        shutil.copy(src, images / f"part_{i:04d}.png")
-    site = tmp_path / "site"
-    provision(server, "acme-pc1", "Acme", site / "hub.token")
-    hub = {"url": server.http_url, "agent_id": "acme-pc1", "token_file": "hub.token", "heartbeat_s": 0.3,
-           "trusted_keys": [str(keys.public_file)]}
-    reference = sorted(synthetic_images.glob("*.png"))[0]
-    model = {"path": str(tiny_detect_onnx), "conf": 0.01, "threads": 1, "reference_image": str(reference)}
-    for line in ("press", "weld"):
-        site_file = write_site(site, images, tiny_detect_onnx, server.ingest.endpoint, site=SITE, line=line,
-                               max_fps=15, hub=hub, extra_line={"model": model})
+    site_file = rollout_site(server, tmp_path, tiny_detect_onnx, synthetic_images, keys.public_file)
     agents: list[Agent] = []
 
     def start_agent() -> Agent:
@@ -77,8 +71,13 @@ def test_canary_promote_rollback_and_history(setup, tiny_detect_onnx: Path):
     own_version = agent.lines["press"].model_version
     wait_for(lambda: agent.hub_link.registered, what="registration")
     v2 = _variant(tiny_detect_onnx, tmp / "v2" / "model.onnx", "v2")
-    rid = rollouts.publish(v2, {"name": "tiny", "version": "v2"}, [f"{SITE}/press", f"{SITE}/weld"],
-                           keys.private_file, canary=f"{SITE}/press")
+    rid = rollouts.publish(
+        v2,
+        {"name": "tiny", "version": "v2"},
+        [f"{SITE}/press", f"{SITE}/weld"],
+        keys.private_file,
+        canary=f"{SITE}/press",
+    )
 
     wait_for(lambda: "applied" in _events(rollouts, "press"), what="the canary to apply v2")
     assert agent.lines["press"].model_version == "v2"
@@ -90,14 +89,24 @@ def test_canary_promote_rollback_and_history(setup, tiny_detect_onnx: Path):
     wait_for(lambda: agent.lines["weld"].model_version == "v2", what="weld on v2 after promotion")
     wait_for(lambda: "applied" in _events(rollouts, "weld"), what="weld's report")
     line_row = {ln["line"]: ln for ln in Registry(server.web_store.db).lines()}
-    wait_for(lambda: {ln["line"]: ln for ln in Registry(server.web_store.db).lines()}["weld"]["model_sha256"]
-             == file_sha256(v2), what="the registry to show v2 on weld")
+    wait_for(
+        lambda: (
+            {ln["line"]: ln for ln in Registry(server.web_store.db).lines()}["weld"]["model_sha256"]
+            == file_sha256(v2)
+        ),
+        what="the registry to show v2 on weld",
+    )
     assert line_row["press"]["model_version"] == "v2"
 
     back = rollouts.rollback(rid)  # one command, every line of the rollout
     assert sorted(back) == [(f"{SITE}/press", None), (f"{SITE}/weld", None)]
-    wait_for(lambda: agent.lines["press"].model_version == own_version
-             and agent.lines["weld"].model_version == own_version, what="both lines back on their own model")
+    wait_for(
+        lambda: (
+            agent.lines["press"].model_version == own_version
+            and agent.lines["weld"].model_version == own_version
+        ),
+        what="both lines back on their own model",
+    )
     wait_for(lambda: "reverted" in _events(rollouts, "weld"), what="the revert report")
     rolled_back = "rolled back (to the line's own model)"
     assert _events(rollouts, "press") == ["assigned (canary)", "applied", rolled_back, "reverted"]
@@ -107,23 +116,21 @@ def test_canary_promote_rollback_and_history(setup, tiny_detect_onnx: Path):
 def test_tampered_foreign_and_broken_models_never_run(setup, tiny_detect_onnx: Path, tmp_path: Path):
     server, keys, start_agent, tmp = setup
     rollouts = Rollouts(server.web_store.db, server.config.data_dir)
-    agent = start_agent()
-    own_version = agent.lines["press"].model_version
-    wait_for(lambda: agent.hub_link.registered, what="registration")
 
-    # 1. the file on the hub was replaced after signing: the sha256 does not match the signed manifest
+    # 1. the file on the hub was changed after it was published: its sha256 is not the signed one
     v3 = _variant(tiny_detect_onnx, tmp / "v3" / "model.onnx", "v3")
-    stored = server.config.data_dir / "models" / f"{file_sha256(v3)}.onnx"
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    tampered = bytearray(v3.read_bytes())
-    tampered[-100] ^= 0xFF
-    stored.write_bytes(bytes(tampered))
     r3 = rollouts.publish(v3, {"name": "tiny", "version": "v3"}, [f"{SITE}/press"], keys.private_file)
+    stored = server.config.data_dir / "models" / f"{file_sha256(v3)}.onnx"
+    flip_byte(stored, -100)
+    agent = start_agent()
     wait_for(lambda: "failed" in _events(rollouts, "press"), what="the tampered model's refusal")
+    own_version = agent.lines["press"].model_version
     error = rollouts.history(SITE, "press")[-1]["detail"]["error"]
     assert "sha256" in error and "is not the signed" in error
-    assert agent.lines["press"].model_version == own_version and agent.lines["press"].state == "running"
-    assert not list((tmp / "site" / "data" / "hub-models").rglob("*.onnx"))  # not kept on the agent
+    assert own_version != "v3" and agent.lines["press"].state == "running"
+    pulled = tmp / "site" / "data" / "hub-models"
+    assert not list(pulled.rglob("*.onnx"))  # not kept on the agent
+    assert not (pulled / "press").exists()  # nor the folder it was downloaded into
     rollouts.rollback(r3)
 
     # 2. signed by a key the agent does not trust
@@ -131,7 +138,8 @@ def test_tampered_foreign_and_broken_models_never_run(setup, tiny_detect_onnx: P
     v4 = _variant(tiny_detect_onnx, tmp / "v4" / "model.onnx", "v4")
     r4 = rollouts.publish(v4, {"name": "tiny", "version": "v4"}, [f"{SITE}/press"], stranger.private_file)
     wait_for(lambda: _events(rollouts, "press").count("failed") == 2, what="the foreign signature's refusal")
-    assert "does not verify with any trusted key" in rollouts.history(SITE, "press")[-1]["detail"]["error"]
+    error = rollouts.history(SITE, "press")[-1]["detail"]["error"]
+    assert "signed with key stranger" in error and "not one of this agent's trusted keys" in error
     assert agent.lines["press"].model_version == own_version
     rollouts.rollback(r4)
 
@@ -156,9 +164,7 @@ def test_a_local_copy_changed_on_disk_is_refused_at_start(setup, tiny_detect_onn
     wait_for(lambda: agent.lines["press"].model_version == "v2", what="v2 applied")
     agent.stop()
     local = next((tmp / "site" / "data" / "hub-models" / "press").rglob("*.onnx"))
-    data = bytearray(local.read_bytes())
-    data[-50] ^= 0xFF
-    local.write_bytes(bytes(data))
+    flip_byte(local, -50)
 
     again = start_agent()
     assert again.lines["press"].model_version == own_version  # its own model, not the changed file
