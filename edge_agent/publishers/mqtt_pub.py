@@ -71,7 +71,9 @@ class MqttTlsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ca_file: Path | None = Field(None, description="CA that signed the broker's certificate (default: system CAs)")
+    ca_file: Path | None = Field(
+        None, description="CA that signed the broker's certificate (default: system CAs)"
+    )
     cert_file: Path | None = Field(None, description="client certificate (PEM), with key_file")
     key_file: Path | None = Field(None, description="client private key (PEM, unencrypted)")
     check_hostname: bool = Field(True, description="the broker's certificate must name `host`")
@@ -117,7 +119,9 @@ class MqttPublisherConfig(BaseModel):
     reconnect_initial_s: float = Field(0.5, gt=0, description="first wait before reconnecting; doubles")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects")
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP + TLS + CONNACK must finish within this")
-    cursor_flush_s: float = Field(0.2, ge=0, description="while busy, save the acknowledged position this often")
+    cursor_flush_s: float = Field(
+        0.2, ge=0, description="while busy, save the acknowledged position this often"
+    )
 
     @field_validator("topic_prefix")
     @classmethod
@@ -151,15 +155,22 @@ class MqttConnectError(Exception):
 def _password(config: MqttPublisherConfig) -> str | None:
     if config.password_file is not None:
         try:
-            return config.password_file.read_text().splitlines()[0] if config.password_file.stat().st_size else ""
+            return (
+                config.password_file.read_text().splitlines()[0]
+                if config.password_file.stat().st_size
+                else ""
+            )
         except OSError as exc:
-            raise MqttConnectError(f"cannot read password_file {config.password_file}: {exc.strerror}") from exc
+            raise MqttConnectError(
+                f"cannot read password_file {config.password_file}: {exc.strerror}"
+            ) from exc
     return config.password
 
 
 def _new_client(config: MqttPublisherConfig, client_id: str) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                         protocol=mqtt.MQTTv311)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311
+    )
     client.connect_timeout = config.connect_timeout_s
     client.max_inflight_messages_set(0)  # no limit: our window bounds what is in flight
     client.max_queued_messages_set(0)
@@ -167,7 +178,11 @@ def _new_client(config: MqttPublisherConfig, client_id: str) -> mqtt.Client:
         client.username_pw_set(config.username, _password(config))
     if config.tls is not None:
         tls = config.tls
-        for label, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        for label, path in (
+            ("ca_file", tls.ca_file),
+            ("cert_file", tls.cert_file),
+            ("key_file", tls.key_file),
+        ):
             if path is not None and not Path(path).is_file():
                 raise MqttConnectError(f"TLS {label} {path} does not exist")
         if (tls.cert_file is None) != (tls.key_file is None):
@@ -189,7 +204,8 @@ def explain_connect_failure(config: MqttPublisherConfig, exc: BaseException) -> 
     if isinstance(exc, MqttConnectError):
         return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS failure with the MQTT broker at {where}: its certificate is not trusted ({exc.verify_message})"
+        why = exc.verify_message
+        return f"TLS failure with the MQTT broker at {where}: its certificate is not trusted ({why})"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         if "CERTIFICATE_REQUIRED" in str(exc) or "certificate required" in str(exc).lower():
@@ -211,19 +227,29 @@ def explain_connect_failure(config: MqttPublisherConfig, exc: BaseException) -> 
 def closed_before_connack(config: MqttPublisherConfig, socket_errors: list[str]) -> str:
     """The broker hung up before CONNACK: most often TLS 1.3 refusing a missing client certificate."""
     where = config.where()
-    telling = [e for e in socket_errors if any(w in e.lower() for w in ("ssl", "alert", "certificate", "tls"))]
+    telling = [
+        e for e in socket_errors if any(w in e.lower() for w in ("ssl", "alert", "certificate", "tls"))
+    ]
     error = (telling or socket_errors or [""])[0]
     if "certificate required" in error.lower() or "CERTIFICATE_REQUIRED" in error:
-        return (f"TLS failure with the MQTT broker at {where}: it requires a client certificate "
-                "(tls.cert_file, tls.key_file)")
+        return (
+            f"TLS failure with the MQTT broker at {where}: it requires a client certificate "
+            "(tls.cert_file, tls.key_file)"
+        )
     if config.tls is not None and config.tls.cert_file is None:
-        return (f"TLS failure with the MQTT broker at {where}: it closed the connection during the handshake; "
-                "it may require a client certificate (tls.cert_file, tls.key_file)")
+        return (
+            f"TLS failure with the MQTT broker at {where}: it closed the connection during the handshake; "
+            "it may require a client certificate (tls.cert_file, tls.key_file)"
+        )
     if "alert" in error.lower() or "ssl" in error.lower():
         return f"TLS failure with the MQTT broker at {where}: {error}"
     if config.tls is None:
-        return f"the MQTT broker at {where} closed the connection before answering (does it expect TLS? set `tls:`)"
-    return f"the MQTT broker at {where} closed the connection before answering" + (f" ({error})" if error else "")
+        return (
+            f"the MQTT broker at {where} closed the connection before answering (does it expect TLS? `tls:`)"
+        )
+    return f"the MQTT broker at {where} closed the connection before answering" + (
+        f" ({error})" if error else ""
+    )
 
 
 def _socket_errors(client: mqtt.Client) -> list[str]:
@@ -272,7 +298,8 @@ def probe_broker(config: MqttPublisherConfig, client_id: str = "edge-inspect-con
             client.disconnect()
             client.loop(timeout=0.1)
     if "code" not in outcome:
-        return f"the MQTT broker at {config.where()} did not answer CONNECT within {config.connect_timeout_s:g} s"
+        wait = config.connect_timeout_s
+        return f"the MQTT broker at {config.where()} did not answer CONNECT within {wait:g} s"
     if outcome["code"] != 0:
         return refused_message(config, outcome["code"])
     return None
@@ -413,9 +440,14 @@ class _SparkplugFlavour(_Flavour):
         self.seq = 0
         self.birth_seq = journal.last_seq()
         backlog = 0  # the session reports the real backlog in NDATA once it knows it
-        out = [Message(self._topic("NBIRTH"),
-                       spb.encode_payload(spb.node_metrics(self.bd_seq, backlog, self.version), seq=self._next()),
-                       self.qos, False)]
+        out = [
+            Message(
+                self._topic("NBIRTH"),
+                spb.encode_payload(spb.node_metrics(self.bd_seq, backlog, self.version), seq=self._next()),
+                self.qos,
+                False,
+            )
+        ]
         self.last_backlog = backlog
         for line in sorted({*self.context.lines, *self.devices}):
             device = self._device(line)
@@ -423,7 +455,9 @@ class _SparkplugFlavour(_Flavour):
             out.append(self._dbirth(line, journal))
         return out
 
-    def _dbirth(self, line: str, journal: ResultJournal | None, latest: InspectionResult | None = None) -> Message:
+    def _dbirth(
+        self, line: str, journal: ResultJournal | None, latest: InspectionResult | None = None
+    ) -> Message:
         device = self._device(line)
         if latest is None and journal is not None:
             found = journal.query(line=line, limit=1, newest_first=True)
@@ -434,19 +468,29 @@ class _SparkplugFlavour(_Flavour):
                 device.classes.append(name)
         device.born = True
         metrics = spb.birth_line_metrics(latest, device.classes, device.rates, device.state)
-        return Message(self._topic("DBIRTH", line), spb.encode_payload(metrics, seq=self._next()), self.qos, False)
+        return Message(
+            self._topic("DBIRTH", line), spb.encode_payload(metrics, seq=self._next()), self.qos, False
+        )
 
     def result(self, result: InspectionResult, historical: bool) -> list[Message]:
         device = self._device(result.line)
         out = []
-        new_class = any(name not in device.classes  # a model loaded (or swapped) since, or a class it never named
-                        for name in (*self._model_classes(result.line), *(d.class_name for d in result.defects)))
+        new_class = any(
+            name not in device.classes  # a model loaded (or swapped) since, or a class it never named
+            for name in (*self._model_classes(result.line), *(d.class_name for d in result.defects))
+        )
         if not device.born or new_class:  # a new device, or a new metric: the spec wants a (re)birth
             out.append(self._dbirth(result.line, None, latest=result))
         device.rates.add(result)
         metrics = spb.line_metrics(result, device.classes, device.rates, historical=historical)
-        out.append(Message(self._topic("DDATA", result.line), spb.encode_payload(metrics, seq=self._next()),
-                           self.qos, False))
+        out.append(
+            Message(
+                self._topic("DDATA", result.line),
+                spb.encode_payload(metrics, seq=self._next()),
+                self.qos,
+                False,
+            )
+        )
         return out
 
     def status(self, line: str, status: dict[str, Any], send: bool = True) -> list[Message]:
@@ -465,7 +509,9 @@ class _SparkplugFlavour(_Flavour):
             return []
         self.last_backlog = backlog
         metric = spb.Metric("Delivery/Backlog", spb.UINT64, backlog, spb.ms(time.time()))
-        return [Message(self._topic("NDATA"), spb.encode_payload([metric], seq=self._next()), self.qos, False)]
+        return [
+            Message(self._topic("NDATA"), spb.encode_payload([metric], seq=self._next()), self.qos, False)
+        ]
 
 
 # -- one MQTT connection with its cursor ---------------------------------------------------------------
@@ -489,7 +535,9 @@ class _Session:
         self.config = owner.config
         self.flavour = flavour
         self.cursor_name = f"{owner.name}/{flavour.key}"
-        self.marker_topic = f"{self.config.topic_prefix}/{owner.context.site}/_delivered/{owner.name}-{flavour.key}"
+        self.marker_topic = (
+            f"{self.config.topic_prefix}/{owner.context.site}/_delivered/{owner.name}-{flavour.key}"
+        )
         self.client_id = f"{self.config.client_id or 'edge-inspect-' + owner.context.site}-{flavour.key}"
         self.events: deque[tuple[str, Any]] = deque()
         self.client: mqtt.Client | None = None
@@ -506,8 +554,15 @@ class _Session:
         self.wake_w.setblocking(False)
         self.thread = threading.Thread(target=self._run, name=f"{owner.name}-{flavour.key}", daemon=True)
         self.last_error: str | None = None
-        self.counters = {"sent": 0, "delivered": 0, "connects": 0, "disconnects": 0, "births": 0,
-                         "skipped_by_marker": 0, "expired_undelivered": 0}
+        self.counters = {
+            "sent": 0,
+            "delivered": 0,
+            "connects": 0,
+            "disconnects": 0,
+            "births": 0,
+            "skipped_by_marker": 0,
+            "expired_undelivered": 0,
+        }
 
     # -- called from other threads -----------------------------------------------------------------
     def post(self, kind: str, item: Any = None) -> None:
@@ -533,16 +588,17 @@ class _Session:
         retry_at = 0.0
         last_periodic = 0.0
         owner = self.owner
-        while not owner.stopping.is_set() or (self.online and self.in_flight and time.monotonic() < owner.deadline):
+        while not owner.stopping.is_set() or (
+            self.online and self.in_flight and time.monotonic() < owner.deadline
+        ):
             now = time.monotonic()
-            if self.client is None and not owner.stopping.is_set():
-                if now >= retry_at:
-                    if self._connect():
-                        backoff = self.config.reconnect_initial_s
-                    else:
-                        retry_at = time.monotonic() + backoff
-                        backoff = min(backoff * 2, self.config.reconnect_max_s)
-                    continue
+            if self.client is None and not owner.stopping.is_set() and now >= retry_at:
+                if self._connect():
+                    backoff = self.config.reconnect_initial_s
+                else:
+                    retry_at = time.monotonic() + backoff
+                    backoff = min(backoff * 2, self.config.reconnect_max_s)
+                continue
             self._handle_events()
             if self.online and not owner.stopping.is_set():
                 self._fill_window()
@@ -595,7 +651,9 @@ class _Session:
             client = _new_client(self.config, self.client_id)
             will = self.flavour.will()
             client.will_set(will.topic, will.payload, will.qos, will.retain)
-            client.on_connect = lambda _c, _u, _f, reason, _p: self.events.append(("connack", _connack_code(reason)))
+            client.on_connect = lambda _c, _u, _f, reason, _p: self.events.append(
+                ("connack", _connack_code(reason))
+            )
             client.on_disconnect = lambda _c, _u, _f, reason, _p: self.events.append(("disconnect", reason))
             client.on_publish = lambda _c, _u, mid, _r, _p: self._on_ack(mid)
             client.on_message = lambda _c, _u, msg: self.events.append(("message", (msg.topic, msg.payload)))
@@ -611,8 +669,11 @@ class _Session:
         code = self._await(client, "connack", self.config.connect_timeout_s)
         if code != 0:
             self._close(graceful=False)
-            self._failed(closed_before_connack(self.config, errors)
-                         if code is None else refused_message(self.config, code))
+            self._failed(
+                closed_before_connack(self.config, errors)
+                if code is None
+                else refused_message(self.config, code)
+            )
             return False
         self.counters["connects"] += 1
         resume = self._read_marker(client)
@@ -631,10 +692,17 @@ class _Session:
         self._publish_all(self.flavour.births(self.reader))
         self.counters["births"] += 1
         if self.last_error is not None:
-            log.warning("mqtt %s (%s): connected to %s again", self.owner.name, self.flavour.key, self.config.where())
+            log.warning(
+                "mqtt %s (%s): connected to %s again", self.owner.name, self.flavour.key, self.config.where()
+            )
         else:
-            log.info("mqtt %s (%s): connected to %s, from seq %d", self.owner.name, self.flavour.key,
-                     self.config.where(), self.next_seq)
+            log.info(
+                "mqtt %s (%s): connected to %s, from seq %d",
+                self.owner.name,
+                self.flavour.key,
+                self.config.where(),
+                self.next_seq,
+            )
         self.last_error = None
         return True
 
@@ -690,8 +758,14 @@ class _Session:
         assert self.reader is not None
         known = self.reader.get(seq)
         if known is None or known.result_id != result_id:
-            log.warning("mqtt %s (%s): the broker's marker (seq %d) names no result of this journal; "
-                        "resuming from the saved cursor %d", self.owner.name, self.flavour.key, seq, self.cursor)
+            log.warning(
+                "mqtt %s (%s): the broker's marker (seq %d) names no result of this journal; "
+                "resuming from the saved cursor %d",
+                self.owner.name,
+                self.flavour.key,
+                seq,
+                self.cursor,
+            )
             return 0
         return seq
 
@@ -722,19 +796,20 @@ class _Session:
                 return
             if kind == "status":
                 self._publish_all(self.flavour.status(*item, send=self.online))
-            elif kind == "message":
-                if self.online and self.flavour.wants_rebirth(*item):
-                    log.info("mqtt %s: rebirth requested", self.owner.name)
-                    assert self.reader is not None
-                    self._publish_all(self.flavour.births(self.reader))
-                    self.counters["births"] += 1
+            elif kind == "message" and self.online and self.flavour.wants_rebirth(*item):
+                log.info("mqtt %s: rebirth requested", self.owner.name)
+                assert self.reader is not None
+                self._publish_all(self.flavour.births(self.reader))
+                self.counters["births"] += 1
 
     def _lost(self, reason: Any) -> None:
         if self.client is None:
             return
         self.counters["disconnects"] += 1
-        self._failed(f"lost the connection to the MQTT broker at {self.config.where()} ({reason}); "
-                     f"{len(self.in_flight)} results unacknowledged will be sent again")
+        self._failed(
+            f"lost the connection to the MQTT broker at {self.config.where()} ({reason}); "
+            f"{len(self.in_flight)} results unacknowledged will be sent again"
+        )
         self._close(graceful=False)
 
     def _close(self, graceful: bool) -> None:
@@ -784,8 +859,14 @@ class _Session:
             if result.seq > self.next_seq + 1:
                 missing = result.seq - self.next_seq - 1
                 self.counters["expired_undelivered"] += missing
-                log.error("mqtt %s: %d results (seq %d..%d) were removed by journal retention before the "
-                          "broker acknowledged them", self.owner.name, missing, self.next_seq + 1, result.seq - 1)
+                log.error(
+                    "mqtt %s: %d results (seq %d..%d) were removed by journal retention before the "
+                    "broker acknowledged them",
+                    self.owner.name,
+                    missing,
+                    self.next_seq + 1,
+                    result.seq - 1,
+                )
             historical = result.seq <= getattr(self.flavour, "birth_seq", 0)
             messages = self.flavour.result(result, historical)
             entry = _InFlight(result.seq, result.result_id, 0)
@@ -820,7 +901,7 @@ class _Session:
 
 
 class MqttPublisher(Publisher):
-    """Guaranteed delivery to an MQTT broker: plain JSON topics and/or Sparkplug B; see the module docstring."""
+    """Guaranteed delivery to an MQTT broker: plain JSON topics and/or Sparkplug B (module docstring)."""
 
     guaranteed = True
     config_model = MqttPublisherConfig
@@ -829,11 +910,15 @@ class MqttPublisher(Publisher):
         if config.reconnect_max_s < config.reconnect_initial_s:
             raise ValueError(f"publisher {config.name!r}: reconnect_max_s must be >= reconnect_initial_s")
         if not config.plain and not config.sparkplug.enabled:
-            raise ValueError(f"publisher {config.name!r}: both plain and sparkplug are off: nothing to publish")
+            raise ValueError(
+                f"publisher {config.name!r}: both plain and sparkplug are off: nothing to publish"
+            )
         for what, value in (("site", context.site), *((f"line {n!r}", n) for n in context.lines)):
             if not value or any(c in value for c in _FORBIDDEN_IN_TOPIC_LEVEL):
-                raise ValueError(f"publisher {config.name!r}: the {what} name {value!r} cannot be an MQTT topic "
-                                 "level (no '/', '+' or '#')")
+                raise ValueError(
+                    f"publisher {config.name!r}: the {what} name {value!r} cannot be an MQTT topic "
+                    "level (no '/', '+' or '#')"
+                )
         self.config = config
         self.context = context
         self.name = config.name
@@ -880,7 +965,7 @@ class MqttPublisher(Publisher):
         return self._journal.last_seq() if self._journal is not None else 0
 
     def bd_seq_connects(self) -> int:
-        """Sparkplug CONNECTs sent so far, counted in the journal so bdSeq (this mod 256) survives restarts."""
+        """Sparkplug CONNECTs sent so far, kept in the journal: bdSeq (this mod 256) survives restarts."""
         assert self._journal is not None
         return self._journal.cursor(f"{self.name}/sparkplug.connects")
 
@@ -895,8 +980,9 @@ class MqttPublisher(Publisher):
         with self._cursor_lock:
             self._journal.set_cursor(name, seq)
             # `name` alone: the lowest session cursor, which journal retention must not pass
-            self._journal.set_cursor(self.name, min(s.persisted if s.cursor_name != name else seq
-                                                    for s in self.sessions))
+            self._journal.set_cursor(
+                self.name, min(s.persisted if s.cursor_name != name else seq for s in self.sessions)
+            )
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {"dropped": 0}

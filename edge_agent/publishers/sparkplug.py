@@ -37,8 +37,17 @@ NAMESPACE = "spBv1.0"
 
 # Sparkplug B data type numbers (specification v3.0, "Data Types")
 INT32, INT64, UINT32, UINT64, FLOAT, DOUBLE, BOOLEAN, STRING, DATETIME = 3, 4, 7, 8, 9, 10, 11, 12, 13
-DATATYPE_NAMES = {INT32: "Int32", INT64: "Int64", UINT32: "UInt32", UINT64: "UInt64", FLOAT: "Float",
-                  DOUBLE: "Double", BOOLEAN: "Boolean", STRING: "String", DATETIME: "DateTime"}
+DATATYPE_NAMES = {
+    INT32: "Int32",
+    INT64: "Int64",
+    UINT32: "UInt32",
+    UINT64: "UInt64",
+    FLOAT: "Float",
+    DOUBLE: "Double",
+    BOOLEAN: "Boolean",
+    STRING: "String",
+    DATETIME: "DateTime",
+}
 
 REBIRTH = "Node Control/Rebirth"
 BDSEQ = "bdSeq"
@@ -68,7 +77,7 @@ def next_seq(seq: int) -> int:
 def ms(dt_or_s: Any) -> int:
     """Milliseconds since the epoch from a datetime or from seconds."""
     seconds = dt_or_s.timestamp() if hasattr(dt_or_s, "timestamp") else float(dt_or_s)
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 def _set_value(target: Any, datatype: int, value: Any) -> None:
@@ -234,8 +243,8 @@ __all__ = [
     "NAMESPACE",
     "REBIRTH",
     "LineRates",
-    "birth_line_metrics",
     "Metric",
+    "birth_line_metrics",
     "decode_payload",
     "encode_payload",
     "line_metrics",

@@ -25,7 +25,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 SKIP_REASON = "mosquitto is not installed (Debian: apt-get install mosquitto; .ci/run installs it)"
 
@@ -81,9 +83,12 @@ class Mosquitto:
         if self.password_file:
             lines.append(f"password_file {self.password_file}")
         if self.tls:
-            lines += [f"cafile {self.tls['ca_file']}", f"certfile {self.tls['cert_file']}",
-                      f"keyfile {self.tls['key_file']}",
-                      f"require_certificate {'true' if self.require_certificate else 'false'}"]
+            lines += [
+                f"cafile {self.tls['ca_file']}",
+                f"certfile {self.tls['cert_file']}",
+                f"keyfile {self.tls['key_file']}",
+                f"require_certificate {'true' if self.require_certificate else 'false'}",
+            ]
         self.conf = self.folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.log = self.folder / "mosquitto.log"
@@ -140,8 +145,11 @@ def make_certs(folder: Path) -> dict[str, Path]:
 
     def write_key(k: ec.EllipticCurvePrivateKey, name: str) -> Path:
         p = folder / name
-        p.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+        p.write_bytes(
+            k.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         return p
 
     def write_cert(c: x509.Certificate, name: str) -> Path:
@@ -152,29 +160,58 @@ def make_certs(folder: Path) -> dict[str, Path]:
     def ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         k = key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(k.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                             content_commitment=False, key_encipherment=False,
-                                             data_encipherment=False, key_agreement=False,
-                                             encipher_only=False, decipher_only=False), critical=True)
-                .sign(k, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(k, hashes.SHA256())
+        )
         return k, cert
 
     def leaf(ca_key: Any, ca_cert: Any, cn: str, server: bool) -> tuple[Any, x509.Certificate]:
         k = key()
-        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-                   .issuer_name(ca_cert.subject).public_key(k.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                         else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
         return k, builder.sign(ca_key, hashes.SHA256())
 
     ca_key, ca_cert = ca("edge-inspect test CA")
@@ -217,15 +254,21 @@ class Recorder:
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
         self.client.max_inflight_messages_set(0)
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
         if self.tls:
-            self.client.tls_set(str(self.tls["ca_file"]), str(self.tls["cert_file"]), str(self.tls["key_file"]))
+            self.client.tls_set(
+                str(self.tls["ca_file"]), str(self.tls["cert_file"]), str(self.tls["key_file"])
+            )
         if self.login:
             self.client.username_pw_set(*self.login)
 
@@ -253,8 +296,22 @@ class Recorder:
 
 # -- an independent Sparkplug B decoder (protobuf wire format by hand) ---------------------------------
 
-DATATYPES = {1: "Int8", 2: "Int16", 3: "Int32", 4: "Int64", 5: "UInt8", 6: "UInt16", 7: "UInt32",
-             8: "UInt64", 9: "Float", 10: "Double", 11: "Boolean", 12: "String", 13: "DateTime", 14: "Text"}
+DATATYPES = {
+    1: "Int8",
+    2: "Int16",
+    3: "Int32",
+    4: "Int64",
+    5: "UInt8",
+    6: "UInt16",
+    7: "UInt32",
+    8: "UInt64",
+    9: "Float",
+    10: "Double",
+    11: "Boolean",
+    12: "String",
+    13: "DateTime",
+    14: "Text",
+}
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -279,12 +336,12 @@ def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
+            value, pos = buf[pos : pos + 8], pos + 8
         elif wire == 2:
             length, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
+            value, pos = buf[pos : pos + length], pos + length
         elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
+            value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported wire type {wire} (field {number})")
         if pos > len(buf):
@@ -335,9 +392,22 @@ def decode_metric(buf: bytes) -> SpMetric:
     kind = DATATYPES[datatype]
     value: Any = None
     if not is_null:
-        expected = {"Int8": 10, "Int16": 10, "Int32": 10, "UInt8": 10, "UInt16": 10, "UInt32": 10,
-                    "Int64": 11, "UInt64": 11, "DateTime": 11, "Float": 12, "Double": 13, "Boolean": 14,
-                    "String": 15, "Text": 15}[kind]
+        expected = {
+            "Int8": 10,
+            "Int16": 10,
+            "Int32": 10,
+            "UInt8": 10,
+            "UInt16": 10,
+            "UInt32": 10,
+            "Int64": 11,
+            "UInt64": 11,
+            "DateTime": 11,
+            "Float": 12,
+            "Double": 13,
+            "Boolean": 14,
+            "String": 15,
+            "Text": 15,
+        }[kind]
         if expected not in raw:
             raise ValueError(f"metric {name!r} ({kind}) has no value in field {expected}: {sorted(raw)}")
         wire, v = raw[expected]

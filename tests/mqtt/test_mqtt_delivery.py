@@ -25,7 +25,9 @@ def _config(port: int, **extra) -> MqttPublisherConfig:
     return MqttPublisherConfig(port=port, reconnect_initial_s=0.1, reconnect_max_s=0.5, **extra)
 
 
-def _append(journal: ResultJournal, publisher: MqttPublisher, first: int, count: int) -> list[InspectionResult]:
+def _append(
+    journal: ResultJournal, publisher: MqttPublisher, first: int, count: int
+) -> list[InspectionResult]:
     out = []
     for n in range(first, first + count):
         out.append(journal.append(make_result(n)))
@@ -50,33 +52,51 @@ def test_plain_result_body_and_retained_status(broker, journal: ResultJournal, c
             assert not msg.retain
 
         # A subscriber arriving later gets the retained state of the agent and of the line at once.
-        late = Recorder(broker.port, [f"edge-inspect/{SITE}/status", f"edge-inspect/{SITE}/press/status"],
-                        client_id="late").start()
+        late = Recorder(
+            broker.port,
+            [f"edge-inspect/{SITE}/status", f"edge-inspect/{SITE}/press/status"],
+            client_id="late",
+        ).start()
         wait_for(lambda: len(late.snapshot()) == 2, 5, "retained status")
         by_topic = {m.topic: (json.loads(m.payload), m.retain) for m in late.snapshot()}
         assert by_topic[f"edge-inspect/{SITE}/status"][0]["online"] is True
-        assert by_topic[f"edge-inspect/{SITE}/press/status"] == ({"state": "running", "recipe": "default",
-                                                                  "fps": 4.0}, True)
+        assert by_topic[f"edge-inspect/{SITE}/press/status"] == (
+            {"state": "running", "recipe": "default", "fps": 4.0},
+            True,
+        )
         late.stop()
     finally:
         publisher.stop()
     # A clean stop says offline itself (the broker drops the will on a clean DISCONNECT).
-    wait_for(lambda: any(json.loads(m.payload)["online"] is False
-                         for m in recorder.snapshot(f"edge-inspect/{SITE}/status")), 5, "offline status")
+    wait_for(
+        lambda: any(
+            json.loads(m.payload)["online"] is False for m in recorder.snapshot(f"edge-inspect/{SITE}/status")
+        ),
+        5,
+        "offline status",
+    )
     recorder.stop()
     assert journal.cursor("mqtt/plain") == sent[-1].seq
 
 
-def test_broker_outage_loses_and_duplicates_nothing(broker, journal: ResultJournal, context: PublisherContext):
+def test_broker_outage_loses_and_duplicates_nothing(
+    broker, journal: ResultJournal, context: PublisherContext
+):
     recorder = Recorder(broker.port, [f"edge-inspect/{SITE}/+/result", "spBv1.0/#"]).start()
     publisher = MqttPublisher(_config(broker.port), context)
     publisher.start(journal)
     try:  # connected first, so the first results are live, not backlog
-        wait_for(lambda: publisher.stats()["plain_connected"] and publisher.stats()["sparkplug_connected"], 10,
-                 "both sessions connected")
+        wait_for(
+            lambda: publisher.stats()["plain_connected"] and publisher.stats()["sparkplug_connected"],
+            10,
+            "both sessions connected",
+        )
         before = _append(journal, publisher, 1, 40)
-        wait_for(lambda: publisher.stats()["plain_cursor"] == publisher.stats()["sparkplug_cursor"] == 40, 10,
-                 "the first 40 acknowledged")
+        wait_for(
+            lambda: publisher.stats()["plain_cursor"] == publisher.stats()["sparkplug_cursor"] == 40,
+            10,
+            "the first 40 acknowledged",
+        )
         broker.stop()
         during = _append(journal, publisher, 41, 120)
         time.sleep(1.5)
@@ -85,11 +105,17 @@ def test_broker_outage_loses_and_duplicates_nothing(broker, journal: ResultJourn
         assert stats["plain_backlog"] == stats["sparkplug_backlog"] == 120
         assert journal.cursor("mqtt") == 40
         broker.start()
-        wait_for(lambda: publisher.stats()["plain_births"] == publisher.stats()["sparkplug_births"] == 2, 10,
-                 "both sessions back")  # results from now on are live again
+        wait_for(
+            lambda: publisher.stats()["plain_births"] == publisher.stats()["sparkplug_births"] == 2,
+            10,
+            "both sessions back",
+        )  # results from now on are live again
         after = _append(journal, publisher, 161, 40)
-        wait_for(lambda: publisher.stats()["plain_cursor"] == publisher.stats()["sparkplug_cursor"] == 200, 20,
-                 "everything acknowledged after the outage")
+        wait_for(
+            lambda: publisher.stats()["plain_cursor"] == publisher.stats()["sparkplug_cursor"] == 200,
+            20,
+            "everything acknowledged after the outage",
+        )
         wait_for(lambda: len(recorder.snapshot(RESULT_TOPIC)) >= 200, 10, "the recorder's backlog")
         time.sleep(0.3)  # anything duplicated would arrive now
     finally:
@@ -110,5 +136,6 @@ def test_broker_outage_loses_and_duplicates_nothing(broker, journal: ResultJourn
     historical = [d["Result/Result ID"].is_historical for d in data]
     assert historical == [False] * 40 + [True] * 120 + [False] * 40, "the backlog is history, not live"
     assert [d["Result/Verdict"].timestamp for d in data] == [
-        int(round(r.timestamp.timestamp() * 1000)) for r in everything]
+        round(r.timestamp.timestamp() * 1000) for r in everything
+    ]
     assert journal.cursor("mqtt") == 200

@@ -39,8 +39,15 @@ def _site(root: Path, images: Path, model: Path, port: int) -> Path:
         "archive": {"enabled": False},
         "metrics": {"enabled": False},
         "reload": {"enabled": False},
-        "publishers": [{"type": "mqtt", "port": port, "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5,
-                        "keepalive_s": 5}],
+        "publishers": [
+            {
+                "type": "mqtt",
+                "port": port,
+                "reconnect_initial_s": 0.1,
+                "reconnect_max_s": 0.5,
+                "keepalive_s": 5,
+            }
+        ],
     }
     (root / "lines").mkdir(parents=True)
     (root / "lines" / "press.yaml").write_text(yaml.safe_dump(line))
@@ -52,12 +59,15 @@ def _run_agent(site_file: Path, log: Path) -> subprocess.Popen:
     with log.open("a") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(site_file), "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=err, cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=REPO,
         )
 
 
-def test_three_kill_9s_lose_and_duplicate_nothing(broker, tmp_path: Path, tiny_detect_onnx: Path,
-                                                  synthetic_images: Path):
+def test_three_kill_9s_lose_and_duplicate_nothing(
+    broker, tmp_path: Path, tiny_detect_onnx: Path, synthetic_images: Path
+):
     images = tmp_path / "images"
     images.mkdir()
     sources = sorted(synthetic_images.glob("*.png"))
@@ -78,20 +88,33 @@ def test_three_kill_9s_lose_and_duplicate_nothing(broker, tmp_path: Path, tiny_d
             agent = _run_agent(site_file, log)
             agents.append(agent)
             already = len(plain_results())
-            wait_for(lambda a=already, p=agent: len(plain_results()) >= a + 30 + 15 * kill or p.poll() is not None,
-                     120, f"results of run {kill + 1} at the subscriber")
+            wait_for(
+                lambda a=already + 30 + 15 * kill, p=agent: len(plain_results()) >= a or p.poll() is not None,
+                120,
+                f"results of run {kill + 1} at the subscriber",
+            )
             assert agent.poll() is None, log.read_text()[-3000:]
             os.kill(agent.pid, signal.SIGKILL)
             agent.wait(10)
-            wait_for(lambda k=kill: sum(m[0] == "NDEATH" for m in sparkplug_messages(recorder, "edge-inspect"))
-                     == k + 1, 10, f"NDEATH after kill {kill + 1}")
+            wait_for(
+                lambda k=kill: (
+                    sum(m[0] == "NDEATH" for m in sparkplug_messages(recorder, "edge-inspect")) == k + 1
+                ),
+                10,
+                f"NDEATH after kill {kill + 1}",
+            )
 
         journal = ResultJournal(journal_path)
         total = journal.last_seq() + PARTS_PER_RUN
         last = _run_agent(site_file, log)
         agents.append(last)
-        wait_for(lambda: (journal.last_seq() == total and len(plain_results()) >= total) or last.poll() is not None,
-                 120, "the last run inspected and delivered")
+        wait_for(
+            lambda: (
+                (journal.last_seq() == total and len(plain_results()) >= total) or last.poll() is not None
+            ),
+            120,
+            "the last run inspected and delivered",
+        )
         assert last.poll() is None, log.read_text()[-3000:]
         last.send_signal(signal.SIGTERM)
         assert last.wait(30) == 0
@@ -111,15 +134,22 @@ def test_three_kill_9s_lose_and_duplicate_nothing(broker, tmp_path: Path, tiny_d
 
     messages = sparkplug_messages(recorder, "edge-inspect")
     check_seq_continuity(messages)
-    ddata_ids = [p.by_name()["Result/Result ID"].value for k, _d, p, _r in messages
-                 if k == "DDATA" and "Result/Result ID" in p.by_name()]
+    ddata_ids = [
+        p.by_name()["Result/Result ID"].value
+        for k, _d, p, _r in messages
+        if k == "DDATA" and "Result/Result ID" in p.by_name()
+    ]
     assert ddata_ids == ids, "every result once as Sparkplug DDATA, in order"
     # Each session: NBIRTH(bdSeq n) ... NDEATH(bdSeq n); the next NBIRTH has n + 1.
     lifecycle = [(k, p.by_name()["bdSeq"].value) for k, _d, p, _r in messages if k in ("NBIRTH", "NDEATH")]
     assert lifecycle == [(kind, n) for n in range(KILLS + 1) for kind in ("NBIRTH", "NDEATH")], lifecycle
-    first_data = next(i for i, (k, _d, p, _r) in enumerate(messages) if k == "DDATA" and "Result/Result ID" in p.by_name())
+    first_data = next(
+        i for i, (k, _d, p, _r) in enumerate(messages) if k == "DDATA" and "Result/Result ID" in p.by_name()
+    )
     dbirth = next(p.by_name() for k, _d, p, _r in reversed(messages[:first_data]) if k == "DBIRTH")
-    assert {n for n in dbirth if n.startswith("Result/Defects/")}, "the model's classes are metrics in the birth"
+    assert {n for n in dbirth if n.startswith("Result/Defects/")}, (
+        "the model's classes are metrics in the birth"
+    )
     # The plain will: the agent's retained status says offline after each kill.
     online = [json.loads(m.payload)["online"] for m in recorder.snapshot(f"edge-inspect/{SITE}/status")]
     assert online == [True, False] * (KILLS + 1), online

@@ -39,19 +39,46 @@ LINE_METRICS = {
     "Rates/Parts per Minute": "Double",
     "Rates/NG Ratio": "Double",
 }
-NODE_METRICS = {"bdSeq": "Int64", "Node Control/Rebirth": "Boolean", "Properties/Software": "String",
-                "Properties/Version": "String", "Delivery/Backlog": "UInt64"}
+NODE_METRICS = {
+    "bdSeq": "Int64",
+    "Node Control/Rebirth": "Boolean",
+    "Properties/Software": "String",
+    "Properties/Version": "String",
+    "Delivery/Backlog": "UInt64",
+}
 
 
 def make_result(n: int, line: str = "press", classes: tuple[str, ...] = ("scratch",)) -> InspectionResult:
-    defects = [Defect(camera="top", class_name=c, class_id=i, confidence=0.5 + 0.1 * i, xyxy=[1, 2, 30, 40],
-                      area_px=1064.0) for i, c in enumerate(classes)] if n % 3 == 0 else []
-    return InspectionResult(site=SITE, line=line, part_id=f"P-{n:05d}", recipe="default",
-                            verdict="NG" if defects else "OK", reasons=["scratch too long"] if defects else [],
-                            defects=defects, model=ModelInfo(name="press-det", version="7"))
+    defects = (
+        [
+            Defect(
+                camera="top",
+                class_name=c,
+                class_id=i,
+                confidence=0.5 + 0.1 * i,
+                xyxy=[1, 2, 30, 40],
+                area_px=1064.0,
+            )
+            for i, c in enumerate(classes)
+        ]
+        if n % 3 == 0
+        else []
+    )
+    return InspectionResult(
+        site=SITE,
+        line=line,
+        part_id=f"P-{n:05d}",
+        recipe="default",
+        verdict="NG" if defects else "OK",
+        reasons=["scratch too long"] if defects else [],
+        defects=defects,
+        model=ModelInfo(name="press-det", version="7"),
+    )
 
 
-def test_births_data_seq_wrap_rebirth_and_new_class(broker, journal: ResultJournal, context: PublisherContext):
+def test_births_data_seq_wrap_rebirth_and_new_class(
+    broker, journal: ResultJournal, context: PublisherContext
+):
     context.lines = {"press": SimpleNamespace(class_names=["scratch", "dent"])}
     recorder = Recorder(broker.port, [f"spBv1.0/{GROUP}/#"]).start()
     config = MqttPublisherConfig(port=broker.port, plain=False, sparkplug={"group_id": GROUP})
@@ -73,8 +100,11 @@ def test_births_data_seq_wrap_rebirth_and_new_class(broker, journal: ResultJourn
         for n in range(1, 301):  # > 256 messages: seq wraps
             appended.append(journal.append(make_result(n)))
             publisher.notify(appended[-1])
-        wait_for(lambda: sum(k == "DDATA" for k, *_ in sparkplug_messages(recorder, GROUP)) >= 301, 20,
-                 "a DDATA per result and one for the state")
+        wait_for(
+            lambda: sum(k == "DDATA" for k, *_ in sparkplug_messages(recorder, GROUP)) >= 301,
+            20,
+            "a DDATA per result and one for the state",
+        )
         messages = sparkplug_messages(recorder, GROUP)
         assert check_seq_continuity(messages) >= 1, "seq wraps 255 -> 0"
         data = [p.by_name() for k, _d, p, _r in messages if k == "DDATA"]
@@ -90,7 +120,7 @@ def test_births_data_seq_wrap_rebirth_and_new_class(broker, journal: ResultJourn
             assert d["Result/Defects/dent"].value == 0
             assert abs(d["Result/Top Confidence"].value - (0.5 if r.defects else 0.0)) < 1e-6
             assert d["Model/Version"].value == "7" and d["Recipe"].value == "default"
-            assert d["Result/Verdict"].timestamp == int(round(r.timestamp.timestamp() * 1000))
+            assert d["Result/Verdict"].timestamp == round(r.timestamp.timestamp() * 1000)
             assert not d["Result/Verdict"].is_historical
         assert 0 < per_result[-1]["Rates/NG Ratio"].value < 0.5
         assert per_result[-1]["Rates/Parts per Minute"].value == 300.0  # all within the last minute
@@ -114,9 +144,16 @@ def test_births_data_seq_wrap_rebirth_and_new_class(broker, journal: ResultJourn
         # A class the model never named: the device is born again with the new metric, then its data.
         crack = journal.append(make_result(303, classes=("scratch", "crack")))
         publisher.notify(crack)
-        wait_for(lambda: any(p.by_name().get("Result/Result ID", None) and
-                             p.by_name()["Result/Result ID"].value == crack.result_id and k == "DDATA"
-                             for k, _d, p, _r in sparkplug_messages(recorder, GROUP)), 10, "the crack result")
+        wait_for(
+            lambda: any(
+                p.by_name().get("Result/Result ID", None)
+                and p.by_name()["Result/Result ID"].value == crack.result_id
+                and k == "DDATA"
+                for k, _d, p, _r in sparkplug_messages(recorder, GROUP)
+            ),
+            10,
+            "the crack result",
+        )
         tail = sparkplug_messages(recorder, GROUP)[-2:]
         assert [k for k, *_ in tail] == ["DBIRTH", "DDATA"]
         assert tail[0][2].by_name()["Result/Defects/crack"].datatype == "UInt32"
