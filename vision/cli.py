@@ -50,14 +50,14 @@ def infer(
     """Run MODEL on each image; a bad image is reported and the rest go on. Exit 1 if any failed."""
     import cv2
 
-    from vision.draw import annotate
+    from vision.draw import annotate, heat_overlay
     from vision.errors import VisionError
     from vision.images import read_image
-    from vision.model import Model
+    from vision.model import load_model
 
     grid = _parse_tile(tile)
-    try:
-        m = Model(
+    try:  # any kind: detect, segment, classify or anomaly (its thresholds come with the model)
+        m = load_model(
             model,
             providers=providers,
             imgsz=imgsz,
@@ -94,9 +94,19 @@ def infer(
         if pred.probs is not None:
             record["probs"] = {m.names[i]: round(float(p), 5) for i, p in enumerate(pred.probs)}
             record["top1"] = m.names[pred.top1 or 0]
+        base = image
+        if pred.anomaly is not None:
+            a = pred.anomaly
+            record["anomaly"] = {
+                "score": round(a.score, 6),
+                "image_threshold": a.image_threshold,
+                "pixel_threshold": a.pixel_threshold,
+                "anomalous": a.anomalous,
+            }
+            base = heat_overlay(image, a.map, a.pixel_threshold) if save else image
         if save:
             out = save / f"{path.stem}.jpg"
-            cv2.imwrite(str(out), annotate(image, pred.detections))
+            cv2.imwrite(str(out), annotate(base, pred.detections))
             record["saved"] = str(out)
         if json_out:
             print(json.dumps(record), flush=True)
@@ -116,6 +126,10 @@ def _print_table(record: dict[str, Any]) -> None:
     )
     if "top1" in record:
         head += f"  top1: {record['top1']} ({record['probs'][record['top1']]:.3f})"
+    if "anomaly" in record:
+        a = record["anomaly"]
+        verdict = "NG" if a["anomalous"] else "OK"
+        head += f"  anomaly {a['score']:.4g} ({verdict} from {a['image_threshold']:.4g})"
     print(head)
     for d in dets:
         x1, y1, x2, y2 = d["xyxy"]

@@ -153,3 +153,23 @@ def test_anomalib_layout_without_its_post_processor_needs_thresholds(tmp_path: P
     with pytest.raises(ModelLoadError, match="no image threshold"):
         load_model(path, providers="cpu")
     assert load_model(path, providers="cpu", image_threshold=0.2).pixel_threshold == 0.2
+
+
+def test_infer_command_scores_and_draws_the_heat(tmp_path: Path, model_path: Path, parts) -> None:
+    from typer.testing import CliRunner
+
+    from edge_agent.cli import app
+
+    images = [tmp_path / "good.png", tmp_path / "defect.png"]
+    cv2.imwrite(str(images[0]), parts["good"][0])
+    cv2.imwrite(str(images[1]), parts["defect"][0])
+    args = ["infer", str(model_path), *map(str, images), "--json", "--providers", "cpu"]
+    args += ["--save", str(tmp_path)]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    good, defect = (json.loads(line) for line in out.stdout.splitlines())
+    assert not good["anomaly"]["anomalous"] and defect["anomaly"]["anomalous"]
+    assert [d["class"] for d in defect["detections"]] == ["anomaly"]
+    drawn = cv2.imread(defect["saved"])
+    x1, y1, x2, y2 = DEFECT_BOX
+    assert drawn[y1:y2, x1:x2, 2].mean() > parts["defect"][0][y1:y2, x1:x2, 2].mean() + 40  # heat: red
