@@ -2,9 +2,10 @@
 epoch minutes, `day` epoch days, so one set of queries serves both databases.
 
 - `results`: one compact row per result (no image): verdict, classes and counts, model, recipe, timings,
-  review state. On PostgreSQL it is partitioned by day on `ts` (`results_d<epoch day>`), so raw retention
-  drops whole partitions. The key is `(result_id, ts)`: a resend carries the same body, hence the same
-  `ts`, so it meets its first copy in the same partition and is recognised as a duplicate.
+  review state, the anomaly score (the highest of its cameras; NULL without an anomaly model). On
+  PostgreSQL it is partitioned by day on `ts` (`results_d<epoch day>`), so raw retention drops whole
+  partitions. The key is `(result_id, ts)`: a resend carries the same body, hence the same `ts`, so it
+  meets its first copy in the same partition and is recognised as a duplicate.
 - `rollup_minute`, `rollup_day`, `rollup_day_class`: per line, updated in the same transaction as the
   rows they count (never twice: only newly inserted rows are counted). Dashboards read only these.
 - registry (`agents`, `lines`), rollout (`models`, `rollouts`, `assignments`, `line_history`), users,
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS results (
     result_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, site TEXT NOT NULL, line TEXT NOT NULL,
     seq BIGINT, part_id TEXT NOT NULL, verdict TEXT NOT NULL, recipe TEXT, model_name TEXT,
     model_version TEXT, model_sha256 TEXT, classes TEXT, n_defects INTEGER, max_conf REAL, timings TEXT,
-    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT,
+    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT, anomaly_score REAL,
     PRIMARY KEY (result_id, ts));
 CREATE INDEX IF NOT EXISTS results_line_ts ON results(site, line, ts);
 CREATE TABLE IF NOT EXISTS rejected (
@@ -84,7 +85,7 @@ CREATE TABLE IF NOT EXISTS results (
     result_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, site TEXT NOT NULL, line TEXT NOT NULL,
     seq BIGINT, part_id TEXT NOT NULL, verdict TEXT NOT NULL, recipe TEXT, model_name TEXT,
     model_version TEXT, model_sha256 TEXT, classes TEXT, n_defects INTEGER, max_conf REAL, timings TEXT,
-    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT,
+    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT, anomaly_score REAL,
     PRIMARY KEY (result_id, ts)) PARTITION BY RANGE (ts);
 CREATE INDEX IF NOT EXISTS results_line_ts ON results(site, line, ts);
 CREATE TABLE IF NOT EXISTS rejected (
@@ -109,6 +110,10 @@ CREATE TABLE IF NOT EXISTS collect_jobs (
 
 def schema_sql(kind: str) -> str:
     return (_POSTGRES if kind == "postgres" else _SQLITE) + ";" + _COMMON
+
+
+#: columns added since the first release: (table, column, type), added to older databases at open
+ADDED_COLUMNS = (("results", "anomaly_score", "REAL"),)
 
 
 def partition_name(day: int) -> str:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from edge_agent.mes.store import StoreItem, StoreStatus
 from edge_agent.result import InspectionResult
 from hub.db import Database
-from hub.schema import partition_name, partition_sql, schema_sql
+from hub.schema import ADDED_COLUMNS, partition_name, partition_sql, schema_sql
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ _ROW_COLUMNS = (
     "timings",
     "boot_id",
     "received_at",
+    "anomaly_score",
 )
 _PG_TYPES = (
     "text",
@@ -75,6 +76,7 @@ _PG_TYPES = (
     "text",
     "text",
     "float8",
+    "float4",
 )
 
 # PostgreSQL ingest: one statement per received batch. The rows arrive as one array per column
@@ -183,6 +185,7 @@ def _row(result: InspectionResult, boot_id: str | None, now: float) -> _Row:
         json.dumps(result.timings_ms, separators=(",", ":")),
         boot_id,
         now,
+        max((a.score for a in result.anomaly), default=None),
     )
     return _Row(values, confidences, dict(classes))
 
@@ -399,3 +402,8 @@ class HubStore:
 
 def create_schema(db: Database) -> None:
     db.script(schema_sql(db.kind))
+    for table, column, kind in ADDED_COLUMNS:  # a database made by an older hub gets them now
+        if db.kind == "postgres":  # on the partitioned parent: every partition gets it too
+            db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        elif column not in {row[1] for row in db.query(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
