@@ -253,6 +253,16 @@ class ResultJournal:
             rows = self._db.execute(sql, args).fetchall()
         return [InspectionResult.from_json(r[0]) for r in rows]
 
+    def since_bodies(self, seq: int, limit: int = 1000) -> list[tuple[int, str, str, str]]:
+        """(seq, result_id, line, JSON body) with seq > `seq`, oldest first: for outputs that send the stored
+        body as it is (no parse, no re-serialisation)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, result_id, line, body FROM results WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
     def iter_since(self, seq: int, batch: int = 1000, line: str | None = None) -> Iterator[InspectionResult]:
         while True:
             chunk = self.since(seq, batch, line)

@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -119,6 +119,9 @@ class MqttPublisherConfig(BaseModel):
     reconnect_initial_s: float = Field(0.5, gt=0, description="first wait before reconnecting; doubles")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects")
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP + TLS + CONNACK must finish within this")
+    batch_wait_s: float = Field(
+        0.01, ge=0, le=1, description="after a new result, wait this long for more to send with it (less CPU)"
+    )
     cursor_flush_s: float = Field(
         0.2, ge=0, description="while busy, save the acknowledged position this often"
     )
@@ -334,8 +337,12 @@ class _Flavour(ABC):
     def births(self, journal: ResultJournal) -> list[Message]:
         """Sent first after every connect (and on a rebirth request)."""
 
+    def read(self, journal: ResultJournal, after: int, limit: int) -> list[Any]:
+        """What this session sends for each result (anything with `seq` and `result_id`), oldest first."""
+        return journal.since(after, limit=limit)
+
     @abstractmethod
-    def result(self, result: InspectionResult, historical: bool) -> list[Message]: ...
+    def result(self, result: Any, historical: bool) -> list[Message]: ...
 
     @abstractmethod
     def status(self, line: str, status: dict[str, Any], send: bool = True) -> list[Message]:
@@ -353,6 +360,13 @@ class _Flavour(ABC):
 
 def _status_json(status: dict[str, Any]) -> bytes:
     return json.dumps(status, default=str, separators=(",", ":")).encode()
+
+
+class _StoredBody(NamedTuple):
+    seq: int
+    result_id: str
+    line: str
+    body: str
 
 
 class _PlainFlavour(_Flavour):
@@ -373,8 +387,11 @@ class _PlainFlavour(_Flavour):
     def births(self, journal: ResultJournal) -> list[Message]:
         return [self._online(True), *(self.status(line, s)[0] for line, s in list(self.last_status.items()))]
 
-    def result(self, result: InspectionResult, historical: bool) -> list[Message]:
-        return [Message(f"{self.base}/{result.line}/result", result.to_json().encode(), 1, False)]
+    def read(self, journal: ResultJournal, after: int, limit: int) -> list[Any]:
+        return [_StoredBody(*row) for row in journal.since_bodies(after, limit)]  # the body as journaled
+
+    def result(self, result: _StoredBody, historical: bool) -> list[Message]:
+        return [Message(f"{self.base}/{result.line}/result", result.body.encode(), 1, False)]
 
     def status(self, line: str, status: dict[str, Any], send: bool = True) -> list[Message]:
         self.last_status[line] = status
@@ -528,6 +545,7 @@ class _Session:
     """One MQTT connection: connect with back-off, births, journal backlog, acks → cursor."""
 
     PERIODIC_S = 5.0
+    ACK_GATHER_S = 0.002
     MARKER_WAIT_S = 3.0
 
     def __init__(self, owner: MqttPublisher, flavour: _Flavour) -> None:
@@ -548,10 +566,13 @@ class _Session:
         self.next_seq = 0
         self.persisted = 0
         self.persisted_at = 0.0
+        self.fill_due: float | None = 0.0  # when to read the journal next; None: nothing known to be owed
+        self.more_owed = False  # the last read filled the window: read again as acks free it
         self.reader: ResultJournal | None = None
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
+        self.wake_pending = False
         self.thread = threading.Thread(target=self._run, name=f"{owner.name}-{flavour.key}", daemon=True)
         self.last_error: str | None = None
         self.counters = {
@@ -570,6 +591,9 @@ class _Session:
         self.wake()
 
     def wake(self) -> None:
+        if self.wake_pending:  # one byte is enough until the session thread has read it
+            return
+        self.wake_pending = True
         with contextlib.suppress(OSError):  # buffer full: wake-ups are pending anyway
             self.wake_w.send(b"\x00")
 
@@ -586,7 +610,7 @@ class _Session:
     def _run(self) -> None:
         backoff = self.config.reconnect_initial_s
         retry_at = 0.0
-        last_periodic = 0.0
+        last_periodic = last_poll = 0.0
         owner = self.owner
         while not owner.stopping.is_set() or (
             self.online and self.in_flight and time.monotonic() < owner.deadline
@@ -600,13 +624,24 @@ class _Session:
                     backoff = min(backoff * 2, self.config.reconnect_max_s)
                 continue
             self._handle_events()
+            if now - last_poll >= 0.5 and self.fill_due is None:
+                self.fill_due = now  # results journaled without a notify() (an earlier run) are found too
+                last_poll = now
             if self.online and not owner.stopping.is_set():
-                self._fill_window()
+                if self.fill_due is not None and now >= self.fill_due:
+                    self._fill_window()
                 if now - last_periodic >= self.PERIODIC_S:
                     last_periodic = now
                     self._publish_all(self.flavour.periodic(self.backlog()))
             self._persist_cursor()
-            timeout = 0.5 if self.client is not None else max(0.0, min(0.5, retry_at - time.monotonic()))
+            if self.client is None:
+                timeout = max(0.0, min(0.5, retry_at - time.monotonic()))
+            elif self.fill_due is not None and self.online:
+                timeout = max(0.0, min(0.5, self.fill_due - time.monotonic()))
+            else:
+                timeout = 0.5
+            if self.in_flight and self.fill_due is None and not self.events:
+                time.sleep(self.ACK_GATHER_S)  # let acknowledgements gather: one wake-up reads several
             self._wait(timeout)
             self._handle_events()
         self._persist_cursor(force=True)
@@ -633,6 +668,11 @@ class _Session:
             with contextlib.suppress(OSError):
                 while self.wake_r.recv(4096):
                     pass
+            # After the drain: a notify() from now on sends a byte again. One that came in between sent
+            # none, but its result is journaled already, so the read below (fill_due) finds it.
+            self.wake_pending = False
+            if self.fill_due is None:  # batch what arrives in the next batch_wait_s
+                self.fill_due = time.monotonic() + self.config.batch_wait_s
         if client is not None and self.client is client:
             if sock in readable or (sock is not None and getattr(sock, "pending", lambda: 0)() > 0):
                 client.loop_read()
@@ -682,6 +722,7 @@ class _Session:
         self.in_flight.clear()
         self.by_mid.clear()
         self.next_seq = max(self.cursor, resume)
+        self.fill_due = 0.0
         if self.next_seq > self.cursor:
             self.counters["skipped_by_marker"] += self.next_seq - self.cursor
             self.cursor = self.next_seq
@@ -787,6 +828,8 @@ class _Session:
             self.in_flight.popitem(last=False)
             self.cursor = first.seq
             self.counters["delivered"] += 1
+        if self.more_owed and self.fill_due is None:
+            self.fill_due = 0.0  # a backlog: refill as soon as the window has room
 
     def _handle_events(self) -> None:
         while self.events:
@@ -847,13 +890,14 @@ class _Session:
         free = self.config.window - len(self.in_flight)
         if free <= 0:
             return
-        batch = self.reader.since(self.next_seq, limit=free)
+        self.fill_due = None
+        batch = self.flavour.read(self.reader, self.next_seq, free)
+        self.more_owed = len(batch) == free
         if not batch:
             return
         client = self.client
-        last: InspectionResult | None = None
+        last: Any = None
         for result in batch:
-            assert result.seq is not None
             if client is None or self.client is not client:
                 return
             if result.seq > self.next_seq + 1:
