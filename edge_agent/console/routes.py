@@ -48,6 +48,7 @@ from edge_agent.console.web import (
     not_found,
     set_session_cookie,
 )
+from edge_agent.inspector import with_anomaly_rule
 from edge_agent.result import InspectionResult
 from edge_agent.reviews import DECISIONS, ReviewInput
 
@@ -613,6 +614,10 @@ def _proposal(console: Any, name: str, body: Any) -> dict[str, Any]:
         raise HttpError(400, "this change does not pass `config check`", exc.issues) from None
     names = dict(line._inspector.names) if line._inspector is not None else {}
     recent = console.reader.recent_for_recipe(name, setup.recipe, console.config.whatif_results)
+    rules, score_judged = loaded.config.recipes[setup.recipe], False
+    inspector = line._inspector
+    if inspector is not None and inspector.anomaly_settings is not None:  # judged as the line will
+        rules, score_judged = with_anomaly_rule(rules), inspector.anomaly_settings.judge_image_score
     return {
         "path": path,
         "before": before,
@@ -620,7 +625,7 @@ def _proposal(console: Any, name: str, body: Any) -> dict[str, Any]:
         "recipe": setup.recipe,
         "diff": unified_diff(before, after, path.name),
         "base_sha": _sha(before),
-        "whatif": what_if(recent, loaded.config.recipes[setup.recipe], names, line.config.model.conf),
+        "whatif": what_if(recent, rules, names, line.config.model.conf, image_score_judged=score_judged),
     }
 
 

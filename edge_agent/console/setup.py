@@ -231,24 +231,31 @@ def _detections(result: InspectionResult, names: dict[int, str]) -> dict[str, De
 
 
 def what_if(
-    results: list[InspectionResult], rules: RecipeRules, names: dict[int, str], model_conf: float
+    results: list[InspectionResult],
+    rules: RecipeRules,
+    names: dict[int, str],
+    model_conf: float,
+    *,
+    image_score_judged: bool = False,
 ) -> dict[str, Any]:
-    """How `rules` would have judged `results` against how they were judged."""
+    """How `rules` would have judged `results` against how they were judged. On a line whose anomaly
+    model's image score makes a part NG by itself (`image_score_judged`), that stays so whatever the rules
+    (they judge its regions, class "anomaly", as detections)."""
     ok_to_ng, ng_to_ok, judged, skipped = [], [], 0, 0
     for r in results:
         if not r.frames:  # an NG for a missing frame or an error: no detections to judge
             skipped += 1
             continue
         judgement, _ = judge_cameras(_detections(r, names), rules)
+        by_score = [a for a in r.anomaly if a.anomalous] if image_score_judged else []
         judged += 1
         if r.verdict == "OK" and judgement.verdict == "NG":
             ok_to_ng.append({"seq": r.seq, "part_id": r.part_id, "reason": judgement.reasons[0]})
-        elif r.verdict == "NG" and judgement.verdict == "OK":
+        elif r.verdict == "NG" and judgement.verdict == "OK" and not by_score:
             ng_to_ok.append({"seq": r.seq, "part_id": r.part_id, "reason": r.reasons[0] if r.reasons else ""})
-    lowest = min(
-        [rules.min_confidence]
-        + [c.min_confidence for c in rules.classes.values() if c.min_confidence is not None]
-    )
+    # anomaly regions have no detection threshold (the pixel threshold chose them): left out here
+    given = [c.min_confidence for n, c in rules.classes.items() if n != "anomaly"]
+    lowest = min([rules.min_confidence, *(v for v in given if v is not None)])
     notes = []
     if lowest < model_conf:
         notes.append(

@@ -257,3 +257,27 @@ def test_config_check_points_at_the_anomaly_section(tmp_path: Path, parts) -> No
     with pytest.raises(Exception, match="image_treshold") as exc:
         load_line(write_yaml(tmp_path / "side.yaml", line))
     assert "side.yaml" in str(exc.value) and "image_threshold" in str(exc.value)  # the suggestion
+
+
+def test_setup_what_if_judges_as_the_anomaly_line(tmp_path: Path, parts) -> None:
+    """The console's what-if of a recipe change: regions judged without the default min_confidence, and
+    parts the image score rejects stay NG whatever the region rules say."""
+    from edge_agent.console.setup import what_if
+    from edge_agent.inspector import with_anomaly_rule
+    from vision.rules import RecipeRules
+
+    inspector = Inspector.load(_line_config(tmp_path, model={"path": str(parts["model"]), "threads": 1}), "s")
+    results = [
+        inspector.inspect(_frames(image), "default", part_id=str(i)).result
+        for i, image in enumerate(parts["good"][:1] + parts["defect"][:2])
+    ]
+    for r, seq in zip(results, (1, 2, 3), strict=True):
+        r.seq = seq
+    assert [r.verdict for r in results] == ["OK", "NG", "NG"]
+    roi_out = with_anomaly_rule(RecipeRules(roi={"include": [[[0, 0], [30, 0], [30, 20], [0, 20]]]}))
+    judged = what_if(results, roi_out, inspector.names, 0.25, image_score_judged=True)
+    assert (judged["ok_to_ng"], judged["ng_to_ok"], judged["notes"]) == (0, 0, [])
+    regions_only = what_if(results, roi_out, inspector.names, 0.25, image_score_judged=False)
+    assert regions_only["ng_to_ok"] == 2
+    same = what_if(results, with_anomaly_rule(RecipeRules()), inspector.names, 0.25)
+    assert (same["ok_to_ng"], same["ng_to_ok"]) == (0, 0)  # the line's own recipe: nothing changes
