@@ -312,7 +312,10 @@ def config_check(
     ] = True,
     connect: Annotated[
         bool,
-        typer.Option("--connect/--no-connect", help="Also reach each publisher's peer (the MQTT broker)."),
+        typer.Option(
+            "--connect/--no-connect",
+            help="Also reach each publisher's peer (the MQTT broker) and each line's GigE cameras.",
+        ),
     ] = True,
 ) -> None:
     """Validate site files and line files; every error with file, line and key path."""
@@ -322,7 +325,10 @@ def config_check(
         for kind, file in _config_files(target):
             if file.resolve() in checked:
                 continue
-            ok, covered = _check_site(file, models, connect) if kind == "site" else _check_line(file, models)
+            if kind == "site":
+                ok, covered = _check_site(file, models, connect)
+            else:
+                ok, covered = _check_line(file, models, connect)
             checked.update(covered)
             failed += not ok
     if failed:
@@ -387,6 +393,9 @@ def _check_site(file: Path, models: bool, connect: bool = True) -> tuple[bool, s
     if models:
         for loaded in cfg.lines:
             issues.extend(validate_line_model(loaded))
+    if connect:
+        for loaded in cfg.lines:
+            issues.extend(_check_line_cameras(loaded))
     if issues:
         _print_issues(issues)
         return False, covered
@@ -401,19 +410,39 @@ def _check_site(file: Path, models: bool, connect: bool = True) -> tuple[bool, s
 
 def _check_publisher_peers(cfg: Any) -> bool:
     """Each publisher reaches its peer (`Publisher.check`); one line per problem."""
+    from edge_agent.publishers.base import Publisher
     from edge_agent.publishers.registry import resolve_publisher
 
     ok = True
     for entry in cfg.publishers:
-        problem = resolve_publisher(entry.type)[1].check(entry.config)
+        cls = resolve_publisher(entry.type)[1]
+        if cls.check.__func__ is Publisher.check.__func__:
+            continue  # nothing to reach
+        problem = cls.check(entry.config)
         label = f"{entry.type} publisher {getattr(entry.config, 'name', entry.type)!r}"
         if problem:
             typer.secho(f"{cfg.site_file}: {label}: {problem}", fg=typer.colors.RED, err=True)
             ok = False
+        else:
+            typer.echo(f"  {label}: reached, login accepted")
     return ok
 
 
-def _check_line(file: Path, models: bool) -> tuple[bool, set[Path]]:
+def _check_line_cameras(loaded: Any) -> list[Any]:
+    """Each camera whose kind can be reached beforehand (GigE) is found and asked what the YAML wants;
+    one issue per camera, at its key."""
+    from edge_agent.sources.registry import check_source
+
+    issues = []
+    for i, cam in enumerate(loaded.config.cameras):
+        problem = check_source(cam.source)
+        if problem:
+            key, message = problem
+            issues.append(loaded.doc.issue(("cameras", i, "source", *key), message))
+    return issues
+
+
+def _check_line(file: Path, models: bool, connect: bool = True) -> tuple[bool, set[Path]]:
     """Check one line file on its own (it need not be listed in a site file)."""
     from edge_agent.config import load_line
     from edge_agent.inspector import validate_line_model
@@ -425,6 +454,8 @@ def _check_line(file: Path, models: bool) -> tuple[bool, set[Path]]:
         _print_issues(exc.issues)
         return False, {file.resolve()}
     issues = validate_line_model(loaded) if models else []
+    if connect:
+        issues.extend(_check_line_cameras(loaded))
     if issues:
         _print_issues(issues)
         return False, {file.resolve()}

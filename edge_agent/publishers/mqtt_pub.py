@@ -849,9 +849,10 @@ class _Session:
         if self.client is None:
             return
         self.counters["disconnects"] += 1
+        why = "" if str(reason) in ("Unspecified error", "Success") else f" ({reason})"  # paho's "link lost"
         self._failed(
-            f"lost the connection to the MQTT broker at {self.config.where()} ({reason}); "
-            f"{len(self.in_flight)} results unacknowledged will be sent again"
+            f"lost the connection to the MQTT broker at {self.config.where()}{why}; "
+            f"{len(self.in_flight)} unacknowledged results will be sent again"
         )
         self._close(graceful=False)
 
@@ -957,7 +958,7 @@ class MqttPublisher(Publisher):
             raise ValueError(
                 f"publisher {config.name!r}: both plain and sparkplug are off: nothing to publish"
             )
-        for what, value in (("site", context.site), *((f"line {n!r}", n) for n in context.lines)):
+        for what, value in (("site", context.site), *(("line", n) for n in context.lines)):
             if not value or any(c in value for c in _FORBIDDEN_IN_TOPIC_LEVEL):
                 raise ValueError(
                     f"publisher {config.name!r}: the {what} name {value!r} cannot be an MQTT topic "
