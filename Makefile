@@ -24,6 +24,9 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[train,dev,hub]'
 	# its requirements are in the train extra, all but opencv-python-headless (see pyproject.toml)
 	$(BIN)/pip install -q --no-deps anomalib==2.7.0
+	# GigE cameras: PyGObject builds against Debian's girepository-1.0 and cairo headers (.ci/run installs them)
+	if pkg-config --exists gobject-introspection-1.0 cairo; then $(BIN)/pip install -q -e '.[gige]'; \
+	else echo "[gige] extra left out: apt-get install libgirepository1.0-dev libcairo2-dev (docs/gige.md)"; fi
 	touch $@ $(CORE_STAMP)
 
 setup: $(CORE_STAMP)

@@ -169,6 +169,12 @@ class CameraWorker:
             return frame
         deadline = time.monotonic() + timeout
         with self._cond:
+            f = self._latest
+            fresh = f is not None and (newer_than is None or f.t_ready > newer_than)
+            ready = fresh and not self._latest_taken
+        if not ready:  # a camera that takes pictures on command (software trigger) takes one now
+            self.source.request_frame()
+        with self._cond:
             while not self._stop.is_set():
                 f = self._latest
                 if (
@@ -203,6 +209,8 @@ class CameraWorker:
             # files a file source could not read (truncated, empty, not an image): logged once each
             "skipped": int(getattr(self.source, "skipped", 0)),
             "last_skip_error": getattr(self.source, "last_skip_error", None),
+            # transport counters (GigE Vision: packets missing / resent, incomplete frames)
+            "transport": self.source.stats(),
         }
 
 

@@ -126,6 +126,12 @@ class _AgentCollector(Collector):
             "Files a file source could not read (truncated, empty, not an image)",
             labels=["line", "camera"],
         )
+        transport = CounterMetricFamily(
+            "edge_inspect_camera_transport",
+            "Camera transport counters since the agent started (GigE Vision: received/missing/resent "
+            "packets, resend requests, incomplete frames, software triggers)",
+            labels=["line", "camera", "stat"],
+        )
         for line in list(agent.lines.values()):
             st = line.status()
             fps.add_metric([line.name], st["fps"])
@@ -139,7 +145,9 @@ class _AgentCollector(Collector):
                 reconnects.add_metric([line.name, cam["name"]], cam["reconnects"])
                 skipped.add_metric([line.name, cam["name"]], cam.get("skipped", 0))
                 connected.add_metric([line.name, cam["name"]], 1.0 if cam["state"] == "connected" else 0.0)
-        yield from (fps, up, depth, dropped, reconnects, connected, errors, skipped)
+                for stat, value in sorted(cam.get("transport", {}).items()):
+                    transport.add_metric([line.name, cam["name"], stat], value)
+        yield from (fps, up, depth, dropped, reconnects, connected, errors, skipped, transport)
 
         cpu = CounterMetricFamily(
             "edge_inspect_thread_cpu_seconds",

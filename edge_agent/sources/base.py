@@ -83,3 +83,14 @@ class Source(ABC):
     def describe(self) -> str:
         """Short human description for logs and status ("folder images/*.png", "rtsp://...")."""
         return type(self).__name__
+
+    def request_frame(self) -> None:
+        """The line wants a frame and none is waiting: a camera that takes pictures on command (GigE
+        software trigger) takes one now. Called from the inspector thread; never raises (a lost camera
+        shows in `read`). Default: nothing, the camera runs on its own clock."""
+        return None
+
+    def stats(self) -> dict[str, float]:
+        """Transport counters since the agent started (GigE Vision: packets missing, resent, incomplete
+        frames ...), exported in /metrics per camera; {} for sources that have none."""
+        return {}

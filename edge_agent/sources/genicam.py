@@ -16,7 +16,6 @@ Example line YAML:
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -25,47 +24,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.sources.base import Frame, Source, SourceError
+from edge_agent.sources.pixel_formats import convert_buffer
 
-# GenICam (PFNC) Bayer pattern -> OpenCV conversion to BGR
-_BAYER = {
-    "BayerRG": "COLOR_BayerRG2BGR",
-    "BayerGR": "COLOR_BayerGR2BGR",
-    "BayerBG": "COLOR_BayerBG2BGR",
-    "BayerGB": "COLOR_BayerGB2BGR",
-}
-#: significant bits per pixel format suffix; unpacked formats only (one pixel per 8- or 16-bit word)
-_DEPTHS = {"8": 8, "10": 10, "12": 12, "14": 14, "16": 16}
-
-
-def convert_buffer(data: np.ndarray, width: int, height: int, pixel_format: str) -> np.ndarray:
-    """A GenICam buffer (Mono8/10/12/14/16, Bayer**8/10/12/16, RGB8, BGR8) as 8-bit BGR, scaled by the
-    pixel format's real bit depth (a Mono12 4095 is white, not the 15 of the 16-bit container's top bits).
-
-    Packed formats (Mono12p, Mono10Packed, ...) are refused with the setting to change."""
-    import cv2
-
-    from vision.images import scale_to_8bit, to_bgr8
-
-    fmt = pixel_format
-    if fmt in ("RGB8", "RGB8Packed"):
-        return cv2.cvtColor(data.reshape(height, width, 3), cv2.COLOR_RGB2BGR)
-    if fmt in ("BGR8", "BGR8Packed"):
-        return np.ascontiguousarray(data.reshape(height, width, 3))
-    base = next((b for b in ("Mono", *_BAYER) if fmt.startswith(b)), None)
-    rest = fmt[len(base) :] if base else ""
-    depth = _DEPTHS.get(rest)
-    if base is None or depth is None:
-        bits = re.match(r"\d+", rest)
-        if base and bits and bits.group(0) in _DEPTHS:  # Mono12p, Mono10Packed: bits packed across bytes
-            hint = f"set PixelFormat to {base}{bits.group(0)} (one pixel per 16-bit word)"
-        else:
-            hint = "set PixelFormat, e.g. Mono8, Mono12, BayerRG8 or RGB8"
-        raise SourceError(f"pixel format {fmt} is not supported: {hint}")
-    words = data.view(np.uint16) if depth > 8 and data.dtype == np.uint8 else data
-    plane = scale_to_8bit(words.reshape(height, width), depth)
-    if base == "Mono":
-        return to_bgr8(plane, source=f"genicam {fmt}")
-    return cv2.cvtColor(plane, getattr(cv2, _BAYER[base]))
+__all__ = ["GenicamSource", "GenicamSourceConfig", "convert_buffer"]
 
 
 class GenicamSourceConfig(BaseModel):
