@@ -100,7 +100,7 @@ def build_mean_image_model(
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
         outputs,
         initializer=[
-            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+            *([] if our_metadata else [numpy_helper.from_array(np.array(0.5, np.float32), "half")]),
             numpy_helper.from_array(mean.astype(np.float32), "mean_image"),
             numpy_helper.from_array(np.array([1], np.int64), "channel_axis"),
             numpy_helper.from_array(np.array([1, 2, 3], np.int64), "image_axes"),

@@ -17,11 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_agent.result import InspectionResult
+
+if TYPE_CHECKING:
+    from vision.anomaly import Anomaly
 
 #: width of one bar of the yield-over-time chart
 BUCKET_S = 300
@@ -31,15 +34,21 @@ FRAMES_KEPT = 4
 LIVE_MAX_SIDE = 1280
 
 
+def _live_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(h, w) of a frame of `shape` as sent to browsers: at most LIVE_MAX_SIDE on its longest side."""
+    h, w = shape[:2]
+    scale = LIVE_MAX_SIDE / max(h, w)
+    return (h, w) if scale >= 1 else (round(h * scale), round(w * scale))
+
+
 def _live_size(image: np.ndarray) -> np.ndarray:
-    """`image` shrunk to at most LIVE_MAX_SIDE on its longest side (as sent to browsers)."""
+    """`image` as sent to browsers (`_live_shape`)."""
     import cv2
 
-    h, w = image.shape[:2]
-    scale = LIVE_MAX_SIDE / max(h, w)
-    if scale >= 1:
+    h, w = _live_shape(image.shape)
+    if (h, w) == image.shape[:2]:
         return image
-    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def shift_start(now: datetime, starts: list[str]) -> datetime:
@@ -103,7 +112,7 @@ class LiveFrame:
     seq: int
     result: InspectionResult
     images: dict[str, np.ndarray]
-    heat: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)  # camera: (map, pixel threshold)
+    anomaly: dict[str, Anomaly] = field(default_factory=dict)  # camera: its anomaly output (anomaly lines)
 
 
 class LineFeed:
@@ -153,7 +162,7 @@ class ConsoleHub:
         line: str,
         result: InspectionResult,
         images: dict[str, np.ndarray] | None,
-        heat: dict[str, tuple[np.ndarray, float]] | None = None,
+        anomaly: dict[str, Anomaly] | None = None,
     ) -> None:
         feed = self.lines.get(line)
         if feed is None:
@@ -167,7 +176,7 @@ class ConsoleHub:
         feed.recent.appendleft(summary_of(result))
         feed.latest = result
         if images and result.seq is not None:
-            feed.frames.append(LiveFrame(result.seq, result, images, heat or {}))
+            feed.frames.append(LiveFrame(result.seq, result, images, anomaly or {}))
         self.version += 1
 
     def result_json(self, result: InspectionResult) -> str:
@@ -208,11 +217,13 @@ class ConsoleHub:
         from vision.draw import heat_rgba
 
         def encode(frame: LiveFrame) -> bytes | None:
-            amap, threshold = frame.heat[camera]
-            ok, buf = cv2.imencode(".png", heat_rgba(_live_size(amap), threshold))
+            anomaly = frame.anomaly[camera]
+            amap = anomaly.map_at(_live_shape(frame.images[camera].shape))
+            ok, buf = cv2.imencode(".png", heat_rgba(amap, anomaly.pixel_threshold))
             return buf.tobytes() if ok else None
 
-        return self._encoded(line, seq, f"{camera}#heat", lambda f: camera in f.heat, encode)
+        has = lambda f: camera in f.anomaly and camera in f.images  # noqa: E731
+        return self._encoded(line, seq, f"{camera}#heat", has, encode)
 
     def _encoded(
         self,

@@ -55,8 +55,7 @@ class Console:
     def offer(self, line: str, result: InspectionResult, outcome: Outcome | None) -> None:
         """Called on the line's journal thread after each commit: keep references, never encode here."""
         images = {cam: f.image for cam, f in outcome.frames.items()} if outcome is not None else None
-        heat = {cam: (a.map, a.pixel_threshold) for cam, a in outcome.anomaly.items()} if outcome else None
-        self.hub.offer(line, result, images, heat)
+        self.hub.offer(line, result, images, dict(outcome.anomaly) if outcome is not None else None)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @property

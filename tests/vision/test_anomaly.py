@@ -89,7 +89,7 @@ def test_defects_separate_and_regions_locate_them(model_path: Path, parts) -> No
         assert regions.class_names[0] == "anomaly"
         best = int(np.argmax(regions.confidence))
         assert box_iou(np.array(DEFECT_BOX, np.float32), regions.xyxy[best : best + 1])[0] > 0.5
-        assert regions.confidence[best] == pytest.approx(float(p.anomaly.map.max()), rel=1e-6)
+        assert regions.confidence[best] == pytest.approx(float(p.anomaly.raw_map.max()), rel=1e-6)
         x1, y1, x2, y2 = DEFECT_BOX
         assert regions.data["area_px"][best] == pytest.approx((x2 - x1) * (y2 - y1), rel=0.5)
 
