@@ -10,6 +10,7 @@ The last row sends as fast as it can and reports the sustained rate the client c
     .venv/bin/python bench/opcua.py                     # rates 50, 200, 400 for 10 s each + max
     .venv/bin/python bench/opcua.py --rates 50 --seconds 20 --security production
     .venv/bin/python bench/opcua.py --start 3          # agent start -> first result, with/without OPC UA
+    .venv/bin/python bench/opcua.py --server-start 5   # agent start -> first result / OPC UA listening
 
 Goal (issue 6): >= 200 results/s per agent with no loss; < 30 % of one core at 50/s.
 """
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -135,26 +137,32 @@ class BenchLine:
         )
 
 
-def start_bench(runs: int) -> None:
-    """`edge-inspect run` of a one-line site (the demo model on its sample images), from process start to
-    the first journaled result, with the zmq publisher only and with an `opcua` publisher added (the
-    goal: <= 2 s either way; the OPC UA server starts in the background)."""
+def _agent_bench(prefix: str) -> tuple[Any, Path, Path, Path]:
+    """bench/agent.py as a module, a temporary folder, the sample images copied into it, the demo model."""
     import importlib.util
     import shutil
-    import statistics
-
-    import yaml
 
     spec = importlib.util.spec_from_file_location("bench_agent", REPO / "bench" / "agent.py")
     agent_bench = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(agent_bench)
-    tmp = Path(tempfile.mkdtemp(prefix="opcua-start-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     frames = tmp / "frames"
     frames.mkdir()
     for image in sorted((REPO / "images").glob("*.jpg")):
         shutil.copy(image, frames / image.name)
-    model = REPO / "models" / "demo" / "model.onnx"
+    return agent_bench, tmp, frames, REPO / "models" / "demo" / "model.onnx"
+
+
+def start_bench(runs: int) -> None:
+    """`edge-inspect run` of a one-line site (the demo model on its sample images), from process start to
+    the first journaled result, with the zmq publisher only and with an `opcua` publisher added (the
+    goal: <= 2 s either way; the OPC UA server starts in the background)."""
+    import statistics
+
+    import yaml
+
+    agent_bench, tmp, frames, model = _agent_bench("opcua-start-")
     results: dict[str, list[float]] = {"zmq only": [], "zmq + opcua": []}
     for i in range(runs):
         for label in results:
@@ -186,6 +194,58 @@ def start_bench(runs: int) -> None:
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
 
 
+def server_start_bench(runs: int, hold: bool) -> None:
+    """`edge-inspect run` of a one-line free-run site at full speed (the demo model on its sample images)
+    with an `opcua` publisher: from process start to the first journaled result and to the OPC UA server
+    accepting connections, and how many results were journaled before it did (issue 28 item 21)."""
+    import socket
+    import statistics
+
+    import yaml
+
+    agent_bench, tmp, frames, model = _agent_bench("opcua-server-start-")
+    first, listening, before = [], [], []
+    for i in range(runs):
+        root = tmp / f"run-{i}"
+        site = agent_bench.write_config(root, frames, model, agent_bench.free_port(), None)
+        port = agent_bench.free_port()
+        doc = yaml.safe_load(site.read_text())
+        entry = {"type": "opcua", "security": "none", "endpoint": f"opc.tcp://127.0.0.1:{port}/edge-inspect/"}
+        if hold:
+            entry["hold_lines_until_started"] = True
+        doc["publishers"].append(entry)
+        site.write_text(yaml.safe_dump(doc, sort_keys=False))
+        journal = root / "journal.sqlite"
+        t0 = time.perf_counter()
+        proc = agent_bench.start_agent(site)
+        t_first = t_listen = None
+        try:
+            while t_first is None or t_listen is None:
+                if proc.poll() is not None:
+                    raise SystemExit(f"agent exited: {proc.stderr.read() if proc.stderr else ''}")
+                if t_first is None and agent_bench.journal_count(journal) > 0:
+                    t_first = time.perf_counter() - t0
+                if t_listen is None:
+                    with socket.socket() as probe:
+                        probe.settimeout(0.2)
+                        if probe.connect_ex(("127.0.0.1", port)) == 0:
+                            t_listen = time.perf_counter() - t0
+                            before.append(agent_bench.journal_count(journal))
+                time.sleep(0.005)
+            first.append(t_first)
+            listening.append(t_listen)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    for label, times in (("first result", first), ("OPC UA listening", listening)):
+        print(
+            f"start -> {label:16s} median {statistics.median(times):.2f} s "
+            f"(min {min(times):.2f}, max {max(times):.2f}; {', '.join(f'{t:.2f}' for t in times)})"
+        )
+    print(f"results journaled before the server listened: {', '.join(str(n) for n in before)}")
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
+
+
 def thread_cpu_s(native_id: int) -> float:
     import psutil
 
@@ -211,7 +271,17 @@ def main() -> None:
         metavar="N",
         help="instead: agent start -> first result, N runs with and without OPC UA",
     )
+    parser.add_argument(
+        "--server-start",
+        type=int,
+        metavar="N",
+        help="instead: agent start -> first result and -> OPC UA listening, N runs of a free-run line",
+    )
+    parser.add_argument("--hold", action="store_true", help="with --server-start: hold_lines_until_started")
     args = parser.parse_args()
+    if args.server_start:
+        server_start_bench(args.server_start, args.hold)
+        return
     if args.client:
         asyncio.run(run_client(args.client, args.security, args.pki))
         return

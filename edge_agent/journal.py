@@ -282,8 +282,10 @@ class ResultJournal:
         limit: int = 1000,
         newest_first: bool = False,
         by_time: bool = False,
+        after: tuple[float, int] | None = None,
     ) -> list[InspectionResult]:
-        """Results matching every filter given, in seq order (`by_time`: by timestamp, then seq)."""
+        """Results matching every filter given, in seq order (`by_time`: by timestamp, then seq; `after`
+        = (timestamp, seq) of the last row of the previous page: only the rows past it, in that order)."""
         clauses, args = [], []
         for col, op, val in (
             ("ts", ">=", since_time.timestamp() if since_time else None),
@@ -295,6 +297,10 @@ class ResultJournal:
             if val is not None:
                 clauses.append(f"{col} {op} ?")
                 args.append(val)
+        if after is not None:
+            past = "<" if newest_first else ">"
+            clauses.append(f"(ts {past} ? OR (ts = ? AND seq {past} ?))")
+            args.extend([after[0], after[0], after[1]])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "DESC" if newest_first else "ASC"
         keys = f"ts {order}, seq {order}" if by_time else f"seq {order}"

@@ -97,6 +97,19 @@ class ResultStore(Protocol):
         (meas_id, job_id, product_id, recipe), `offset` and `limit` applied after filtering; in
         journal (seq) order, or with `by_time` by timestamp (the results' CreationTime), then seq."""
 
+    def between(
+        self,
+        *,
+        line: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        after: tuple[float, int] | None,
+        limit: int,
+        newest_first: bool,
+    ) -> list[InspectionResult]:
+        """Results of `line` (None: every line) with since <= timestamp <= until (None: open), in
+        (timestamp, seq) order, only those past `after` = (timestamp, seq) in that order (HistoryRead)."""
+
 
 def configuration_id(line: str, model_name: str) -> str:
     """The Id of a line's configuration: the same for the configuration and for its results."""

@@ -404,6 +404,12 @@ def empty_result(types: MvTypes, line: str = "") -> Any:
     )
 
 
+def result_event_text(result: InspectionResult) -> tuple[str, int]:
+    """(Message, Severity) of a result's ResultReadyEvent, live or historical."""
+    severity = 500 if result.verdict == "NG" else 100
+    return f"{result.verdict} part {result.part_id} (seq {result.seq})", severity
+
+
 def result_field_variants(types: MvTypes, value: Any) -> dict[str, ua.Variant]:
     """The ResultType child variables / ResultReadyEventType properties of a ResultDataType value."""
     x = ua.VariantType.ExtensionObject

@@ -37,6 +37,7 @@ from contract import InspectionResult
 from opcua import model
 from opcua.backend import LineBackend, ResultStore
 from opcua.config import OpcUaServerConfig
+from opcua.history import ResultEventHistory
 from opcua.methods import MachineVisionMethods
 from opcua.nodeset import import_machine_vision
 from opcua.plc import PlcHandshake
@@ -77,6 +78,7 @@ class VisionServer:
         self.methods = MachineVisionMethods(self)
         self.plc = PlcHandshake(self)
         self.state_machines: StateMachines | None = None
+        self.history: ResultEventHistory | None = None
         self._pending: queue.SimpleQueue[InspectionResult] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -121,6 +123,8 @@ class VisionServer:
             "logins_refused": getattr(self.user_manager, "refused", 0),
             "calls_denied": self.ruleset.denied if self.ruleset else 0,
             "plc_triggers_refused": sum(s.plc.refused for s in self.lines.values()),
+            "history_reads": self.history.reads if self.history else 0,
+            "history_events_read": self.history.events_read if self.history else 0,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -141,6 +145,8 @@ class VisionServer:
             await self.methods.link(served)
             self.plc.add_line(served)
             await self.state_machines.add_line(name, nodes)
+            assert self.history is not None
+            await self.history.add_line(name, nodes.system)
             self._result_events[name] = [
                 await server.get_event_generator(types.id("ResultReadyEventType"), nodes.system),
                 await server.get_event_generator(types.id("ResultReadyEventType"), ua.ObjectIds.Server),
@@ -153,6 +159,8 @@ class VisionServer:
             await self._write_configuration(served)
             backend.add_listener(lambda event, payload, _name=name: self.line_changed(_name))
             await self.refresh(name)
+        assert self.history is not None
+        await self.history.advertise()
         assert self.ruleset is not None
         self.ruleset.read_only_methods = {
             s.nodes.methods[m].nodeid for s in self.lines.values() for m in model.READ_ONLY_METHODS
@@ -181,6 +189,9 @@ class VisionServer:
         else:
             self.user_manager = DemoUserManager()
         server = Server(user_manager=self.user_manager)  # type: ignore[arg-type]
+        # HistoryRead of events: journaled results as ResultReadyEvents (opcua.history); before init()
+        self.history = ResultEventHistory(server.iserver, self)
+        server.iserver.history_manager = self.history
         await server.init()  # ~2 s of CPU on this loop: fine, it is our own thread
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
@@ -280,8 +291,7 @@ class VisionServer:
                 100,
                 acquired,
             )
-        message = f"{result.verdict} part {result.part_id} (seq {result.seq})"
-        severity = 500 if result.verdict == "NG" else 100
+        message, severity = model.result_event_text(result)
         for gen in self._result_events[result.line]:
             event = gen.event
             for name in model.EVENT_FIELDS:

@@ -207,7 +207,8 @@ class StateMachines:
         self.events_emitted = 0
 
     async def add_line(self, line: str, nodes: model.VisionSystemNodes) -> None:
-        for etype in set(_EFFECTS.values()) | {"StateChangedEventType"}:
+        # every generator now: making one later would reset the nodes' EventNotifier (opcua.history)
+        for etype in set(_EFFECTS.values()) | {"StateChangedEventType", "AcquisitionDoneEventType"}:
             self._generators[(line, etype)] = [
                 await self.server.get_event_generator(self.types.id(etype), nodes.system),
                 await self.server.get_event_generator(self.types.id(etype), ua.ObjectIds.Server),

@@ -11,8 +11,9 @@ publishers:
 
 The server lives in its own thread and event loop (`opcua.server.ServerThread`); `notify()` only
 queues the result body for it and returns. Guaranteed part: the OPC UA result history
-(GetResultById, GetResultListFiltered) is read from the journal, so a client that was away catches
-up from there; LatestResult and ResultReadyEvent carry every result the server was notified of.
+(GetResultById, GetResultListFiltered, and HistoryRead of ResultReadyEvents) is read from the journal,
+so a client that was away catches up from there; LatestResult and ResultReadyEvent carry every result
+the server was notified of.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class OpcUaPublisherConfig(OpcUaServerConfig):
 
     type: Literal["opcua"] = "opcua"
     name: str = "opcua"
+    #: the lines start only once the server listens (their first results then reach subscribers live);
+    #: off: they start at once and the results made meanwhile reach clients as history (docs/opcua.md)
+    hold_lines_until_started: bool = False
 
 
 class JournalResultStore:
@@ -86,6 +90,26 @@ class JournalResultStore:
                 if len(matched) >= offset + limit:
                     break
         return matched[offset:]
+
+    def between(
+        self,
+        *,
+        line: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        after: tuple[float, int] | None,
+        limit: int,
+        newest_first: bool,
+    ) -> list[InspectionResult]:
+        return self.journal.query(
+            since_time=since,
+            until_time=until,
+            line=line,
+            limit=limit,
+            newest_first=newest_first,
+            by_time=True,
+            after=after,
+        )
 
     def images(self, result: InspectionResult) -> dict[str, tuple[str, bytes]]:
         """camera -> (path, bytes) of the result's raw images kept by the NG archive."""
@@ -152,11 +176,12 @@ class OpcUaPublisher(Publisher):
 
     def start(self, journal: ResultJournal) -> None:
         """Check what can be checked at once (certificate, port), then start the server without
-        waiting for it: importing the Machine Vision NodeSet takes 1-3 s, and the lines must not wait
-        for that (agent start -> first result stays under 2 s). Results made meanwhile are queued
-        and published once it listens; a later failure is logged and shows in `stats()`."""
+        waiting for it: building the address space takes 1-3 s, and the lines must not wait for that
+        (agent start -> first result stays under 2 s). Results made meanwhile are queued and published
+        once it listens, and are in the event history (HistoryRead); a later failure is logged and shows
+        in `stats()`. With `hold_lines_until_started` the agent waits for it (lines start after)."""
         self._preflight()
-        self.server.start(wait=False)
+        self.server.start(wait=self.config.hold_lines_until_started)
 
     def _preflight(self) -> None:
         cfg = self.config
