@@ -400,6 +400,7 @@ class Agent:
             "line": loaded.file,
             "model": loaded.config.model.path,
             "reference": loaded.config.model.reference_image,
+            "anomaly_model": loaded.config.anomaly.path if loaded.config.anomaly else None,
         }
 
     def _snapshot_watched(self) -> None:

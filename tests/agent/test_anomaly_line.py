@@ -281,3 +281,28 @@ def test_setup_what_if_judges_as_the_anomaly_line(tmp_path: Path, parts) -> None
     assert regions_only["ng_to_ok"] == 2
     same = what_if(results, with_anomaly_rule(RecipeRules()), inspector.names, 0.25)
     assert (same["ok_to_ng"], same["ng_to_ok"]) == (0, 0)  # the line's own recipe: nothing changes
+
+
+def test_a_retrained_anomaly_model_beside_the_detector_is_hot_reloaded(
+    tmp_path: Path, parts, agent_factory
+) -> None:
+    anomaly = tmp_path / "models" / "tiles" / "model.onnx"
+    anomaly.parent.mkdir(parents=True)
+    shutil.copy(parts["model"], anomaly)
+    trigger = {"type": "free_run", "max_fps": 20}
+    line = folder_line("side", parts["files"][0].parent, DETECTOR, trigger=trigger)
+    line["cameras"][0]["source"]["mode"] = "loop"
+    line["anomaly"] = {"path": str(anomaly), "threads": 1}
+    site = write_site(tmp_path, [line], reload={"enabled": True, "poll_s": 0.05})
+    events: list[str] = []
+    agent = agent_factory(site, on_event=lambda ln, event, payload: events.append(event))
+    agent.start()
+    wait_until(lambda: agent.journal.last_seq() >= 1)
+    assert agent.journal.since(0)[0].anomaly[0].model.version == "1"
+    rng = np.random.default_rng(9)
+    retrained = [good_part(rng, part_surface()) for _ in range(12)]
+    build_mean_image_model(tmp_path / "new" / "model.onnx", retrained, version="2")
+    os.replace(tmp_path / "new" / "model.onnx", anomaly)
+    wait_until(lambda: "reloaded" in events)
+    seq = agent.journal.last_seq()
+    wait_until(lambda: any(r.anomaly[0].model.version == "2" for r in agent.journal.since(seq)))
