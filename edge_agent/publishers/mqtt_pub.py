@@ -534,6 +534,24 @@ class _SparkplugFlavour(_Flavour):
 # -- one MQTT connection with its cursor ---------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _corked(sock: Any) -> Any:
+    """Linux TCP_CORK around a batch: paho writes each packet with its own send(), the kernel then sends
+    them as few segments (on loopback most of a send's CPU is that segment's delivery, not the copy)."""
+    cork = getattr(socket, "TCP_CORK", None)
+    corked = False
+    if sock is not None and cork is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+            corked = True
+    try:
+        yield
+    finally:
+        if corked:
+            with contextlib.suppress(OSError):  # uncorking sends what is queued
+                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
+
+
 @dataclass
 class _InFlight:
     seq: int
@@ -894,9 +912,12 @@ class _Session:
         self.fill_due = None
         batch = self.flavour.read(self.reader, self.next_seq, free)
         self.more_owed = len(batch) == free
-        if not batch:
+        if not batch or self.client is None:
             return
-        client = self.client
+        with _corked(self.client.socket()):
+            self._send_batch(self.client, batch)
+
+    def _send_batch(self, client: mqtt.Client, batch: list[Any]) -> None:
         last: Any = None
         for result in batch:
             if client is None or self.client is not client:
