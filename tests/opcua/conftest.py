@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,20 +53,26 @@ def _start(config: OpcUaServerConfig, journal: ResultJournal, lines: dict[str, J
     return RunningServer(server, journal, lines, config, records)
 
 
-@pytest.fixture(scope="session")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    journal = ResultJournal(tmp_path_factory.mktemp("demo") / "journal.sqlite")
-    lines = {
-        "line1": JournalLine("line1", journal),
-        "plc1": JournalLine("plc1", journal),
-        "free1": JournalLine("free1", journal, mode="free_run"),
-    }
+@contextmanager
+def demo_profile_server(root: Path, **modes: str) -> Iterator[RunningServer]:
+    """A `security: none` server over a fresh journal in `root`: one JournalLine per name (its mode)."""
+    journal = ResultJournal(root / "journal.sqlite")
+    lines = {name: JournalLine(name, journal, mode=mode) for name, mode in modes.items()}
     config = OpcUaServerConfig(security="none", endpoint="opc.tcp://127.0.0.1:0/edge-inspect/")
     running = _start(config, journal, lines)
-    yield running
-    running.server.stop()
-    for line in lines.values():
-        line.close()
+    try:
+        yield running
+    finally:
+        running.server.stop()
+        for line in lines.values():
+            line.close()
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("demo")
+    with demo_profile_server(root, line1="triggered", plc1="triggered", free1="free_run") as running:
+        yield running
 
 
 @dataclass

@@ -50,3 +50,14 @@ async def wait_value(node: Any, expected: Any, timeout: float = 10.0) -> Any:
 
 def empty_args() -> ua.Variant:
     return ua.Variant([], ua.VariantType.Variant)
+
+
+def job_args(part: str = "", recipe: str = "", meas: str = "") -> tuple:
+    """StartSingleJob/StartContinuous input arguments (MeasId, PartId, RecipeId, ProductId, Parameters)."""
+    return (
+        ua.MeasIdDataType(Id=meas),
+        ua.PartIdDataType(Id=part),
+        ua.RecipeIdExternalDataType(Id=recipe),
+        ua.ProductIdDataType(Id=""),
+        empty_args(),
+    )

@@ -19,26 +19,19 @@ from asyncua.common.events import Event, get_filter_from_event_type
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_agent_config
-from edge_agent.journal import ResultJournal
 from edge_agent.publishers.opcua_publisher import OpcUaPublisher
-from opcua.config import OpcUaServerConfig
 from tests.agent.agent_helpers import folder_line, wait_until, write_site
-from tests.opcua.conftest import RunningServer, _start
-from tests.opcua.lines import JournalLine, make_result
+from tests.opcua.conftest import RunningServer, demo_profile_server
+from tests.opcua.lines import make_result
 from tests.opcua.opcua_helpers import namespaces, vision_node
 from tests.opcua.test_opcua_states import Events
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    journal = ResultJournal(tmp_path_factory.mktemp("history") / "journal.sqlite")
-    lines = {"hist1": JournalLine("hist1", journal), "hist2": JournalLine("hist2", journal)}
-    config = OpcUaServerConfig(security="none", endpoint="opc.tcp://127.0.0.1:0/history/")
-    running = _start(config, journal, lines)
-    yield running
-    running.server.stop()
-    for line in lines.values():
-        line.close()
+    root = tmp_path_factory.mktemp("history")
+    with demo_profile_server(root, hist1="triggered", hist2="triggered") as running:
+        yield running
 
 
 async def result_ready_filter(client: Client) -> ua.EventFilter:

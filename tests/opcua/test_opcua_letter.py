@@ -17,13 +17,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from asyncua import Client, ua
 
-from edge_agent.journal import ResultJournal
-from opcua.config import OpcUaServerConfig
 from opcua.methods import Err
 from tests.opcua import official
-from tests.opcua.conftest import RunningServer, _start
-from tests.opcua.lines import JournalLine, make_result
-from tests.opcua.opcua_helpers import empty_args, namespaces, vision_node, wait_value
+from tests.opcua.conftest import RunningServer, demo_profile_server
+from tests.opcua.lines import make_result
+from tests.opcua.opcua_helpers import job_args, namespaces, vision_node, wait_value
 from tests.opcua.test_opcua_states import _subscribe
 
 CAUSE = (ua.Variant(1, ua.VariantType.Int32), ua.Variant("letter", ua.VariantType.String))
@@ -33,18 +31,9 @@ _MANDATORY, _HAS_COMPONENT, _HAS_PROPERTY, _HAS_TYPE = "i=78", "i=47", "i=46", "
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server of its own: these tests halt, reset and hold its lines."""
-    journal = ResultJournal(tmp_path_factory.mktemp("letter") / "journal.sqlite")
-    lines = {
-        "letter1": JournalLine("letter1", journal),
-        "letterfree": JournalLine("letterfree", journal, mode="free_run"),
-        "order1": JournalLine("order1", journal),
-    }
-    config = OpcUaServerConfig(security="none", endpoint="opc.tcp://127.0.0.1:0/letter/")
-    running = _start(config, journal, lines)
-    yield running
-    running.server.stop()
-    for line in lines.values():
-        line.close()
+    root = tmp_path_factory.mktemp("letter")
+    with demo_profile_server(root, letter1="triggered", letterfree="free_run", order1="triggered") as running:
+        yield running
 
 
 # -- item 15, 16: every declaration on the instance ---------------------------------------------------
@@ -167,16 +156,6 @@ async def test_select_mode_automatic_enters_initialized_first(server):
 
 
 # -- item 18: no transition, no call; Stop/Abort during SingleExecution --------------------------------
-def _job_args(part: str) -> tuple:
-    return (
-        ua.MeasIdDataType(Id=""),
-        ua.PartIdDataType(Id=part),
-        ua.RecipeIdExternalDataType(Id=""),
-        ua.ProductIdDataType(Id=""),
-        empty_args(),
-    )
-
-
 async def test_calls_without_a_transition_are_refused(server):
     line = server.lines["letter1"]
     async with Client(server.url, timeout=30) as client:
@@ -207,11 +186,11 @@ async def test_calls_without_a_transition_are_refused(server):
         for how, number, node_id in (("Stop", 761, 5068), ("Abort", 762, 5069)):
             line.release.clear()  # the job stays in flight
             try:
-                job, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *_job_args(f"HOLD-{how}"))
+                job, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *job_args(f"HOLD-{how}"))
                 assert error == Err.OK
                 await wait_value(auto_state, ua.LocalizedText("SingleExecution"))
                 # a second job while one runs: ReadyToSingleExecution only leaves Ready
-                second, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *_job_args("SECOND"))
+                second, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *job_args("SECOND"))
                 assert (second.Id, error) == ("", Err.NOT_READY)
                 assert await auto.call_method(f"{ns.mv}:{how}", *CAUSE) == Err.OK
             finally:
@@ -233,10 +212,10 @@ async def test_calls_without_a_transition_are_refused(server):
         config.queue_single_jobs = True
         line.release.clear()
         try:
-            _first, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *_job_args("Q-1"))
+            _first, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *job_args("Q-1"))
             assert error == Err.OK
             await wait_value(auto_state, ua.LocalizedText("SingleExecution"))
-            queued, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *_job_args("Q-2"))
+            queued, error = await auto.call_method(f"{ns.mv}:StartSingleJob", *job_args("Q-2"))
             assert error == Err.OK and queued.Id
         finally:
             config.queue_single_jobs = False
