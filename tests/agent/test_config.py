@@ -165,7 +165,7 @@ def test_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_agent_config(REPO / "configs" / "agent.yaml")
     assert [line.config.name for line in cfg.lines] == ["demo"]
     assert {p.type for p in cfg.publishers} >= {"zmq"}
-    for name in ("usb-camera", "rtsp-camera", "triggered-plc"):
+    for name in ("usb-camera", "rtsp-camera", "triggered-plc", "gige-camera"):
         assert load_line(REPO / "configs" / "lines" / f"{name}.yaml").config.cameras
 
 
