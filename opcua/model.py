@@ -231,6 +231,7 @@ async def build_vendor_types(server: Server, mv: int, app: int) -> MvTypes:
             _field("ModelName", ua.VariantType.String),
             _field("ModelVersion", ua.VariantType.String),
             _field("BodyJson", ua.VariantType.String),  # the whole result body, schemas/result.schema.json
+            _field("AnomalyScore", ua.VariantType.Double),  # highest of the cameras'; NaN: no anomaly model
         ],
     )
     await _vendor_struct(
@@ -245,6 +246,7 @@ async def build_vendor_types(server: Server, mv: int, app: int) -> MvTypes:
             _field("Defects", defect, array=True),
             _field("ImageFile", ua.VariantType.String),  # the archived image, "" when none was kept
             _field("Image", ua.VariantType.ByteString),  # its encoded bytes (JPEG/PNG), empty when none
+            _field("AnomalyScore", ua.VariantType.Double),  # this camera's; NaN without an anomaly model
         ],
     )
     # generate only the vendor classes (the official ones came with the NodeSet import)
@@ -305,6 +307,7 @@ def content_to_ua(types: MvTypes, result: InspectionResult) -> Any:
         ModelName=result.model.name,
         ModelVersion=result.model.version,
         BodyJson=result.to_json(),
+        AnomalyScore=max((float(a.score) for a in result.anomaly), default=float("nan")),
     )
 
 
@@ -328,6 +331,7 @@ def camera_components_to_ua(
                 Defects=[_defect_to_ua(types, d) for d in result.defects if d.camera == cam],
                 ImageFile=path,
                 Image=data,
+                AnomalyScore=next((float(a.score) for a in result.anomaly if a.camera == cam), float("nan")),
             )
         )
     return out
