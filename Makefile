@@ -21,7 +21,7 @@ $(CORE_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[train,dev,hub]'
+	$(BIN)/pip install -q -e '.[train,dev,hub,openvino]'
 	# its requirements are in the train extra, all but opencv-python-headless (see pyproject.toml)
 	$(BIN)/pip install -q --no-deps anomalib==2.7.0
 	# GigE cameras: PyGObject builds against Debian's girepository-1.0 and cairo headers (.ci/run installs them)

@@ -3,6 +3,7 @@
     python bench/inference.py                       # untrained yolov8n exported at 320 and 640
     python bench/inference.py --weights runs/demo/.../best.pt --conf 0.25
     python bench/inference.py --int8 models/demo,models/neu-det     # also FP32 vs INT8 of shipped models
+    python bench/inference.py --sizes "" --runtimes models/demo      # ORT FP32/INT8 vs OpenVINO f32/bf16/int8
 
 Each measurement runs the same frames (synthetic 640x480 parts) through:
 - raw:   `session.run` on a ready-made input tensor (inference only: the floor);
@@ -14,6 +15,12 @@ Prints per-frame medians (ms), the ratios ours/raw and ours/ultra, and total/inf
 With `--int8`, rows per shipped model: our full pipeline on its FP32 and INT8 files, interleaved, the
 speed-up with all cores on one call and with one thread (the agent's layout for a free-running line on a
 2-core PC), and the mAP50 of each precision from the model card.
+With `--runtimes`, rows per model folder and runtime (`vision.runtime.Runtime`: ONNX Runtime FP32 and INT8,
+OpenVINO f32, bf16 and int8; a runtime whose file is missing or that cannot run here is listed as such),
+each timed model only (`session.run` on a ready tensor) and with our pipeline (`predict` on the frame), with
+one thread and with all cores, interleaved round by round; the ratio to ONNX Runtime FP32 in the same
+layout, and whether the accuracy gate allows the runtime on this CPU type. The CPU's model and flags head
+the table. OpenVINO INT8 needs `<stem>.ov-int8.xml` beside the model (`edge-inspect model quantize-openvino`).
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ def main() -> None:
     ap.add_argument(
         "--int8", default="", help="model folders (comma-separated) holding model.onnx + model.int8.onnx"
     )
+    ap.add_argument(
+        "--runtimes", default="", help="model folders (comma-separated): every runtime, model only and ours"
+    )
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -96,6 +106,85 @@ def main() -> None:
         )
         for folder in (Path(p) for p in args.int8.split(",") if p):
             print(int8_row(folder, frames, args.rounds, args.conf))
+    if args.runtimes:
+        print_cpu()
+        for folder in (Path(p) for p in args.runtimes.split(",") if p):
+            runtime_rows(folder, frames, args.rounds, args.conf)
+
+
+RUNTIMES = (
+    "onnxruntime:CPU:f32",
+    "onnxruntime:CPU:int8",
+    "openvino:CPU:f32",
+    "openvino:CPU:bf16",
+    "openvino:CPU:int8",
+)
+
+
+def print_cpu() -> None:
+    from vision.runtime import all_cpu_flags, cpu_identity
+
+    cpu = cpu_identity()
+    print(f"\nCPU: {cpu['name']}; gate key {cpu['key']}; flags that matter: {' '.join(cpu['flags'])}")
+    print(f"all flags: {' '.join(all_cpu_flags())}")
+    try:
+        from vision.openvino_session import _openvino
+
+        ov = _openvino()
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        print(f"openvino {ov.__version__}: CPU capabilities {', '.join(caps)}")
+    except Exception as exc:  # no [openvino] extra: its rows say so
+        print(f"openvino: not available ({exc})")
+
+
+def runtime_rows(folder: Path, frames: list[np.ndarray], rounds: int, conf: float) -> None:
+    """Every runtime on one model: model only and our pipeline, one thread and all cores, interleaved."""
+    from vision import Model
+    from vision.providers import physical_cores
+    from vision.runtime import Runtime
+    from vision.runtime_gate import check_runtime
+
+    onnx = folder / "model.onnx"
+    print(f"\n{folder}: ms per frame (median of {rounds} interleaved rounds over {len(frames)} frames)")
+    print(f"{'runtime':<22} {'threads':>7} {'model ms':>9} {'ours ms':>8} {'model x':>8} {'ours x':>7}  gate")
+    for threads in dict.fromkeys((1, physical_cores())):
+        models, skipped = {}, {}
+        for name in RUNTIMES:
+            r = Runtime.parse(name)
+            try:
+                m = Model(
+                    onnx, conf=conf, threads=threads, backend=r.backend, device=r.device,
+                    precision=r.precision,
+                )
+                m.warmup(3)
+                models[name] = m
+            except Exception as exc:  # missing INT8 file, no openvino: listed, not fatal
+                skipped[name] = str(exc).split(";")[0][:70]
+        tensors = {n: _ready_tensor(m, frames[0]) for n, m in models.items()}
+        raw: dict[str, list[float]] = {n: [] for n in models}
+        ours: dict[str, list[float]] = {n: [] for n in models}
+        for _ in range(rounds):
+            for n, m in models.items():
+                feed = {m.input_name: tensors[n]}
+                raw[n].append(median_ms(lambda _f, m=m, feed=feed: m.session.run(None, feed), frames, 1))
+                ours[n].append(median_ms(m.predict, frames, 1))
+        base_raw = statistics.median(raw.get(RUNTIMES[0]) or [float("nan")])
+        base_ours = statistics.median(ours.get(RUNTIMES[0]) or [float("nan")])
+        for n in RUNTIMES:
+            gate = check_runtime(onnx, Runtime.parse(n))
+            verdict = "allowed" if gate.allowed else "not gated here"
+            if n in skipped:
+                print(f"{n:<22} {threads:>7}  -- {skipped[n]}")
+                continue
+            a, b = statistics.median(raw[n]), statistics.median(ours[n])
+            ratios = f"{base_raw / a:>7.2f}x {base_ours / b:>6.2f}x"
+            print(f"{n:<22} {threads:>7} {a:>9.2f} {b:>8.2f} {ratios}  {verdict}")
+
+
+def _ready_tensor(model: object, frame: np.ndarray) -> np.ndarray:
+    from vision.preprocess import letterbox, to_input_tensor
+
+    return to_input_tensor([letterbox(frame, model.imgsz)[0]], model.input_dtype)  # type: ignore[attr-defined]
 
 
 def int8_row(folder: Path, frames: list[np.ndarray], rounds: int, conf: float) -> str:

@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "edge_agent.zmq_cli",
     "opcua.cli",
     "training.cli",
+    "training.runtime_cli",  # after training.cli: it adds `model gate|tune|quantize-openvino` to its group
     "edge_agent.console_cli",  # after training.cli: it adds `dataset from-reviews` to its group
     "hub.cli",
 )

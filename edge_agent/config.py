@@ -90,7 +90,36 @@ class AnomalySettings(BaseModel):
     )
 
 
-class AnomalyModelConfig(AnomalySettings):
+class RuntimeSettings(BaseModel):
+    """Which runtime runs the model (docs/openvino.md). Anything but ONNX Runtime FP32 must have passed the
+    accuracy gate on this CPU type (its model card says so) unless `force: true`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["onnxruntime", "openvino", "auto"] = Field(
+        "onnxruntime",
+        description="onnxruntime (default), openvino (the [openvino] extra), or auto: the fastest runtime "
+        "that passed the gate, timed on this machine at first start (cached)",
+    )
+    device: str = Field("CPU", description="openvino: CPU, GPU, NPU or AUTO (auto: the devices to try)")
+    precision: Literal["f32", "bf16", "int8"] = Field(
+        "f32", description="f32; bf16 (openvino); int8 (onnxruntime: <stem>.int8.onnx; openvino: its IR)"
+    )
+    force: bool = Field(False, description="run a runtime the accuracy gate has not passed (logged)")
+    cache_dir: Path | None = Field(
+        None, description="compiled models and tuning results (default: ~/.cache/edge-inspect)"
+    )
+
+    @model_validator(mode="after")
+    def _known_runtime(self) -> RuntimeSettings:
+        if self.backend != "auto":
+            from vision.runtime import Runtime
+
+            Runtime(self.backend, self.device, self.precision)  # ValueError says what does not fit
+        return self
+
+
+class AnomalyModelConfig(AnomalySettings, RuntimeSettings):
     """An anomaly model run beside the line's `model:` on every camera: NG if either says so."""
 
     path: Path = Field(description="the anomaly .onnx file (relative to the line file)")
@@ -98,7 +127,7 @@ class AnomalyModelConfig(AnomalySettings):
     threads: int | None = Field(None, gt=0, description="ONNX Runtime intra-op threads (default: cores)")
 
 
-class ModelConfig(AnomalySettings):
+class ModelConfig(AnomalySettings, RuntimeSettings):
     """The ONNX model of a line (`vision.load_model` options) and its thresholds. Any model kind: a
     detector, segmenter, classifier or anomaly model (the anomaly settings apply only to the last)."""
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge_agent.config import AnomalySettings, LineConfig, LoadedLine
+from edge_agent.config import AnomalySettings, LineConfig, LoadedLine, RuntimeSettings
 from edge_agent.inference_budget import InferenceBudget
 from edge_agent.result import AnomalyScore, Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
@@ -91,10 +91,12 @@ def _load(
     budget: InferenceBudget | None,
     providers: str | list[str],
     threads: int | None,
+    runtime: RuntimeSettings | None = None,
     **options: Any,
 ) -> Model | AnomalyModel:
-    """`vision.load_model` as a line runs it (shared gate, threads), warmed up; `InspectorLoadError` naming
-    the line file's key."""
+    """`vision.load_model` as a line runs it (shared gate, threads, the runtime the accuracy gate allows),
+    warmed up; `InspectorLoadError` naming the line file's key."""
+    from edge_agent.runtime_choice import RuntimeRefused, choose_runtime
     from vision import VisionError, load_model
     from vision.providers import resolve_providers
 
@@ -104,8 +106,22 @@ def _load(
         resolve_providers(providers)
     except VisionError as exc:
         raise InspectorLoadError(str(exc), (*key, "providers")) from exc
+    choice = None
+    if runtime is not None:
+        try:
+            choice = choose_runtime(
+                path, backend=runtime.backend, device=runtime.device, precision=runtime.precision,
+                force=runtime.force, threads=threads, cache_dir=runtime.cache_dir,
+            )
+        except RuntimeRefused as exc:
+            raise InspectorLoadError(f"{path}: {exc}", (*key, "backend")) from exc
+        except (VisionError, RuntimeError, ValueError) as exc:  # auto: no candidate could run
+            raise InspectorLoadError(f"{path}: {exc}", (*key, "backend")) from exc
+        r = choice.runtime
+        options.update(backend=r.backend, device=r.device, precision=r.precision, cache_dir=runtime.cache_dir)
     try:
         model = load_model(path, providers=providers, threads=threads, **options, **shared)
+        model.runtime_choice = choice.to_dict() if choice else None  # type: ignore[union-attr]
         model.warmup(runs=1)  # one run initialises ORT's lazy parts; more only delays the first part
     except VisionError as exc:
         text = str(exc)  # point `config check` at the option the message is about, if the line gave it
@@ -220,6 +236,7 @@ class Inspector:
             budget,
             mc.providers,
             mc.threads,
+            mc,
             names=mc.names,
             imgsz=mc.imgsz,
             task=mc.task,
@@ -232,7 +249,7 @@ class Inspector:
             ac = config.anomaly
             options = _anomaly_options(ac)
             anomaly_model = _load(
-                ("anomaly",), ac.path, budget, ac.providers, ac.threads, task="anomaly", **options
+                ("anomaly",), ac.path, budget, ac.providers, ac.threads, ac, task="anomaly", **options
             )
         if model.task == "anomaly" and mc.tile is not None:
             message = f"{mc.path}: an anomaly model sees the whole image; it cannot be tiled"

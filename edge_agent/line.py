@@ -427,6 +427,8 @@ class LineRuntime:
             "recipes": self.recipes,
             "model": inspector.model_info.model_dump() if inspector else None,
             "providers": list(inspector.model.providers) if inspector else [],
+            # backend/device/precision and how it was chosen (config, forced, auto): edge_agent.runtime_choice
+            "runtime": getattr(inspector.model, "runtime_choice", None) if inspector else None,
             "cameras": [c.status() for c in self._cameras],
             "counts": dict(self.counts),
             "queues": {"triggers": self._triggers.qsize(), "results": self._results.qsize()},

@@ -149,6 +149,18 @@ class _AgentCollector(Collector):
                     transport.add_metric([line.name, cam["name"], stat], value)
         yield from (fps, up, depth, dropped, reconnects, connected, errors, skipped, transport)
 
+        runtime = GaugeMetricFamily(
+            "edge_inspect_model_runtime_info",
+            "1 for the runtime each line's model runs on, and how it was chosen (config, forced, auto)",
+            labels=["line", "runtime", "backend", "device", "precision", "chosen_by"],
+        )
+        for line in list(agent.lines.values()):
+            chosen = line.status().get("runtime")
+            if chosen:
+                keys = ("runtime", "backend", "device", "precision", "chosen_by")
+                runtime.add_metric([line.name, *(str(chosen[k]) for k in keys)], 1.0)
+        yield runtime
+
         cpu = CounterMetricFamily(
             "edge_inspect_thread_cpu_seconds",
             "CPU seconds per thread of the agent (native: ONNX Runtime's and ZeroMQ's own threads)",

@@ -283,6 +283,9 @@ def evaluate_cmd(
     out: Annotated[Path | None, typer.Option(help="Folder for evaluation.json and the plots.")] = None,
     providers: Annotated[str, typer.Option(help="ONNX Runtime providers: cpu, cuda, auto...")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    runtime: Annotated[
+        str, typer.Option(help="backend:device:precision, e.g. openvino:CPU:bf16 (gate it: `model gate`).")
+    ] = "onnxruntime:CPU:f32",
 ) -> None:
     """Run the ONNX model through the edge runtime over a split: mAP, per class, escape/false-reject."""
     from training.evaluate import evaluate
@@ -297,6 +300,7 @@ def evaluate_cmd(
             target_escape_rate=target_escape,
             out_dir=out_dir,
             providers=providers,
+            runtime=runtime,
         )
         typer.echo(json.dumps(report.to_dict(), indent=2) if json_out else report.summary())
         typer.echo(f"Plots and JSON: {out_dir}", err=json_out)

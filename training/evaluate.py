@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,8 +32,12 @@ from training.operating_point import (
     OperatingPoint,
     choose_operating_point,
     plot_tradeoff,
+    rates,
     tradeoff_curve,
 )
+
+if TYPE_CHECKING:
+    from vision.runtime import Runtime
 
 EVAL_CONF = 0.001  # like `yolo val`: keep low-confidence boxes so the PR curve reaches full recall
 
@@ -80,6 +84,9 @@ class EvalReport:
     operating_point: dict[str, Any] | None = None  # OperatingPoint.to_dict() for target_escape_rate
     tradeoff: list[dict[str, float]] = field(default_factory=list)  # one-threshold sweep
     tradeoff_points: list[dict[str, Any]] = field(default_factory=list)  # per-class points, CURVE_TARGETS
+    runtime: str = "onnxruntime:CPU:f32"  # vision.runtime.Runtime that ran the model
+    # escapes / false rejects at given per-class thresholds (the card's operating point, for the gate)
+    at_thresholds: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,9 +163,15 @@ def evaluate(
     providers: str = "cpu",
     threads: int | None = None,
     limit: int | None = None,
+    runtime: Runtime | str | None = None,
+    thresholds: dict[str, float] | None = None,
+    cache_dir: str | Path | bool | None = None,
 ) -> EvalReport:
     """Run `model_path` (ONNX) over a dataset split and compute detection and factory metrics.
 
+    `runtime` (`vision.runtime.Runtime` or "openvino:CPU:bf16"): which backend, device and precision run
+    the model (default ONNX Runtime FP32). `thresholds` (per class): also count the escapes and false
+    rejects there (`EvalReport.at_thresholds`), e.g. at the card's operating point.
     Writes `evaluation.json`, `pr_curve.png` and `confusion_matrix.png` into `out_dir` when given.
     """
     import torch
@@ -170,10 +183,15 @@ def evaluate(
     from ultralytics.utils.metrics import ConfusionMatrix, ap_per_class, box_iou
 
     from vision import Model, read_image
+    from vision.runtime import Runtime
 
+    run_on = Runtime.parse(runtime) if isinstance(runtime, str) else (runtime or Runtime())
     data_yaml, cfg = load_data_yaml(data)
     names = class_names(cfg)
-    model = Model(model_path, providers=providers, threads=threads)
+    model = Model(
+        model_path, providers=providers, threads=threads, backend=run_on.backend, device=run_on.device,
+        precision=run_on.precision, cache_dir=cache_dir,
+    )
     if model.task != "detect":
         raise TrainingInputError(f"{model_path}: is a {model.task} model; evaluate handles detection models")
     if [model.names[k] for k in sorted(model.names)] != [names[k] for k in sorted(names)]:
@@ -309,6 +327,8 @@ def evaluate(
         operating_point=point.to_dict(),
         tradeoff=tradeoff_curve(class_scores, is_ng),
         tradeoff_points=[p.to_dict() for p in others],
+        runtime=str(model.runtime),
+        at_thresholds=_at_thresholds(thresholds, class_scores, is_ng, names),
     )
     if out_dir is not None:
         out = Path(out_dir)
@@ -328,6 +348,23 @@ def evaluate(
         }
         (out / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+def _at_thresholds(
+    thresholds: dict[str, float] | None, class_scores: np.ndarray, is_ng: np.ndarray, names: dict[int, str]
+) -> dict[str, Any] | None:
+    """Escapes and false rejects per part at fixed per-class thresholds (a class without one: never NG)."""
+    if thresholds is None:
+        return None
+    levels = np.array([thresholds.get(names[c], np.inf) for c in range(len(names))], dtype=np.float64)
+    escapes, false_rejects = rates(class_scores, is_ng, levels)
+    return {
+        "thresholds": dict(thresholds),
+        "escapes": escapes,
+        "false_rejects": false_rejects,
+        "ng_parts": int(is_ng.sum()),
+        "ok_parts": int((~is_ng).sum()),
+    }
 
 
 def _recall_at(

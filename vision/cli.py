@@ -43,6 +43,9 @@ def infer(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
     save: Annotated[Path | None, typer.Option(help="Folder for annotated images.")] = None,
     providers: Annotated[str, typer.Option(help="auto, cpu, cuda, tensorrt, openvino.")] = "auto",
+    runtime: Annotated[
+        str, typer.Option(help="backend:device:precision, e.g. onnxruntime:CPU:int8, openvino:GPU:f32.")
+    ] = "onnxruntime:CPU:f32",
     names: Annotated[
         str | None, typer.Option(help="Comma-separated class names, for models without metadata.")
     ] = None,
@@ -54,12 +57,20 @@ def infer(
     from vision.errors import VisionError
     from vision.images import read_image
     from vision.model import load_model
+    from vision.runtime import Runtime
 
     grid = _parse_tile(tile)
+    try:
+        run_on = Runtime.parse(runtime)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runtime") from exc
     try:  # any kind: detect, segment, classify or anomaly (its thresholds come with the model)
         m = load_model(
             model,
             providers=providers,
+            backend=run_on.backend,
+            device=run_on.device,
+            precision=run_on.precision,
             imgsz=imgsz,
             names=names.split(",") if names else None,
             conf=conf,

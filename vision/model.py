@@ -28,14 +28,20 @@ from vision.images import to_bgr8
 from vision.postprocess import MAX_DET, decode_end2end_head, decode_nms_head, masks_to_original, nms
 from vision.preprocess import Letterbox, classify_crop, letterbox_tensor, to_input_tensor
 from vision.providers import Optimization, resolve_providers, session_options
+from vision.runtime import Runtime, ort_int8_path
 from vision.tiling import tile_windows
 
 if TYPE_CHECKING:
     from vision.anomaly import Anomaly, AnomalyModel
+    from vision.openvino_session import OpenVINOSession
 
 log = logging.getLogger(__name__)
 
 TASKS = ("detect", "segment", "classify")
+#: `load_model` / `Model` options that choose and configure the session (the rest configure the model)
+SESSION_OPTIONS = (
+    "providers", "threads", "optimization", "spinning", "backend", "device", "precision", "cache_dir"
+)
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -97,8 +103,35 @@ def open_session(
     threads: int | None = None,
     optimization: Optimization = "all",
     spinning: bool = True,
-) -> ort.InferenceSession:
-    """An ONNX Runtime session on `path` with our providers and options; `ModelLoadError` naming the file."""
+    *,
+    backend: str = "onnxruntime",
+    device: str = "CPU",
+    precision: str = "f32",
+    cache_dir: str | Path | bool | None = None,
+) -> ort.InferenceSession | OpenVINOSession:
+    """A session on `path` with our options; `ModelLoadError` naming the file.
+
+    `backend="onnxruntime"` (default): an ONNX Runtime session with `providers`; `precision="int8"` opens
+    the INT8 file beside it (`<stem>.int8.onnx`). `backend="openvino"`: the same file compiled by OpenVINO
+    for `device` at `precision` (`vision.openvino_session`; `providers`, `optimization` and `spinning` do
+    not apply), with its compiled-model cache in `cache_dir`.
+    """
+    try:
+        runtime = Runtime(backend, device, precision)
+    except ValueError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from exc
+    if runtime.backend == "openvino":
+        from vision.openvino_session import OpenVINOSession
+
+        return OpenVINOSession(path, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
+    if runtime.precision == "int8":
+        int8 = ort_int8_path(path)
+        if not int8.is_file():
+            raise ModelLoadError(
+                f"{path}: no ONNX Runtime INT8 file ({int8.name}); "
+                "export one with `edge-inspect export --int8`"
+            )
+        path = int8
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such model file")
     chosen = resolve_providers(providers)
@@ -128,19 +161,32 @@ def load_model(path: str | Path, **options: Any) -> Model | AnomalyModel:
     from vision.anomaly import ANOMALY_ONLY_OPTIONS, AnomalyModel, is_anomaly_session
 
     path = Path(path)
-    session_keys = ("providers", "threads", "optimization", "spinning")
-    session = open_session(path, **{k: options[k] for k in session_keys if k in options})
+    session = open_session(path, **{k: options.pop(k) for k in SESSION_OPTIONS if k in options})
+    runtime = runtime_of(session)
     task = options.pop("task", None)
     if task == "anomaly" or (task is None and is_anomaly_session(session)):
         if options.pop("names", None) is not None:
             raise ModelLoadError(f"{path}: names= does not apply to an anomaly model (one class, 'anomaly')")
         for key in ("conf", "iou", "max_det"):  # detection thresholds: the anomaly thresholds do that job
             options.pop(key, None)
-        return AnomalyModel(path, session=session, **options)
+        anomaly = AnomalyModel(path, session=session, **options)
+        anomaly.runtime = runtime  # type: ignore[attr-defined]
+        return anomaly
     for key in ANOMALY_ONLY_OPTIONS:
         if options.pop(key, None) is not None:
             raise ModelLoadError(f"{path}: {key}= applies to anomaly models only; this one is not")
     return Model(path, session=session, task=task, **options)
+
+
+def runtime_of(session: Any) -> Runtime:
+    """The `Runtime` an opened session runs (an OpenVINO session knows it; ORT: CPU f32, or int8 when it
+    was opened on the INT8 file)."""
+    from vision.openvino_session import OpenVINOSession
+
+    if isinstance(session, OpenVINOSession):
+        return Runtime("openvino", session.device, session.precision)
+    path = str(getattr(session, "_model_path", "") or "")
+    return Runtime("onnxruntime", "CPU", "int8" if path.endswith(".int8.onnx") else "f32")
 
 
 class Model:
@@ -157,6 +203,8 @@ class Model:
             shared by several models so that they take turns on the cores instead of fighting for them.
         conf, iou, max_det: default thresholds for `predict`.
         session: an ORT session already opened on `path` (by `load_model`), instead of opening another.
+        backend, device, precision, cache_dir: the runtime (`open_session`): ONNX Runtime (default) or
+            OpenVINO on CPU/GPU/NPU/AUTO at f32/bf16/int8; `runtime` says which one runs.
     """
 
     def __init__(
@@ -174,12 +222,20 @@ class Model:
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = MAX_DET,
-        session: ort.InferenceSession | None = None,
+        session: ort.InferenceSession | OpenVINOSession | None = None,
+        backend: str = "onnxruntime",
+        device: str = "CPU",
+        precision: str = "f32",
+        cache_dir: str | Path | bool | None = None,
     ) -> None:
         self.path = Path(path)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.gate: AbstractContextManager = gate if gate is not None else nullcontext()
-        self.session = session or open_session(self.path, providers, threads, optimization, spinning)
+        self.session = session or open_session(
+            self.path, providers, threads, optimization, spinning,
+            backend=backend, device=device, precision=precision, cache_dir=cache_dir,
+        )
+        self.runtime = runtime_of(self.session)
         self.providers: list[str] = self.session.get_providers()
 
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -266,6 +322,7 @@ class Model:
             "end2end": self.end2end,
             "dynamic_batch": self.dynamic_batch,
             "providers": self.providers,
+            "runtime": str(self.runtime),
             "version": self.version,
             "sha256": self.sha256,
         }

@@ -288,6 +288,7 @@ def model_page(request: Request) -> Response:
         model_path=str(line.config.model.path),
         running=status.get("model") or {},
         providers=status.get("providers") or [],
+        runtime=status.get("runtime"),
     )
 
 
