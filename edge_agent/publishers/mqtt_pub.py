@@ -120,7 +120,7 @@ class MqttPublisherConfig(BaseModel):
     reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnects")
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP + TLS + CONNACK must finish within this")
     batch_wait_s: float = Field(
-        0.01, ge=0, le=1, description="after a new result, wait this long for more to send with it (less CPU)"
+        0.03, ge=0, le=1, description="after a new result, wait this long for more to send with it (less CPU)"
     )
     cursor_flush_s: float = Field(
         0.2, ge=0, description="while busy, save the acknowledged position this often"
