@@ -60,14 +60,22 @@ def fill_journal(path: Path, count: int) -> list:
     return results
 
 
+def _publisher(port: int, journal: ResultJournal) -> MqttPublisher:
+    """Plain + Sparkplug, under a fresh name: a new cursor (the whole journal is owed), own client ids."""
+    name = f"b{uuid.uuid4().hex[:6]}"
+    config = MqttPublisherConfig(name=name, port=port, window=WINDOW, client_id=name)
+    return MqttPublisher(config, PublisherContext(site="plant-a", boot_id=uuid.uuid4().hex, journal=journal))
+
+
+def _session_cpu(publisher: MqttPublisher, before: dict[str, float], after: dict[str, float]) -> float:
+    threads = [s.thread.name for s in publisher.sessions]
+    return sum(after.get(t, 0.0) - before.get(t, 0.0) for t in threads)
+
+
 def run_publisher(port: int, journal_path: Path, count: int) -> tuple[float, float]:
     """(seconds, CPU seconds of the publisher's threads) to drain `count` results."""
     journal = ResultJournal(journal_path)
-    name = f"b{uuid.uuid4().hex[:6]}"  # a fresh cursor: the whole journal is owed
-    config = MqttPublisherConfig(name=name, port=port, window=WINDOW, client_id=name)
-    publisher = MqttPublisher(
-        config, PublisherContext(site="plant-a", boot_id=uuid.uuid4().hex, journal=journal)
-    )
+    publisher = _publisher(port, journal)
     cpu0 = thread_cpu_seconds()
     t0 = time.perf_counter()
     publisher.start(journal)
@@ -77,8 +85,7 @@ def run_publisher(port: int, journal_path: Path, count: int) -> tuple[float, flo
     cpu1 = thread_cpu_seconds()
     publisher.stop()
     journal.close()
-    threads = [f"{name}-plain", f"{name}-sparkplug"]
-    return seconds, sum(cpu1.get(t, 0.0) - cpu0.get(t, 0.0) for t in threads)
+    return seconds, _session_cpu(publisher, cpu0, cpu1)
 
 
 def _raw_sender(port: int, payloads: list[tuple[str, bytes]], name: str, out: dict) -> None:
@@ -129,12 +136,7 @@ def run_limit(port: int, results: list) -> tuple[float, float]:
 def run_live(port: int, folder: Path, rate: float, seconds: float) -> tuple[float, float]:
     """Append + notify at `rate`/s for `seconds`: (achieved results/s delivered, publisher core share)."""
     journal = ResultJournal(folder / f"live-{uuid.uuid4().hex[:6]}.sqlite", durability="normal")
-    config = MqttPublisherConfig(
-        name="live", port=port, window=WINDOW, client_id=f"live-{uuid.uuid4().hex[:6]}"
-    )
-    publisher = MqttPublisher(
-        config, PublisherContext(site="plant-a", boot_id=uuid.uuid4().hex, journal=journal)
-    )
+    publisher = _publisher(port, journal)
     publisher.start(journal)
     while not all(s.online for s in publisher.sessions):
         time.sleep(0.01)
@@ -153,8 +155,7 @@ def run_live(port: int, folder: Path, rate: float, seconds: float) -> tuple[floa
     cpu1 = thread_cpu_seconds()
     publisher.stop()
     journal.close()
-    used = sum(cpu1.get(t, 0.0) - cpu0.get(t, 0.0) for t in ("live-plain", "live-sparkplug"))
-    return n / wall, used / wall
+    return n / wall, _session_cpu(publisher, cpu0, cpu1) / wall
 
 
 def machine() -> str:
