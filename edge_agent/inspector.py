@@ -247,6 +247,9 @@ class Inspector:
         anomaly_model = None
         if config.anomaly is not None:
             ac = config.anomaly
+            if model.task == "anomaly":
+                message = f"{mc.path} is an anomaly model already; `anomaly:` is for one beside a detector"
+                raise InspectorLoadError(message, ("anomaly",))
             options = _anomaly_options(ac)
             anomaly_model = _load(
                 ("anomaly",), ac.path, budget, ac.providers, ac.threads, ac, task="anomaly", **options

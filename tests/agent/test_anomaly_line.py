@@ -232,6 +232,7 @@ def test_thresholds_from_the_line_override_the_model(tmp_path: Path, parts) -> N
         ({"model": {"path": str(DETECTOR), "image_threshold": 0.5}}, ("model", "image_threshold"),
          "anomaly models only"),
         ({"model": {"path": "ANOMALY", "tile": [2, 2]}}, ("model", "tile"), "cannot be tiled"),
+        ({"model": {"path": "ANOMALY"}, "anomaly": {"path": "ANOMALY"}}, ("anomaly",), "already"),
         ({"recipes": {"default": {"classes": {"anomal": {"max_count": 1}}}}, "model": {"path": "ANOMALY"}},
          ("recipes",), "did you mean 'anomaly'"),
     ],
