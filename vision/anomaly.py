@@ -44,7 +44,7 @@ import onnxruntime as ort
 from vision.detections import Detections
 from vision.errors import ModelLoadError
 from vision.images import to_bgr8
-from vision.model import Prediction, _literal, _parse_imgsz, file_sha256, open_session
+from vision.model import Prediction, _literal, _parse_imgsz, file_sha256, open_session, set_stage_timings
 from vision.preprocess import _UNIT_LUT
 from vision.providers import Optimization
 
@@ -392,15 +392,7 @@ class AnomalyModel:
         results = [
             self._decode(float(s), m, f.shape[:2]) for s, m, f in zip(scores, maps, frames, strict=True)
         ]
-        t3 = time.perf_counter()
-        n = len(frames)
-        timing = {
-            "preprocess": (t1 - t0) * 1000 / n,
-            "inference": (t2 - t1) * 1000 / n,
-            "postprocess": (t3 - t2) * 1000 / n,
-        }
-        for r in results:
-            r.timing_ms = dict(timing)
+        set_stage_timings(results, (t0, t1, t2, time.perf_counter()))
         return results
 
     def _decode(self, score: float, amap: np.ndarray, shape: tuple[int, int]) -> Prediction:
