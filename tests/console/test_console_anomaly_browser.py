@@ -4,10 +4,12 @@ the result detail shows it (and hides it on request), the NG gallery's thumbnail
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
-from console_browser import console_errors, find_binaries, start_browser
+from console_browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir, start_browser
 from console_helpers import wait_until
 
 from tests.anomaly_factory import (
@@ -122,6 +124,8 @@ def test_heat_overlay_in_live_view_result_detail_and_ng_gallery(agent, driver) -
     red, blue, alpha = driver.execute_script(RED_IN_BOX, heat, *DEFECT_BOX)
     assert red > blue + 60 and alpha > 100, (red, blue, alpha)  # hot and opaque where the scratch is
     assert "anomaly score" in driver.find_element(By.CSS_SELECTOR, ".view figcaption").text
+    shots = screenshot_dir(Path(agent.config.site.archive.path).parent)  # docs/img with the env var
+    full_page_screenshot(driver, shots / "console-anomaly.jpg")
     driver.find_element(By.CSS_SELECTOR, ".heat-toggle").click()
     assert not _shown(driver, heat)  # the operator can look at the part without it
     driver.find_element(By.CSS_SELECTOR, ".heat-toggle").click()
@@ -140,4 +144,26 @@ def test_heat_overlay_in_live_view_result_detail_and_ng_gallery(agent, driver) -
     raw = driver.find_element(By.ID, "raw-probe")
     raw_red, raw_blue, _ = driver.execute_script(RED_IN_BOX, raw, *DEFECT_BOX)
     assert thumb_red - thumb_blue > raw_red - raw_blue + 40, (thumb_red, thumb_blue, raw_red, raw_blue)
+    assert not [e for e in console_errors(driver) if "favicon" not in e]
+
+
+def test_a_false_reject_reviewed_on_the_page_goes_back_as_a_good_image(agent, driver) -> None:
+    """Reviews work as for detections: delete the region's box, mark the part a false reject; the
+    anomaly line's reviewed images then list it as a good image for the next training."""
+    from edge_agent.anomaly_reviews import reviewed_images
+
+    ng = wait_until(lambda: next((r for r in agent.journal.since(0) if r.verdict == "NG"), None))
+    wait_until(lambda: agent.console.archive.image(ng, "top", False), timeout=20)
+    _open(driver, f"{agent.console.url}/results/{ng.seq}")
+    boxes = "g.box.removable"
+    WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, boxes)) == 1)
+    driver.find_element(By.CSS_SELECTOR, f"{boxes} rect").click()  # the heat layer lets clicks through
+    WebDriverWait(driver, 20).until(lambda d: not d.find_elements(By.CSS_SELECTOR, boxes))
+    driver.find_element(By.CSS_SELECTOR, "button[data-decision='false_reject']").click()
+    WebDriverWait(driver, 20).until(lambda d: "Saved" in d.find_element(By.ID, "review-message").text)
+    review = agent.journal.current_review(ng.seq)
+    assert review["decision"] == "false_reject" and review["boxes"] == []
+    assert review["changes"]["removed"][0]["class"] == "anomaly"
+    found = reviewed_images(agent.journal.path, agent.config.site.archive.path, line="tiles")
+    assert [(i.seq, i.decision) for i in found.good] == [(ng.seq, "false_reject")]
     assert not [e for e in console_errors(driver) if "favicon" not in e]
