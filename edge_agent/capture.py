@@ -1,9 +1,11 @@
 """Capture of what the model is unsure about, for labelling: its own archive, folder and quota.
 
 A part is captured when its best detection confidence (over all cameras) lies in the configured band
-(`capture.band`, e.g. 0.25-0.6: found, but not sure), or when a reviewer marked it (`submit_reviewed`, from
-the console with the part's archived images). The writer is the NG archive's (`edge_agent.archive.Archive`:
-its own thread, bounded queue, quota, free-disk floor), so capturing never slows inspection.
+(`capture.band`, e.g. 0.25-0.6: found, but not sure), on a line with an anomaly model when its image
+score is near the threshold (`capture.anomaly_band`, score / threshold, e.g. 0.8-1.25), or when a
+reviewer marked it (`submit_reviewed`, from the console with the part's archived images). The writer is
+the NG archive's (`edge_agent.archive.Archive`: its own thread, bounded queue, quota, free-disk floor),
+so capturing never slows inspection.
 
 Beside each part's raw images (no annotated copies) a sidecar says why it was kept and what the model saw;
 `edge-inspect dataset from-archive` reads these into a labelling batch with the model's boxes as
@@ -42,8 +44,21 @@ CAPTURE_VERSION = 1
 
 
 def best_confidence(detections: dict[str, Detections]) -> float:
-    """The highest confidence of any detection of the part (0 when the model found nothing)."""
-    return max((float(d.confidence.max()) for d in detections.values() if len(d)), default=0.0)
+    """The highest confidence of any detection of the part (0 when the model found nothing); anomaly
+    regions are left out (their confidence is a score in the anomaly model's units, not a probability)."""
+    best = 0.0
+    for d in detections.values():
+        found = d.confidence[[n != "anomaly" for n in d.class_names]] if len(d) else d.confidence
+        if len(found):
+            best = max(best, float(found.max()))
+    return best
+
+
+def anomaly_ratio(outcome: Outcome) -> float | None:
+    """The part's highest image score over its image threshold (1 = on the threshold); None without an
+    anomaly model."""
+    ratios = [a.score / a.image_threshold for a in outcome.anomaly.values() if a.image_threshold > 0]
+    return max(ratios, default=None)
 
 
 def _archive_config(config: CaptureConfig) -> ArchiveConfig:
@@ -75,9 +90,12 @@ class CaptureArchive(Archive):
         return self.config.enabled  # every part handed to the writer was chosen by `reason`
 
     def reason(self, outcome: Outcome) -> str | None:
-        """ "uncertain" when the part's best confidence is in the band (and sampled), else None."""
+        """ "uncertain" when the part's best confidence is in the band, or its anomaly score near the
+        threshold (`anomaly_band`), and it is sampled; else None."""
         low, high = self.capture.band
-        if not low <= best_confidence(outcome.detections) < high:
+        ratio = anomaly_ratio(outcome)
+        near = ratio is not None and self.capture.anomaly_band[0] <= ratio < self.capture.anomaly_band[1]
+        if not near and not low <= best_confidence(outcome.detections) < high:
             return None
         if self.capture.sample_rate < 1 and self._rng.random() >= self.capture.sample_rate:
             return None

@@ -259,6 +259,11 @@ class CaptureConfig(BaseModel):
         description="keep a part when its best detection confidence is >= low and < high "
         "(detections under the model's `conf` never reach it)",
     )
+    anomaly_band: tuple[float, float] = Field(
+        (0.8, 1.25),
+        description="lines with an anomaly model: keep a part when its image score over the image "
+        "threshold is >= low and < high (near the threshold: not sure)",
+    )
     sample_rate: float = Field(1.0, ge=0, le=1, description="share of the parts in the band that are kept")
     reviewed: bool = Field(True, description="also keep parts a reviewer marked (console)")
     format: Literal["png", "jpg"] = "png"
@@ -273,6 +278,14 @@ class CaptureConfig(BaseModel):
         low, high = band
         if not 0 <= low < high <= 1:
             raise ValueError(f"band {list(band)} must be [low, high] with 0 <= low < high <= 1")
+        return band
+
+    @field_validator("anomaly_band")
+    @classmethod
+    def _anomaly_band_ordered(cls, band: tuple[float, float]) -> tuple[float, float]:
+        low, high = band
+        if not 0 <= low < high:
+            raise ValueError(f"anomaly_band {list(band)} must be [low, high] with 0 <= low < high")
         return band
 
 

@@ -179,3 +179,30 @@ def test_band_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="low < high"):
         CaptureConfig(band=(0.6, 0.3))
     assert best_confidence({}) == 0.0
+
+
+def test_anomaly_parts_near_their_threshold_are_captured(tmp_path: Path, image: np.ndarray) -> None:
+    """An anomaly line's part is unsure when its image score is near the threshold (`anomaly_band`,
+    score / threshold); its regions' peak scores (the model's units) do not count as confidences."""
+    from vision.anomaly import Anomaly
+
+    def outcome(seq: int, score: float, peaks: list[float]) -> Outcome:
+        o = _outcome(seq, peaks, image)
+        det = o.detections["top"]
+        regions = np.zeros(len(peaks), np.int64)
+        o.detections["top"] = Detections(det.xyxy, det.confidence, regions, {0: "anomaly"})
+        o.anomaly = {"top": Anomaly(score, np.zeros((12, 16), np.float32), 0.5, 0.5, (96, 128))}
+        return o
+
+    config = CaptureConfig(enabled=True, path=tmp_path / "cap", band=(0.3, 0.6), min_free_mb=0)
+    capture = CaptureArchive(config)
+    capture.start()
+    assert capture.submit(outcome(1, 0.45, []))  # 0.9 of the threshold: unsure
+    assert capture.submit(outcome(2, 0.55, [0.5]))  # 1.1 of it
+    assert not capture.submit(outcome(3, 2.0, [0.45]))  # far above; the 0.45 peak is no confidence
+    assert not capture.submit(outcome(4, 0.1, []))  # far below
+    capture.stop()
+    assert best_confidence(outcome(5, 0.1, [0.45]).detections) == 0.0
+    kept = sorted(p.name for p in (tmp_path / "cap").rglob(f"*{SIDECAR_SUFFIX}"))
+    assert kept == ["0000000001_P1_NG.capture.json", "0000000002_P2_NG.capture.json"]
+    assert list((tmp_path / "cap").rglob("*_top_anomaly.png"))  # the map travels with the part
