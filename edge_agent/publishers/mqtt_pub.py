@@ -626,6 +626,30 @@ class _Session:
         self.thread.start()
 
     def _run(self) -> None:
+        while True:
+            try:
+                self._loop()
+                break
+            except Exception:  # a bug or a journal error must not end delivery for good: log, reconnect
+                log.exception(
+                    "mqtt %s (%s): delivery loop failed; reconnecting", self.owner.name, self.flavour.key
+                )
+                self._close(graceful=False)
+                if self.owner.stopping.is_set():
+                    break
+                time.sleep(1.0)
+        try:
+            self._persist_cursor(force=True)
+        except Exception:  # journal already closed: the marker (or the consumers) absorb the resend
+            log.exception(
+                "mqtt %s (%s): could not save cursor %d at stop",
+                self.owner.name,
+                self.flavour.key,
+                self.cursor,
+            )
+        self._close(graceful=True)
+
+    def _loop(self) -> None:
         backoff = self.config.reconnect_initial_s
         retry_at = 0.0
         last_periodic = last_poll = 0.0
@@ -662,8 +686,6 @@ class _Session:
                 time.sleep(self.ACK_GATHER_S)  # let acknowledgements gather: one wake-up reads several
             self._wait(timeout)
             self._handle_events()
-        self._persist_cursor(force=True)
-        self._close(graceful=True)
 
     def _wait(self, timeout: float) -> None:
         client = self.client
@@ -774,7 +796,7 @@ class _Session:
         """Run the network loop until an event `kind` (with `match`) arrives; None on timeout/disconnect."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.client is client:
-            for i, (k, item) in enumerate(self.events):
+            for i, (k, item) in enumerate(list(self.events)):  # a copy: other threads append
                 if k == kind and (match is None or item == match):
                     del self.events[i]
                     return item
