@@ -257,6 +257,12 @@ class GigeSource(Source):
     def open(self) -> None:
         aravis = self._aravis = self._aravis or load_aravis()
         camera = open_camera(aravis, self.config)
+        device = camera.get_device()
+        if hasattr(device, "is_controller") and not device.is_controller():
+            raise SourceError(
+                f"{self.describe()}: another application controls the camera (a vendor's viewer, another "
+                "agent, or a client that died: the camera frees itself after its heartbeat timeout, a few s)"
+            )
         try:
             self._serial = camera.get_device_serial_number() or self._serial
             self._configure(camera)
@@ -266,7 +272,6 @@ class GigeSource(Source):
         except Exception as exc:
             raise SourceError(f"{self.describe()}: {_gerror_text(exc)}") from exc
         self._lost = None
-        device = camera.get_device()
         self._control_lost_handler = (device, device.connect("control-lost", self._on_control_lost))
         self._camera, self._stream = camera, stream
         self._last_frame = time.monotonic()

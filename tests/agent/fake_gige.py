@@ -55,6 +55,25 @@ def gvcp_answers(host: str = HOST, timeout: float = 0.2) -> bool:
     return len(data) >= 8 and struct.unpack(">HH", data[:4]) == (0x0000, 0x0081)
 
 
+def controller_free(host: str = HOST, timeout: float = 10.0) -> bool:
+    """Wait until no client holds the camera's control channel (CCP register 0x0A00 reads 0): a client
+    that died without letting go holds it until the camera's heartbeat timeout (3 s by default)."""
+    packet = struct.pack(">BBHHHI", 0x42, 0x01, 0x0080, 4, 2, 0x0A00)
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                sock.sendto(packet, (host, GVCP_PORT))
+                data, _ = sock.recvfrom(64)
+                if len(data) >= 12 and struct.unpack(">I", data[8:12])[0] == 0:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+    return False
+
+
 class FakeGigeCamera:
     """One simulated camera; `loss_per_thousand` drops that share of GVSP packets (its -r option)."""
 

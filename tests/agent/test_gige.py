@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from agent_helpers import wait_until, write_site, write_yaml
-from fake_gige import HOST, FakeGigeCamera, fake_ramp, why_no_fake_gige
+from fake_gige import HOST, FakeGigeCamera, controller_free, fake_ramp, why_no_fake_gige
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
 from edge_agent.config import CameraConfig
 from edge_agent.line import CameraWorker
-from edge_agent.sources.base import Frame
+from edge_agent.sources.base import Frame, SourceError
 from edge_agent.sources.gige import GigeSource, GigeSourceConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,6 +179,33 @@ def test_hardware_trigger_waits_for_its_input_line(fake_camera: FakeGigeCamera) 
         reader.stop()
 
 
+def test_a_triggered_line_fires_the_software_trigger_once_per_part(
+    tmp_path: Path, tiny_detect_onnx: Path, fake_camera: FakeGigeCamera, agent_factory
+) -> None:
+    """A `triggered` line over a software-triggered camera: each part makes the camera take exactly one
+    picture, taken after the part's trigger."""
+    line = {
+        "name": "press",
+        "cameras": [{"name": "top", "source": {"type": "gige", "address": HOST, "width": 320, "height": 240,
+                                               "trigger": {"mode": "software"}}}],
+        "trigger": {"type": "triggered", "frame_timeout_s": 3},
+        "model": {"path": str(tiny_detect_onnx), "conf": 0.01, "threads": 1},
+        "recipes": {"default": {"min_confidence": 0.01}},
+    }  # fmt: skip
+    agent = agent_factory(write_site(tmp_path, [line]))
+    agent.start()
+    runtime = agent.lines["press"]
+    wait_until(lambda: runtime.status()["cameras"][0]["state"] == "connected", timeout=15)
+    time.sleep(0.5)
+    assert runtime.status()["cameras"][0]["frames"] == 0  # nothing until a part asks
+    results = [runtime.trigger(f"P-{i}").result(timeout=10) for i in range(4)]
+    assert [r.part_id for r in results] == [f"P-{i}" for i in range(4)]
+    assert all(r.frames[0].source_ref.startswith(f"gige:{SERIAL}#") for r in results)
+    assert len({r.frames[0].source_ref for r in results}) == 4  # a new picture for every part
+    camera = runtime.status()["cameras"][0]
+    assert camera["transport"]["software_triggers"] == 4 and camera["frames"] == 4 and camera["dropped"] == 0
+
+
 def test_a_lossy_link_is_counted_and_incomplete_frames_never_inspected() -> None:
     with FakeGigeCamera(SERIAL, loss_per_thousand=2):
         src = source(width=640, height=480, pixel_format="Mono8", frame_rate=30, **EXACT)
@@ -194,6 +221,28 @@ def test_a_lossy_link_is_counted_and_incomplete_frames_never_inspected() -> None
     assert stats["missing_packets"] > 0 and stats["incomplete_frames"] > 0
     assert stats["resend_requests"] > 0  # asked for (the simulator does not resend)
     assert stats["incomplete_frames"] == sum(v for k, v in stats.items() if k.startswith("frames_"))
+
+
+def test_a_camera_another_client_controls_is_reported_then_taken_when_free(
+    fake_camera: FakeGigeCamera,
+) -> None:
+    import gi
+
+    gi.require_version("Aravis", "0.8")
+    from gi.repository import Aravis
+
+    other = Aravis.Camera.new(HOST)  # e.g. a vendor's viewer left open: it holds the control channel
+    src = source(width=64, height=48)
+    with pytest.raises(SourceError, match="another application controls the camera"):
+        src.open()
+    src.close()
+    del other
+    assert controller_free()
+    src.open()
+    try:
+        assert src.read().image.shape == (48, 64, 3)
+    finally:
+        src.close()
 
 
 def test_killed_camera_is_reconnected_after_it_returns(fake_camera: FakeGigeCamera) -> None:
