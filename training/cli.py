@@ -386,6 +386,15 @@ def card_summary(card: dict[str, Any]) -> str:
     for variant, m in (card.get("metrics") or {}).items():
         if not isinstance(m, dict):
             continue
+        if card.get("task") == "anomaly":
+            curve = m.get("escape_at_false_reject") or {}
+            lines.append(
+                f"  {variant} on {m.get('data', '?')}: image AUROC {num(m.get('image_auroc'))}, pixel AUROC "
+                f"{num(m.get('pixel_auroc'))}, AUPRO {num(m.get('aupro'))}; escape at false reject "
+                + ", ".join(f"{100 * float(k):g}%: {num(v.get('escape_rate'))}" for k, v in curve.items())
+                + f"; {num(m.get('ms_per_image'), 1)} ms/image"
+            )
+            continue
         lines.append(
             f"  {variant} on {m.get('split', '?')} ({m.get('images', '?')} images): "
             f"mAP50 {num(m.get('map50'))}, "
@@ -394,6 +403,13 @@ def card_summary(card: dict[str, Any]) -> str:
             f"{num(m.get('ms_per_image'), 1)} ms/image"
         )
     point = card.get("operating_point") or {}
+    if card.get("task") == "anomaly" and point:
+        lines.append(
+            f"  operating point for false reject <= {num(point.get('target_false_reject_rate'))} "
+            f"({point.get('held_out_good')} held-out good parts): image threshold "
+            f"{num(point.get('image_threshold'), 4)}; escape {num(point.get('escape_rate'))} / false rejects "
+            f"{num(point.get('false_reject_rate'))} on the evaluation set"
+        )
     if point.get("thresholds"):
         thr = ", ".join(f"{k} {num(v)}" for k, v in point["thresholds"].items())
         lines.append(
@@ -401,12 +417,21 @@ def card_summary(card: dict[str, Any]) -> str:
             f"{num(point.get('escape_rate'))} / false rejects {num(point.get('false_reject_rate'))}"
         )
     data = card.get("dataset") or {}
+    training = card.get("training") or {}
+    if card.get("task") == "anomaly":
+        cfg = training.get("config") or {}
+        kinds = cfg.get("defects") or ["(default kinds)"]
+        lines.append(f"  trained on good images in {data.get('good', '?')}; eval {data.get('eval_source')}")
+        lines.append(
+            f"  training: {training.get('steps', '?')} steps ({num(training.get('train_hours'), 2)} h, "
+            f"{num(training.get('cpu_hours'), 2)} CPU-h) with synthetic {', '.join(map(str, kinds))}"
+        )
+        data, training = {}, {}
     if data:
         lines.append(
             f"  data: {data.get('citation') or data.get('data_yaml') or '?'}; eval split "
             f"{data.get('eval_split', '?')}; content sha256 {str(data.get('content_sha256', ''))[:12]}"
         )
-    training = card.get("training") or {}
     if training:
         args = training.get("args") or {}
         lines.append(

@@ -391,6 +391,12 @@ def promote(
 
     tol = tolerance if isinstance(tolerance, GateTolerance) else GateTolerance(map50=float(tolerance))
     candidate = resolve_model(model, registry)
+    if candidate.card.get("task") == "anomaly":  # its own gate: escape / false reject at the operating point
+        from training.anomaly.gate import GateTolerance as AnomalyTolerance
+        from training.anomaly.gate import promote_anomaly
+
+        anomaly_tol = AnomalyTolerance(tol.escape_rate, tol.false_reject_rate)
+        return promote_anomaly(candidate, line_file, data, force, reason, anomaly_tol)
     line = read_line(line_file)
     names = list(Model(candidate.onnx, providers="cpu").names.values())
     for recipe_name, used in line.rule_classes.items():

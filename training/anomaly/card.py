@@ -85,7 +85,12 @@ def build_card(
             "cpu": _cpu_name(),
             "note": "ONNX Runtime session run at batch 1 during evaluation (bench/anomaly.py for the bench)",
         },
-        "dataset": {"good": cfg.good, "eval": report.data if report else None, "citation": citation},
+        "dataset": {
+            "good": cfg.good,
+            "eval": report.data_spec if report else None,
+            "eval_source": report.data if report else None,
+            "citation": citation,
+        },
         "training": {
             "run": str(run),
             "method": "segmentation network on good images with synthetic defects (docs/training.md)",

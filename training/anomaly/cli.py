@@ -138,6 +138,7 @@ def train_cmd(
             run_dir,
             resume=resume,
             hours=hours if resume else None,
+            max_steps=max_steps if resume else None,
             eval_set=es,
             eval_every_s=eval_every * 60 if eval_every else None,
             echo=lambda s: typer.echo(s, err=True),

@@ -77,6 +77,7 @@ def score_images(model: Any, paths: list[Path], keep_maps: bool = True) -> Score
 class AnomalyReport:
     model: str
     data: str
+    data_spec: dict[str, str | None]
     imgsz: tuple[int, int]
     good_images: int
     defect_images: int
@@ -188,6 +189,7 @@ def evaluate_anomaly(
     report = AnomalyReport(
         model=str(model_path),
         data=eval_set.source,
+        data_spec=dict(eval_set.spec),
         imgsz=(h, w),
         good_images=len(good.scores),
         defect_images=len(bad.scores),

@@ -107,6 +107,7 @@ class EvalSet:
     defects: list[Path] = field(default_factory=list)
     masks: list[Path | None] = field(default_factory=list)
     source: str = ""
+    spec: dict[str, str | None] = field(default_factory=dict)  # how to find it again (`eval_set_from_spec`)
 
     @property
     def has_masks(self) -> bool:
@@ -129,7 +130,7 @@ def mvtec_eval_set(root: str | Path) -> EvalSet:
     test = root / "test"
     if not test.is_dir():
         raise TrainingInputError(f"{root}: no test/ folder (MVTec layout: test/good, test/<defect>)")
-    es = EvalSet(source=str(root))
+    es = EvalSet(source=str(root), spec={"root": str(root.resolve())})
     for kind in sorted(p for p in test.iterdir() if p.is_dir()):
         if kind.name == "good":
             es.good += list_images(kind)
@@ -141,13 +142,31 @@ def mvtec_eval_set(root: str | Path) -> EvalSet:
 
 
 def folder_eval_set(good: Path | None, defects: Path | None, masks: Path | None) -> EvalSet:
-    es = EvalSet(source=f"good={good} defects={defects}")
+    spec = {
+        k: str(Path(v).resolve()) if v else None
+        for k, v in (("good", good), ("defects", defects), ("masks", masks))
+    }
+    es = EvalSet(source=f"good={good} defects={defects}", spec=spec)
     if good is not None:
         es.good = list_images(good)
     if defects is not None:
         es.defects = list_images(defects)
         es.masks = [find_mask(p, masks) for p in es.defects]
     return es
+
+
+def eval_set_from_spec(spec: dict[str, str | None] | str) -> EvalSet:
+    """The evaluation set a model card names (`dataset.eval`), or an MVTec root given as a path."""
+    if isinstance(spec, str):
+        return mvtec_eval_set(spec)
+    if spec.get("root"):
+        return mvtec_eval_set(str(spec["root"]))
+    good, defects, masks = (
+        Path(v) if v else None for v in (spec.get("good"), spec.get("defects"), spec.get("masks"))
+    )
+    if good is None and defects is None:
+        raise TrainingInputError(f"evaluation set {spec}: names no images")
+    return folder_eval_set(good, defects, masks)
 
 
 def split_held_out(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:

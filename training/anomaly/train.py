@@ -233,9 +233,11 @@ def train_anomaly(
     eval_set: EvalSet | None = None,
     eval_every_s: float | None = None,
     echo: Callable[[str], None] | None = None,
+    max_steps: int | None = None,
 ) -> Path:
-    """Train (or, with `resume`, continue) the run in `run_dir`; returns it. `eval_set`: image AUROC (and
-    pixel AUROC where masks exist) printed every `eval_every_s` seconds of training, for progress only."""
+    """Train (or, with `resume`, continue) the run in `run_dir`; returns it. `eval_set`: its image AUROC is
+    printed every `eval_every_s` seconds of training (not counted as training time), for progress only.
+    `hours` / `max_steps` replace the config's (a resumed run keeps its own unless given)."""
     import torch
 
     from training.anomaly.metrics import auroc
@@ -258,6 +260,8 @@ def train_anomaly(
     assert cfg is not None
     if hours is not None:
         cfg.hours = float(hours)
+    if max_steps is not None:
+        cfg.max_steps = int(max_steps)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     run.mkdir(parents=True, exist_ok=True)
@@ -324,7 +328,8 @@ def train_anomaly(
     losses: list[float] = []
     seen = 0
     while train_s < budget and (cfg.max_steps is None or step < cfg.max_steps):
-        lr = _lr_at(cfg, train_s / budget, step)
+        # progress by time, or by steps when a step limit comes first (then the schedule is reproducible)
+        lr = _lr_at(cfg, max(train_s / budget, step / cfg.max_steps if cfg.max_steps else 0.0), step)
         for g in opt.param_groups:
             g["lr"] = lr
         x, y, labelled = make_batch(rng, cfg, good, specs, real)
@@ -342,7 +347,9 @@ def train_anomaly(
         t_last, c_last = now, cnow
         if train_s - last_log >= cfg.log_every_s:
             say(
-                _progress_line(step, train_s, budget, float(np.mean(losses)), lr, seen / (train_s - last_log))
+                _progress_line(
+                    step, train_s, budget, float(np.mean(losses)), lr, seen / max(1e-9, train_s - last_log)
+                )
             )
             history.append({"step": step, "train_s": round(train_s, 1), "loss": float(np.mean(losses))})
             last_log, losses, seen = train_s, [], 0
@@ -350,8 +357,10 @@ def train_anomaly(
             sg, _ = torch_scores(net, eval_data[0], cfg.pool)
             sd, _ = torch_scores(net, eval_data[1], cfg.pool)
             a = auroc(np.r_[sg, sd], np.r_[np.zeros(len(sg)), np.ones(len(sd))])
-            say(f"step {step:6d}  eval image AUROC {a:.3f}")
-            history.append({"step": step, "train_s": round(train_s, 1), "eval_image_auroc": a})
+            say(f"step {step:6d}  eval image AUROC {a:.3f}  ({cpu_s / 60:.1f} CPU-min)")
+            history.append(
+                {"step": step, "train_s": round(train_s, 1), "cpu_s": round(cpu_s, 1), "eval_image_auroc": a}
+            )
             last_eval = train_s
             t_last, c_last = time.perf_counter(), time.process_time()  # evaluation time is not training time
         if train_s - last_save >= cfg.save_every_s:
