@@ -7,12 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_support import MOSQUITTO, SKIP_REASON, Mosquitto
+from mqtt_support import MOSQUITTO, SITE, SKIP_REASON, Mosquitto
 
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import PublisherContext
-
-SITE = "plant-a"
 
 
 @pytest.fixture

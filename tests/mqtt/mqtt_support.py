@@ -25,11 +25,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge_agent.result import Defect, InspectionResult, ModelInfo
+
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
 )
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 SKIP_REASON = "mosquitto is not installed (Debian: apt-get install mosquitto; .ci/run installs it)"
+SITE = "plant-a"
 
 
 def free_port() -> int:
@@ -45,6 +48,35 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def make_result(n: int, line: str = "press", classes: tuple[str, ...] = ("scratch",)) -> InspectionResult:
+    """Part n: NG with one defect per class in `classes` when n % 3 == 0, else OK."""
+    defects = (
+        [
+            Defect(
+                camera="top",
+                class_name=c,
+                class_id=i,
+                confidence=0.5 + 0.1 * i,
+                xyxy=[1, 2, 30, 40],
+                area_px=1064.0,
+            )
+            for i, c in enumerate(classes)
+        ]
+        if n % 3 == 0
+        else []
+    )
+    return InspectionResult(
+        site=SITE,
+        line=line,
+        part_id=f"P-{n:05d}",
+        recipe="default",
+        verdict="NG" if defects else "OK",
+        reasons=["scratch too long"] if defects else [],
+        defects=defects,
+        model=ModelInfo(name="press-det", version="7"),
+    )
 
 
 # -- the broker ----------------------------------------------------------------------------------------

@@ -8,9 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from conftest import SITE
-from mqtt_support import Recorder, check_seq_continuity, sparkplug_messages, wait_for
-from test_mqtt_sparkplug import make_result
+from mqtt_support import SITE, Recorder, check_seq_continuity, make_result, sparkplug_messages, wait_for
 
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import PublisherContext

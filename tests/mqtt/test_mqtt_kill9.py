@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import SITE
-from mqtt_support import Recorder, check_seq_continuity, sparkplug_messages, wait_for
+from mqtt_support import SITE, Recorder, check_seq_continuity, sparkplug_messages, wait_for
 
 from edge_agent.journal import ResultJournal
 

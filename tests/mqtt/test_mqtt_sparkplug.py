@@ -7,11 +7,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
-from conftest import SITE
 from mqtt_support import (
+    SITE,
     Recorder,
     check_seq_continuity,
     encode_rebirth_command,
+    make_result,
     sparkplug_messages,
     wait_for,
 )
@@ -19,7 +20,6 @@ from mqtt_support import (
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.mqtt_pub import MqttPublisher, MqttPublisherConfig
-from edge_agent.result import Defect, InspectionResult, ModelInfo
 
 GROUP = "plant-group"
 
@@ -46,34 +46,6 @@ NODE_METRICS = {
     "Properties/Version": "String",
     "Delivery/Backlog": "UInt64",
 }
-
-
-def make_result(n: int, line: str = "press", classes: tuple[str, ...] = ("scratch",)) -> InspectionResult:
-    defects = (
-        [
-            Defect(
-                camera="top",
-                class_name=c,
-                class_id=i,
-                confidence=0.5 + 0.1 * i,
-                xyxy=[1, 2, 30, 40],
-                area_px=1064.0,
-            )
-            for i, c in enumerate(classes)
-        ]
-        if n % 3 == 0
-        else []
-    )
-    return InspectionResult(
-        site=SITE,
-        line=line,
-        part_id=f"P-{n:05d}",
-        recipe="default",
-        verdict="NG" if defects else "OK",
-        reasons=["scratch too long"] if defects else [],
-        defects=defects,
-        model=ModelInfo(name="press-det", version="7"),
-    )
 
 
 def test_births_data_seq_wrap_rebirth_and_new_class(

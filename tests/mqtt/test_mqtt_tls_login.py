@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SITE
 from mqtt_support import (
     MOSQUITTO,
     MOSQUITTO_PASSWD,
+    SITE,
     SKIP_REASON,
     Mosquitto,
     Recorder,
     free_port,
     make_certs,
     make_password_file,
+    make_result,
     wait_for,
 )
-from test_mqtt_sparkplug import make_result
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
