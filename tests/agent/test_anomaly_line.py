@@ -307,3 +307,20 @@ def test_a_retrained_anomaly_model_beside_the_detector_is_hot_reloaded(
     wait_until(lambda: "reloaded" in events)
     seq = agent.journal.last_seq()
     wait_until(lambda: any(r.anomaly[0].model.version == "2" for r in agent.journal.since(seq)))
+
+
+def test_two_cameras_one_verdict_each_score_named(tmp_path: Path, parts) -> None:
+    config = _line_config(tmp_path, model={"path": str(parts["model"]), "threads": 1})
+    config = config.model_copy(
+        update={"cameras": [config.cameras[0], config.cameras[0].model_copy(update={"name": "side"})]}
+    )
+    inspector = Inspector.load(config, site="s")
+    frames = {
+        "top": Frame(image=parts["good"][0], camera="top", source_ref="a", index=0),
+        "side": Frame(image=parts["defect"][0], camera="side", source_ref="b", index=0),
+    }
+    result = inspector.inspect(frames, "default", part_id="two").result  # one batch of two frames
+    assert result.verdict == "NG" and [a.camera for a in result.anomaly] == ["top", "side"]
+    assert [a.anomalous for a in result.anomaly] == [False, True]
+    assert result.reasons[0].startswith("side: anomaly score ")
+    assert {d.camera for d in result.defects} == {"side"}
