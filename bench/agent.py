@@ -247,7 +247,7 @@ class Subscriber(threading.Thread):
     def run(self) -> None:
         import zmq
 
-        from edge_agent.zmq_wire import decode
+        from contract.zmq_wire import decode
 
         while not self.stop_event.is_set():
             try:
@@ -424,10 +424,10 @@ def archive_memory_run(root: Path, n_parts: int, quota_mb: float) -> dict:
     """Feed `n_parts` NG outcomes to a real `Archive` (writer thread, quota deletes); sample our RSS."""
     import psutil
 
+    from contract.result import InspectionResult, ModelInfo
     from edge_agent.archive import Archive
     from edge_agent.config import ArchiveConfig
     from edge_agent.inspector import Outcome
-    from edge_agent.result import InspectionResult, ModelInfo
     from edge_agent.sources.base import Frame
     from vision.detections import Detections
 

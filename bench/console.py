@@ -175,8 +175,8 @@ def bench_fps(args: argparse.Namespace, work: Path) -> None:
 
 def fill_journal(path: Path, rows: int) -> None:
     """`rows` results over the last 10 days, written with SQLite directly (the agent's schema)."""
+    from contract.result import Defect, FrameInfo, InspectionResult, ModelInfo
     from edge_agent.journal import ResultJournal
-    from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 
     ResultJournal(path).close()  # the schema, as the agent makes it
     template = InspectionResult(

@@ -64,10 +64,10 @@ def _agent_process(
     tick: float,
 ) -> None:
     """One simulated agent: a real journal and the real acknowledged publisher; lines append at `rate`."""
+    from contract.result import Defect, InspectionResult, ModelInfo
     from edge_agent.journal import ResultJournal
     from edge_agent.publishers.base import PublisherContext
     from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
-    from edge_agent.result import Defect, InspectionResult, ModelInfo
 
     site = f"site-{index:03d}"
     journal = ResultJournal(Path(root) / f"{site}.sqlite")

@@ -35,10 +35,10 @@ from mqtt_support import (  # noqa: E402
     wait_for,
 )
 
+from contract.result import InspectionResult, ModelInfo  # noqa: E402
 from edge_agent.journal import ResultJournal  # noqa: E402
 from edge_agent.publishers.base import PublisherContext  # noqa: E402
 from edge_agent.publishers.mqtt_pub import MqttPublisher, MqttPublisherConfig  # noqa: E402
-from edge_agent.result import InspectionResult, ModelInfo  # noqa: E402
 
 SITE = "plant-a"
 

@@ -35,11 +35,11 @@ from pathlib import Path  # noqa: E402
 
 import zmq  # noqa: E402
 
+from contract.result import Defect, FrameInfo, InspectionResult, ModelInfo  # noqa: E402
 from edge_agent.journal import ResultJournal  # noqa: E402
 from edge_agent.publishers.base import PublisherContext  # noqa: E402
 from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher  # noqa: E402
 from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig  # noqa: E402
-from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo  # noqa: E402
 
 REPO = Path(_HERE).parent
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.result import InspectionResult
+from contract.yamlconf import ConfigError, ConfigIssue
 from edge_agent.archive import Archive
 from edge_agent.capture import CaptureArchive
 from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
@@ -34,8 +36,6 @@ from edge_agent.line import LineRuntime
 from edge_agent.metrics import AgentMetrics, MetricsServer
 from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.publishers.feed import PublisherFeed
-from edge_agent.result import InspectionResult
-from edge_agent.yamlconf import ConfigError, ConfigIssue
 from vision.providers import physical_cores
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from contract.result import InspectionResult
     from edge_agent.journal import ResultJournal
-    from edge_agent.result import InspectionResult
 
 config_app = typer.Typer(help="Check configuration files; print their JSON Schema.", no_args_is_help=True)
 results_app = typer.Typer(help="Read the result journal: tail, export, schema.", no_args_is_help=True)
@@ -161,9 +161,9 @@ def run(
 
     With no arguments it runs the demo line (configs/lines/demo.yaml) on images/ with the demo model,
     publishing on localhost. Stops cleanly on Ctrl-C / SIGTERM (in-flight parts are journaled)."""
+    from contract.yamlconf import ConfigError
     from edge_agent.agent import Agent, AgentStartError
     from edge_agent.config import load_agent_config
-    from edge_agent.yamlconf import ConfigError
 
     path = config or default_config_path()
     try:
@@ -246,11 +246,11 @@ def trigger(
     """Ask a running agent for one inspection (ZeroMQ `trigger` request) and print the result."""
     import zmq
 
-    from edge_agent.zmq_wire import decode
+    from contract.zmq_wire import decode
 
     if endpoint is None:
+        from contract.yamlconf import ConfigError
         from edge_agent.config import load_agent_config
-        from edge_agent.yamlconf import ConfigError
 
         try:
             cfg = load_agent_config(config or default_config_path())
@@ -338,8 +338,8 @@ def config_check(
 def _config_files(target: Path) -> list[tuple[str, Path]]:
     """(kind, file) to check for a path: a file as what it is; a folder's site file first, then every other
     YAML file under it (a line file that the site file does not list is still checked)."""
+    from contract.yamlconf import ConfigError
     from edge_agent.config import find_site_file
-    from edge_agent.yamlconf import ConfigError
 
     if not target.is_dir():
         return [(_config_kind(target), target)]
@@ -358,7 +358,7 @@ _LINE_KEYS = {"cameras", "model", "recipes", "trigger", "active_recipe"}
 
 def _config_kind(file: Path) -> str:
     """"site" or "line", from the top-level keys (a file that cannot be read is checked as a line)."""
-    from edge_agent.yamlconf import ConfigError, load_yaml
+    from contract.yamlconf import ConfigError, load_yaml
 
     try:
         data = load_yaml(file).data
@@ -378,9 +378,9 @@ def _print_issues(issues: list[Any]) -> None:
 
 def _check_site(file: Path, models: bool, connect: bool = True) -> tuple[bool, set[Path]]:
     """Check a site file and its lines; returns (ok, files covered)."""
+    from contract.yamlconf import ConfigError
     from edge_agent.config import load_agent_config
     from edge_agent.inspector import validate_line_model
-    from edge_agent.yamlconf import ConfigError
 
     try:
         cfg = load_agent_config(file)
@@ -444,9 +444,9 @@ def _check_line_cameras(loaded: Any) -> list[Any]:
 
 def _check_line(file: Path, models: bool, connect: bool = True) -> tuple[bool, set[Path]]:
     """Check one line file on its own (it need not be listed in a site file)."""
+    from contract.yamlconf import ConfigError
     from edge_agent.config import load_line
     from edge_agent.inspector import validate_line_model
-    from edge_agent.yamlconf import ConfigError
 
     try:
         loaded = load_line(file)
@@ -518,8 +518,8 @@ def _open_journal(config: Path | None, journal: Path | None) -> ResultJournal:
     from edge_agent.journal import ResultJournal
 
     if journal is None:
+        from contract.yamlconf import ConfigError
         from edge_agent.config import find_site_file, load_agent_config
-        from edge_agent.yamlconf import ConfigError
 
         path = config or default_config_path()
         try:
@@ -597,7 +597,7 @@ def results_export(
 @results_app.command("schema")
 def results_schema() -> None:
     """Print the JSON Schema of a result body (the one body of journal, ZeroMQ, OPC UA and MES)."""
-    from edge_agent.result import result_json_schema
+    from contract.result import result_json_schema
 
     typer.echo(json.dumps(result_json_schema(), indent=2))
 

@@ -37,9 +37,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from contract.result import InspectionResult
 from edge_agent.config import ArchiveConfig
 from edge_agent.inspector import Outcome
-from edge_agent.result import InspectionResult
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from contract.result import InspectionResult
 from edge_agent.archive import _UNSAFE, Archive
 from edge_agent.config import ArchiveConfig, CaptureConfig
 from edge_agent.inspector import Outcome
-from edge_agent.result import InspectionResult
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 

@@ -27,10 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from contract.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
 from edge_agent.console.settings import ConsoleConfig
 from edge_agent.hub_link import HubLinkConfig
 from edge_agent.sources import SourceConfig
-from edge_agent.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
 from vision.rules import RecipeRules
 
 # -- line file -------------------------------------------------------------------------------------

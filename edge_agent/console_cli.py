@@ -38,8 +38,8 @@ def _journal_and_archive(
 ) -> tuple[Path, Path]:
     """The journal and archive paths given, else the site file's; exits 2 with the reason."""
     if journal is None or archive is None:
+        from contract.yamlconf import ConfigError
         from edge_agent.config import load_agent_config
-        from edge_agent.yamlconf import ConfigError
 
         try:
             cfg = load_agent_config(config or default_config_path())

@@ -182,7 +182,7 @@ class HubLink:
 
     def prepare(self) -> dict[str, Path]:
         """The hub models to start the lines with, each verified again (signature, hash, target)."""
-        from edge_agent.model_signing import ModelSignatureError, check_model
+        from contract.model_signing import ModelSignatureError, check_model
 
         overrides: dict[str, Path] = {}
         state = self._load_state()
@@ -429,7 +429,7 @@ class HubLink:
     def _adopt(self, line: str, want: dict[str, Any], state: dict[str, dict[str, Any]]) -> None:
         """The running file was published again (a new rollout): check the new manifest, nothing to load;
         the new rollout counts as applied from now (its canary counts parts from now)."""
-        from edge_agent.model_signing import ModelSignatureError, check_model
+        from contract.model_signing import ModelSignatureError, check_model
 
         sha, rollout_id = str(want["sha256"]), want.get("rollout_id")
         manifest, signature = want.get("manifest") or {}, str(want.get("signature") or "")
@@ -476,8 +476,8 @@ class HubLink:
             log.warning("hub: report for line %s not delivered: %s", line, exc)
 
     def _apply(self, line: str, want: dict[str, Any], state: dict[str, dict[str, Any]]) -> None:
+        from contract.model_signing import ModelSignatureError, check_model
         from edge_agent.inspector import InspectorLoadError
-        from edge_agent.model_signing import ModelSignatureError, check_model
 
         assert self.client is not None
         sha, rollout_id = str(want["sha256"]), want.get("rollout_id")
@@ -486,7 +486,7 @@ class HubLink:
         dest = self.models_dir / line / sha[:16] / f"{name}.onnx"
         try:
             # the signature first: an unsigned or foreign manifest is not even downloaded
-            from edge_agent.model_signing import verify_manifest
+            from contract.model_signing import verify_manifest
 
             verify_manifest(manifest, signature, self.config.trusted_keys)
             if manifest.get("model_sha256") != sha:

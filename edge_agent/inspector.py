@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from contract.result import AnomalyScore, Defect, FrameInfo, InspectionResult, ModelInfo
+from contract.yamlconf import ConfigIssue, suggest
 from edge_agent.config import AnomalySettings, LineConfig, LoadedLine, RuntimeSettings
 from edge_agent.inference_budget import InferenceBudget
-from edge_agent.result import AnomalyScore, Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
-from edge_agent.yamlconf import ConfigIssue, suggest
 from vision.detections import Detections
 from vision.rules import ClassRule, RecipeRules, judge_cameras
 

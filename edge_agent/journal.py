@@ -6,7 +6,7 @@ same database, so an outage or a restart resumes from a number, never from memor
 
 Example:
     >>> import tempfile, pathlib
-    >>> from edge_agent.result import InspectionResult, ModelInfo
+    >>> from contract.result import InspectionResult, ModelInfo
     >>> j = ResultJournal(pathlib.Path(tempfile.mkdtemp()) / "j.sqlite")
     >>> r = InspectionResult(site="s", line="l", part_id="p1", recipe="r", verdict="OK",
     ...                      model=ModelInfo(name="m", version="1"))
@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, TextIO
 
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 
 Durability = Literal["normal", "full"]
 

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 from edge_agent.thread_cpu import thread_cpu_seconds
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ def keys(
     out: Path = typer.Option(Path("keys"), "--out", "-o", help="folder for <name>.key and <name>.key_secret"),
 ) -> None:
     """Make a CURVE key pair. Copy the public '.key' to the peers that must trust it."""
-    from edge_agent.zmq_security import generate_keypair
+    from contract.zmq_security import generate_keypair
 
     try:
         pair = generate_keypair(out, name)
@@ -45,7 +45,7 @@ def keys(
 
 
 def _server_security(curve_secret: Path | None, authorized_keys: Path | None, plain: bool):
-    from edge_agent.zmq_security import CurveServerConfig, ServerSecurity
+    from contract.zmq_security import CurveServerConfig, ServerSecurity
 
     if plain:
         if curve_secret or authorized_keys:
@@ -61,7 +61,7 @@ def _server_security(curve_secret: Path | None, authorized_keys: Path | None, pl
 
 
 def _client_security(curve_secret: Path | None, server_key: Path | None, plain: bool):
-    from edge_agent.zmq_security import ClientSecurity, CurveClientConfig
+    from contract.zmq_security import ClientSecurity, CurveClientConfig
 
     if plain:
         return ClientSecurity(security="plain")
@@ -85,7 +85,7 @@ def listen(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="do not print a line per result"),
 ) -> None:
     """Receive acknowledged results from agents and store each exactly once."""
-    from edge_agent.mes.receiver import MesReceiver
+    from mes.receiver import MesReceiver
 
     if durability not in ("full", "normal"):
         raise typer.BadParameter(f"--durability must be 'full' or 'normal', not {durability!r}")
@@ -122,7 +122,7 @@ def tail(
     plain: bool = typer.Option(False, "--plain"),
 ) -> None:
     """Print the agent's results as JSON lines: snapshot (or replay) first, then live, without gaps."""
-    from edge_agent.mes.client import StreamClient
+    from mes.client import StreamClient
 
     security = _client_security(curve_secret, server_key, plain)
     try:

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _config(config: Path | None, data: Path | None):
-    from edge_agent.yamlconf import ConfigError
+    from contract.yamlconf import ConfigError
     from hub.config import load_hub_config
 
     try:
@@ -193,7 +193,7 @@ def keys(
     out: Path = typer.Option(Path("keys"), "--out", "-o"),
 ) -> None:
     """Make an ed25519 model-signing key pair: keep NAME.ed25519, give NAME.pub to the agents."""
-    from edge_agent.model_signing import generate_signing_key
+    from contract.model_signing import generate_signing_key
 
     try:
         pair = generate_signing_key(out, name)

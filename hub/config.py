@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.zmq_security import ServerSecurity
+from contract.zmq_security import ServerSecurity
 
 
 class IngestConfig(ServerSecurity):
@@ -93,8 +93,8 @@ class HubConfig(BaseModel):
 
 def load_hub_config(path: str | Path | None, data_dir: Path | None = None) -> HubConfig:
     """Read `hub.yaml` (errors name file, line and key), resolve paths; `data_dir` overrides the file."""
+    from contract.yamlconf import load_yaml, validate
     from edge_agent.config import resolve_model_paths
-    from edge_agent.yamlconf import load_yaml, validate
 
     if path is None:
         cfg = HubConfig()

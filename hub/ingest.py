@@ -6,15 +6,15 @@ journal is the queue), so a result reaches the hub exactly once across an agent 
 
 from __future__ import annotations
 
-from edge_agent.mes.receiver import MesReceiver
 from hub.config import HubConfig
 from hub.store import HubStore
+from mes.receiver import MesReceiver
 
 
 def make_ingest(config: HubConfig) -> MesReceiver:
     """A receiver bound to `config.ingest.endpoint`, storing into the hub's database (own connection)."""
     security = config.ingest.model_dump(include={"security", "curve"})
-    from edge_agent.zmq_security import ServerSecurity
+    from contract.zmq_security import ServerSecurity
 
     return MesReceiver(
         config.ingest.endpoint,

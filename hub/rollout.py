@@ -7,7 +7,7 @@ their line, validate the model on the line's reference image (as hot reload does
 `applied` or `failed: why`. Every step lands in `line_history`.
 
 - `publish(...)`: the manifest (model sha256, card, target lines) is signed with the publisher's key
-  (`edge_agent.model_signing`); with a canary only that line is assigned (stage `canary`), otherwise
+  (`contract.model_signing`); with a canary only that line is assigned (stage `canary`), otherwise
   every target (stage `complete`).
 - `promote(rollout)`: the canary must have applied the model and its numbers must hold (enough parts on
   the new model *since this rollout applied it* — parts the same file inspected under an earlier rollout
@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge_agent.model_signing import file_sha256, sign_manifest, signer_of, verify_manifest
+from contract.model_signing import file_sha256, sign_manifest, signer_of, verify_manifest
 from hub.db import Database
 
 

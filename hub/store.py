@@ -8,8 +8,8 @@ that were really inserted, so they are exact too.
 
 Example:
     >>> import tempfile, pathlib
-    >>> from edge_agent.mes.store import StoreItem
-    >>> from edge_agent.result import InspectionResult, ModelInfo
+    >>> from mes.store import StoreItem
+    >>> from contract.result import InspectionResult, ModelInfo
     >>> store = HubStore.open(str(pathlib.Path(tempfile.mkdtemp()) / "hub.sqlite"))
     >>> r = InspectionResult(site="s", line="l", part_id="p1", recipe="r", verdict="NG", seq=1,
     ...                      model=ModelInfo(name="m", version="1"))
@@ -31,10 +31,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge_agent.mes.store import StoreItem, StoreStatus
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 from hub.db import Database
 from hub.schema import ADDED_COLUMNS, partition_name, partition_sql, schema_sql
+from mes.store import StoreItem, StoreStatus
 
 log = logging.getLogger(__name__)
 

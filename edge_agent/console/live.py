@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 
 if TYPE_CHECKING:
     from vision.anomaly import Anomaly

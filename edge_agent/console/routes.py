@@ -28,6 +28,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from contract.result import InspectionResult
 from edge_agent.console.auth import COOKIE, LoginRefused
 from edge_agent.console.setup import (
     RecipeSetup,
@@ -49,7 +50,6 @@ from edge_agent.console.web import (
     set_session_cookie,
 )
 from edge_agent.inspector import with_anomaly_rule
-from edge_agent.result import InspectionResult
 from edge_agent.reviews import DECISIONS, ReviewInput
 
 STATIC = Path(__file__).parent / "static"

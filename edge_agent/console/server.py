@@ -24,10 +24,10 @@ from edge_agent.console.store import ArchiveFiles, JournalReader
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from contract.result import InspectionResult
     from edge_agent.agent import Agent
     from edge_agent.console.auth import Session
     from edge_agent.inspector import Outcome
-    from edge_agent.result import InspectionResult
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 from vision.detections import Detections
 from vision.rules import RecipeRules, judge_cameras
 
@@ -167,9 +167,9 @@ def apply_setup(text: str, setup: RecipeSetup, cameras: list[str]) -> str:
 def validate_line_text(line_file: Path, text: str, line_name: str):
     """Validate `text` as `line_file` would be (same folder, so relative paths mean the same), with the
     model check of `config check`. Returns the LoadedLine; raises SetupError with every issue."""
+    from contract.yamlconf import ConfigError
     from edge_agent.config import load_line
     from edge_agent.inspector import validate_line_model
-    from edge_agent.yamlconf import ConfigError
 
     fd, tmp = tempfile.mkstemp(prefix=f".{line_file.stem}.", suffix=".yaml", dir=line_file.parent)
     try:

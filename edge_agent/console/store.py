@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from contract.result import InspectionResult
 from edge_agent.archive import annotated_file, archived_image, draw_annotated
-from edge_agent.result import InspectionResult
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

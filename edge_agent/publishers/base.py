@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.result import InspectionResult
 from edge_agent.journal import ResultJournal
-from edge_agent.result import InspectionResult
 
 
 class Publisher(ABC):

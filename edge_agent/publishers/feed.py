@@ -25,8 +25,8 @@ import threading
 from collections import deque
 from typing import Any
 
+from contract.result import InspectionResult
 from edge_agent.publishers.base import Publisher
-from edge_agent.result import InspectionResult
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ was acknowledged) and reads what it owes with `journal.since(cursor)`. Up to `wi
 flight at once; each is resent with exponential back-off until the MES answers `ack` for it. The MES
 deduplicates by `result_id` (a resend after a lost ack, or after a crash of the agent, is stored once).
 So nothing is lost by an agent crash (`kill -9`), an MES outage or a network cut; the price is that the
-MES may receive a result more than once, which the reference receiver (`edge_agent.mes.receiver`) absorbs.
+MES may receive a result more than once, which the reference receiver (`mes.receiver`) absorbs.
 
-Protocol: the agent sends the wire message `[topic, header, body]` (see `edge_agent.zmq_wire`); the MES
+Protocol: the agent sends the wire message `[topic, header, body]` (see `contract.zmq_wire`); the MES
 answers `[b"ack", JSON {"acks": [[seq, result_id, status], ...]}]` with status `stored`, `duplicate` or
 `rejected` (a body it could not parse is kept in its quarantine table and acknowledged, so one bad
 message cannot block the line's delivery forever).
@@ -36,11 +36,11 @@ from typing import Literal
 import zmq
 from pydantic import Field
 
+from contract.result import InspectionResult
+from contract.zmq_security import ClientSecurity, apply_curve_client
+from contract.zmq_wire import Encoding, encode_result
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import Publisher, PublisherContext
-from edge_agent.result import InspectionResult
-from edge_agent.zmq_security import ClientSecurity, apply_curve_client
-from edge_agent.zmq_wire import Encoding, encode_result
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,10 @@ from typing import Any, Literal, NamedTuple
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contract.result import InspectionResult
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers import sparkplug as spb
 from edge_agent.publishers.base import Publisher, PublisherContext
-from edge_agent.result import InspectionResult
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ is one *edge node* (`edge_node_id`, the site by default) and each line is a *dev
     spBv1.0/<group>/NCMD/<node>              from hosts: `Node Control/Rebirth` = true
 
 Example:
-    >>> from edge_agent.result import InspectionResult, ModelInfo
+    >>> from contract.result import InspectionResult, ModelInfo
     >>> r = InspectionResult(seq=7, site="s", line="press", part_id="P1", recipe="default", verdict="NG",
     ...                      model=ModelInfo(name="m", version="3"))
     >>> m = {x.name: x for x in birth_line_metrics(r, ["scratch"], LineRates(), state="running")}
@@ -29,8 +29,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from contract.result import InspectionResult
 from edge_agent.publishers import sparkplug_b_pb2 as pb
-from edge_agent.result import InspectionResult
 
 NAMESPACE = "spBv1.0"
 

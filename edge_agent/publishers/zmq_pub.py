@@ -1,7 +1,7 @@
 """ZeroMQ live stream (XPUB) plus a ROUTER service for snapshot, replay and triggers.
 
 Live stream: every journaled result goes out on `insp.v1/<site>/<line>/result` as `[topic, header, body]`
-(see `edge_agent.zmq_wire`), line states on `.../status`, and a `.../heartbeat` per line every second
+(see `contract.zmq_wire`), line states on `.../status`, and a `.../heartbeat` per line every second
 carrying the seq of the line's last result that left the queue (sent, or dropped), so a quiet subscriber
 still notices what it missed. Heartbeats and statuses never announce a result still queued behind them:
 the sender thread, which sends them, is the one that records what went out.
@@ -12,7 +12,7 @@ and messages are then **dropped and counted** (`stats()["dropped"]`). The socket
 `XPUB_NODROP`, so libzmq reports a full subscriber instead of dropping silently; the price is that the
 message is dropped for every subscriber at that moment. Subscribers never lose data for good: each header
 carries `seq` and `prev_seq` (previous result of the same line), and a subscriber with a gap asks the
-ROUTER for a replay from the journal (`edge_agent.mes.client.StreamClient` does all of that).
+ROUTER for a replay from the journal (`mes.client.StreamClient` does all of that).
 
 ROUTER requests (a DEALER sends one JSON frame; answers are result messages `[topic, header, body]`
 with `is_historical: true` followed by one control message `[kind, JSON]`):
@@ -53,11 +53,11 @@ from typing import Any, Literal
 import zmq
 from pydantic import Field
 
+from contract.result import InspectionResult
+from contract.zmq_security import ConnectionGuard, CurveServer, ServerSecurity, make_curve_server
+from contract.zmq_wire import Encoding, encode_control, encode_event, encode_result
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import Publisher, PublisherContext
-from edge_agent.result import InspectionResult
-from edge_agent.zmq_security import ConnectionGuard, CurveServer, ServerSecurity, make_curve_server
-from edge_agent.zmq_wire import Encoding, encode_control, encode_event, encode_result
 
 log = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ class GigeSourceConfig(BaseModel):
     def _known_format(cls, value: str | None) -> str | None:
         if value is None or value in SUPPORTED_FORMATS:
             return value
-        from edge_agent.yamlconf import suggest
+        from contract.yamlconf import suggest
 
         unpacked = value.rstrip("p").replace("Packed", "")
         if unpacked != value and unpacked in SUPPORTED_FORMATS:

@@ -16,7 +16,7 @@ import pytest
 import zmq
 from agent_helpers import folder_line, wait_until, write_site
 
-from edge_agent.zmq_wire import decode
+from contract.zmq_wire import decode
 
 ZMQ_FREE_PORTS = {
     "type": "zmq",

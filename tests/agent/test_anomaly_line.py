@@ -17,13 +17,13 @@ import zmq
 from agent_helpers import folder_line, wait_until, write_site, write_yaml
 from typer.testing import CliRunner
 
+from contract.zmq_wire import decode
 from edge_agent.anomaly_reviews import reviewed_images
 from edge_agent.archive import annotated_file, archived_image, draw_annotated
 from edge_agent.cli import app
 from edge_agent.config import LineConfig, load_line
 from edge_agent.inspector import Inspector, InspectorLoadError, validate_line_model
 from edge_agent.sources.base import Frame
-from edge_agent.zmq_wire import decode
 from tests.anomaly_factory import (
     DEFECT_BOX,
     build_mean_image_model,

@@ -13,12 +13,12 @@ import numpy as np
 from agent_helpers import folder_line, wait_until, write_site
 from typer.testing import CliRunner
 
+from contract.result import Defect, InspectionResult, ModelInfo
 from edge_agent.archive import Archive, render_annotated
 from edge_agent.cli import app
 from edge_agent.config import ArchiveConfig
 from edge_agent.inspector import Outcome
 from edge_agent.journal import ResultJournal
-from edge_agent.result import Defect, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 from vision.images import read_image_file

@@ -14,12 +14,12 @@ import pytest
 from agent_helpers import folder_line, wait_until, write_site
 from typer.testing import CliRunner
 
+from contract.result import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.archive import Archive
 from edge_agent.capture import SIDECAR_SUFFIX, CaptureArchive, best_confidence
 from edge_agent.cli import app
 from edge_agent.config import ArchiveConfig, CaptureConfig
 from edge_agent.inspector import Outcome
-from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 

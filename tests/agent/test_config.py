@@ -9,9 +9,9 @@ import pytest
 from agent_helpers import folder_line, write_site, write_yaml
 from typer.testing import CliRunner
 
+from contract.yamlconf import ConfigError
 from edge_agent.cli import app
 from edge_agent.config import load_agent_config, load_line
-from edge_agent.yamlconf import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ import pytest
 from agent_helpers import write_site
 from typer.testing import CliRunner
 
+from contract.yamlconf import ConfigError, load_yaml
 from edge_agent.cli import app
 from edge_agent.config import load_line
-from edge_agent.yamlconf import ConfigError, load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 LINE_TEXT = (REPO / "configs" / "lines" / "demo.yaml").read_text()

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "edge_agent.yamlconf",
+    "contract.yamlconf",
     "edge_agent.inference_budget",
     "edge_agent.journal",
     "edge_agent.metrics",

@@ -10,9 +10,9 @@ import pytest
 from agent_helpers import folder_line, write_site
 from typer.testing import CliRunner
 
+from contract.result import InspectionResult, ModelInfo
 from edge_agent.cli import app
 from edge_agent.journal import JournalIdentityError, ResultJournal, identity_file
-from edge_agent.result import InspectionResult, ModelInfo
 
 
 def _result(n: int) -> InspectionResult:

@@ -9,10 +9,10 @@ import pytest
 from agent_helpers import folder_line, write_site, write_yaml
 from typer.testing import CliRunner
 
+from contract.yamlconf import ConfigError
 from edge_agent.cli import app
 from edge_agent.config import load_line
 from edge_agent.inspector import Inspector, InspectorLoadError, validate_line_model
-from edge_agent.yamlconf import ConfigError
 
 
 @pytest.mark.parametrize(

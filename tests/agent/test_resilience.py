@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from agent_helpers import folder_line, wait_until, write_site, write_yaml
 
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 
 REPO = Path(__file__).resolve().parents[2]
 

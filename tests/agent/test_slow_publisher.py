@@ -10,10 +10,10 @@ import pytest
 from agent_helpers import folder_line, wait_until, write_site
 from pydantic import BaseModel
 
+from contract.result import InspectionResult
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.publishers.registry import register_publisher, unregister_publisher
-from edge_agent.result import InspectionResult
 
 
 class StuckConfig(BaseModel):

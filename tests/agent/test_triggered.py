@@ -11,8 +11,8 @@ import pytest
 import zmq
 from agent_helpers import folder_line, wait_until, write_site
 
+from contract.zmq_wire import decode
 from edge_agent.line import LineError
-from edge_agent.zmq_wire import decode
 
 
 def triggered_line(name, images, model, **trigger):

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
+from contract.result import Defect, FrameInfo, InspectionResult, ModelInfo
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,10 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge_agent.mes.store import StoreItem
-from edge_agent.result import AnomalyScore, InspectionResult, ModelInfo
+from contract.result import AnomalyScore, InspectionResult, ModelInfo
 from hub.schema import schema_sql
 from hub.store import HubStore
+from mes.store import StoreItem
 
 ANOMALY_MODEL = ModelInfo(name="tiles-anomaly", version="1")
 

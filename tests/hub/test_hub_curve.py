@@ -9,11 +9,11 @@ from pathlib import Path
 
 from hub_support import wait_for
 
+from contract.result import InspectionResult, ModelInfo
+from contract.zmq_security import generate_keypair
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
-from edge_agent.result import InspectionResult, ModelInfo
-from edge_agent.zmq_security import generate_keypair
 from hub.config import HubConfig
 from hub.server import HubServer
 

@@ -17,15 +17,15 @@ import pytest
 from hub_browser import make_driver, quit_driver, why_no_browser
 from hub_support import hub_config, provision, wait_for, write_site
 
+from contract.model_signing import generate_signing_key
+from contract.result import Defect, InspectionResult, ModelInfo
 from edge_agent.agent import Agent
 from edge_agent.config import load_agent_config
-from edge_agent.mes.store import StoreItem
-from edge_agent.model_signing import generate_signing_key
-from edge_agent.result import Defect, InspectionResult, ModelInfo
 from hub.auth import Users
 from hub.registry import Registry
 from hub.rollout import Rollouts
 from hub.server import HubServer
+from mes.store import StoreItem
 
 pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
 

@@ -17,9 +17,9 @@ from hub_support import hub_config, rollout_site, wait_for
 from test_hub_dashboard_browser import _history, _login, screenshot_dir
 from test_hub_rollout import _variant
 
+from contract.model_signing import file_sha256, generate_signing_key
 from edge_agent.agent import Agent
 from edge_agent.config import load_agent_config
-from edge_agent.model_signing import file_sha256, generate_signing_key
 from hub.auth import Users
 from hub.registry import Registry
 from hub.rollout import Rollouts

@@ -16,7 +16,7 @@ MODULES = [
     "hub.auth",
     "hub.commands",
     "hub.overview",
-    "edge_agent.model_signing",
+    "contract.model_signing",
     "contract.login_throttle",
 ]
 

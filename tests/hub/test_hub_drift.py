@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from edge_agent.mes.store import StoreItem
-from edge_agent.result import Defect, InspectionResult, ModelInfo
+from contract.result import Defect, InspectionResult, ModelInfo
 from hub.config import DriftConfig
 from hub.overview import Overview
 from hub.registry import Registry
 from hub.store import HubStore
+from mes.store import StoreItem
 
 
 def _results(

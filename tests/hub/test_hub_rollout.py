@@ -10,9 +10,9 @@ import onnx
 import pytest
 from hub_support import hub_config, rollout_site, wait_for
 
+from contract.model_signing import file_sha256, generate_signing_key
 from edge_agent.agent import Agent
 from edge_agent.config import load_agent_config
-from edge_agent.model_signing import file_sha256, generate_signing_key
 from hub.registry import Registry
 from hub.rollout import RolloutError, Rollouts
 from hub.server import HubServer

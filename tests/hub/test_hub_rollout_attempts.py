@@ -14,7 +14,7 @@ from hub_support import start_agent as start_agent_process
 from hub_support import stop, wait_for
 from test_hub_rollout import SITE, _events, _variant, flip_byte, setup  # noqa: F401 - `setup` is the fixture
 
-from edge_agent.model_signing import file_sha256
+from contract.model_signing import file_sha256
 from hub.registry import Registry
 from hub.rollout import RolloutError, Rollouts
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
-from edge_agent.mes.store import StoreItem
-from edge_agent.result import Defect, InspectionResult, ModelInfo
+from contract.result import Defect, InspectionResult, ModelInfo
 from hub.store import HubStore
+from mes.store import StoreItem
 
 
 def _result(

@@ -25,7 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.result import Defect, InspectionResult, ModelInfo
+from contract.result import Defect, InspectionResult, ModelInfo
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None

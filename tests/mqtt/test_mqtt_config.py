@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.yamlconf import ConfigError
 from edge_agent.config import load_agent_config
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.mqtt_pub import MqttPublisher, MqttPublisherConfig
 from edge_agent.publishers.registry import resolve_publisher
-from edge_agent.yamlconf import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

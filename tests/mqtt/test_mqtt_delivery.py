@@ -10,10 +10,10 @@ from pathlib import Path
 
 from mqtt_support import SITE, Recorder, check_seq_continuity, make_result, sparkplug_messages, wait_for
 
+from contract.result import InspectionResult
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.mqtt_pub import MqttPublisher, MqttPublisherConfig
-from edge_agent.result import InspectionResult
 
 REPO = Path(__file__).resolve().parents[2]
 RESULT_TOPIC = f"edge-inspect/{SITE}/press/result"

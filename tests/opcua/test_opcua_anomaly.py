@@ -9,7 +9,7 @@ import math
 
 from asyncua import Client, ua
 
-from edge_agent.result import AnomalyScore, Defect, ModelInfo
+from contract.result import AnomalyScore, Defect, ModelInfo
 from tests.opcua.lines import make_result
 from tests.opcua.opcua_helpers import namespaces, vision_node
 

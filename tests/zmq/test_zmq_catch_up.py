@@ -13,9 +13,9 @@ import pytest
 from zmq_support import SITE, free_port, make_result
 
 from edge_agent.journal import ResultJournal
-from edge_agent.mes.client import JournalBehindError, StreamClient
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig
+from mes.client import JournalBehindError, StreamClient
 
 
 def _publisher(journal: ResultJournal, pub: str, router: str) -> ZmqPublisher:

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from zmq_support import free_port, make_result, wait_for
 
 from edge_agent.cli import app
-from edge_agent.mes.store import ResultStore
 from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
+from mes.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[2]
 

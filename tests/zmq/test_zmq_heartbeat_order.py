@@ -13,8 +13,8 @@ import time
 import zmq
 from zmq_support import SITE, make_result, wait_for
 
+from contract.zmq_wire import decode
 from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig
-from edge_agent.zmq_wire import decode
 
 
 def test_heartbeats_and_statuses_never_announce_a_queued_result(journal, publisher_context) -> None:

@@ -12,9 +12,7 @@ import zmq
 from test_zmq_security import _curve_publisher, _raw_sub, keys  # noqa: F401 (keys is a fixture)
 from zmq_support import make_result, wait_for
 
-from edge_agent.mes.receiver import MesReceiver
-from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
-from edge_agent.zmq_security import (
+from contract.zmq_security import (
     CurveClientConfig,
     CurveServerConfig,
     ServerSecurity,
@@ -22,6 +20,8 @@ from edge_agent.zmq_security import (
     load_public_key,
     load_secret_pair,
 )
+from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
+from mes.receiver import MesReceiver
 
 
 def _drain(sock: zmq.Socket, wait_ms: int = 300) -> list[list[bytes]]:
@@ -75,7 +75,7 @@ def test_removed_key_loses_its_live_subscription_others_keep_theirs(keys, journa
 def test_plain_client_is_counted_and_logged(keys, journal, publisher_context, caplog) -> None:  # noqa: F811
     publisher = _curve_publisher(keys, journal, publisher_context)
     ctx = zmq.Context()
-    with caplog.at_level(logging.WARNING, logger="edge_agent.zmq_security"):
+    with caplog.at_level(logging.WARNING, logger="contract.zmq_security"):
         plain = _raw_sub(ctx, publisher.pub_endpoint, keys, None)
         try:
             for i in range(3):

@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 from zmq_support import free_port, wait_for
 
+from contract.zmq_security import ServerSecurity
 from edge_agent.journal import ResultJournal
-from edge_agent.mes.receiver import MesReceiver
-from edge_agent.zmq_security import ServerSecurity
+from mes.receiver import MesReceiver
 
 REPO = Path(__file__).resolve().parents[2]
 PARTS_PER_RUN = 240

@@ -11,11 +11,11 @@ import pytest
 import zmq
 from zmq_support import SITE, free_port, make_result, wait_for
 
+from contract.zmq_wire import decode
 from edge_agent.journal import ResultJournal
-from edge_agent.mes.client import StreamClient
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig
-from edge_agent.zmq_wire import decode
+from mes.client import StreamClient
 
 
 def _publisher(journal, context, **overrides) -> ZmqPublisher:
@@ -335,7 +335,7 @@ def test_trigger_requests_that_cannot_run_are_answered_with_the_reason(
 
 
 def test_a_reset_journal_is_reported_not_silently_skipped(journal, publisher_context) -> None:
-    from edge_agent.mes.client import JournalBehindError
+    from mes.client import JournalBehindError
 
     publisher = _publisher(journal, publisher_context)
     try:

@@ -12,13 +12,13 @@ from pathlib import Path
 import zmq
 from zmq_support import free_port, make_result, wait_for
 
+from contract.zmq_security import ServerSecurity
+from contract.zmq_wire import encode_result
 from edge_agent.journal import ResultJournal
-from edge_agent.mes.receiver import MesReceiver
-from edge_agent.mes.store import ResultStore
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
-from edge_agent.zmq_security import ServerSecurity
-from edge_agent.zmq_wire import encode_result
+from mes.receiver import MesReceiver
+from mes.store import ResultStore
 
 PLAIN = ServerSecurity(security="plain")
 REPO = Path(__file__).resolve().parents[2]
@@ -198,7 +198,7 @@ def test_kill_9_agent_mid_stream_then_restart_delivers_everything_once(tmp_path:
 
 def test_store_reopened_after_receiver_restart_keeps_dedup(tmp_path: Path) -> None:
     path = tmp_path / "mes.sqlite"
-    from edge_agent.mes.store import StoreItem
+    from mes.store import StoreItem
 
     result = make_result()
     result = result.model_copy(update={"seq": 1})

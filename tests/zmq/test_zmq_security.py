@@ -10,12 +10,7 @@ import zmq
 from typer.testing import CliRunner
 from zmq_support import SITE, make_result, wait_for
 
-from edge_agent.cli import app
-from edge_agent.mes.client import StreamClient
-from edge_agent.mes.receiver import MesReceiver
-from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
-from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig
-from edge_agent.zmq_security import (
+from contract.zmq_security import (
     ClientSecurity,
     CurveClientConfig,
     CurveServerConfig,
@@ -24,6 +19,11 @@ from edge_agent.zmq_security import (
     load_public_key,
     load_secret_pair,
 )
+from edge_agent.cli import app
+from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
+from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig
+from mes.client import StreamClient
+from mes.receiver import MesReceiver
 
 
 @pytest.fixture

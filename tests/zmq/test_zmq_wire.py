@@ -7,8 +7,8 @@ import json
 import pytest
 from zmq_support import SITE, make_result
 
-from edge_agent.result import InspectionResult
-from edge_agent.zmq_wire import WIRE_SCHEMA_VERSION, WireError, decode, encode_event, encode_result, topic
+from contract.result import InspectionResult
+from contract.zmq_wire import WIRE_SCHEMA_VERSION, WireError, decode, encode_event, encode_result, topic
 
 
 @pytest.mark.parametrize("encoding", ["json", "msgpack"])

@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo, when run as a script
 
+from contract.result import InspectionResult, ModelInfo
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.base import PublisherContext
 from edge_agent.publishers.mes_delivery import MesDeliveryConfig, MesDeliveryPublisher
 from edge_agent.publishers.zmq_pub import ZmqPublisher, ZmqPublisherConfig
-from edge_agent.result import InspectionResult, ModelInfo
 
 
 def main() -> None:

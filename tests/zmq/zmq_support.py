@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from edge_agent.result import Defect, FrameInfo, InspectionResult, ModelInfo
+from contract.result import Defect, FrameInfo, InspectionResult, ModelInfo
 
 SITE = "plant-a"
 

@@ -2,7 +2,7 @@
 
 Example:
     >>> import tempfile, pathlib
-    >>> from edge_agent.result import InspectionResult, ModelInfo
+    >>> from contract.result import InspectionResult, ModelInfo
     >>> store = ResultStore(pathlib.Path(tempfile.mkdtemp()) / "mes.sqlite")
     >>> r = InspectionResult(site="s", line="l", part_id="p1", recipe="r", verdict="NG", seq=1,
     ...                      model=ModelInfo(name="m", version="1"))
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 
 StoreStatus = Literal["stored", "duplicate", "rejected"]
 

@@ -5,8 +5,8 @@
 - `client.StreamClient`: a live-stream subscriber with snapshot/replay catch-up (no gap, no duplicate).
 """
 
-from edge_agent.mes.client import StreamClient, StreamEvent
-from edge_agent.mes.receiver import MesReceiver
-from edge_agent.mes.store import ResultStore
+from mes.client import StreamClient, StreamEvent
+from mes.receiver import MesReceiver
+from mes.store import ResultStore
 
 __all__ = ["MesReceiver", "ResultStore", "StreamClient", "StreamEvent"]

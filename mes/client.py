@@ -12,7 +12,7 @@ It does the bookkeeping a subscriber needs on top of the best-effort PUB stream:
 
 Example (the README's client-side example):
 
-    from edge_agent.mes.client import StreamClient
+    from mes.client import StreamClient
 
     last_done = load_my_checkpoint()          # None the very first time
     with StreamClient("tcp://agent-pc:5556", "tcp://agent-pc:5557", since_seq=last_done) as client:
@@ -37,9 +37,9 @@ from typing import Any
 
 import zmq
 
-from edge_agent.result import InspectionResult
-from edge_agent.zmq_security import ClientSecurity, apply_curve_client
-from edge_agent.zmq_wire import WireError, WireMessage, decode, topic_prefix
+from contract.result import InspectionResult
+from contract.zmq_security import ClientSecurity, apply_curve_client
+from contract.zmq_wire import WireError, WireMessage, decode, topic_prefix
 
 
 class JournalBehindError(RuntimeError):

@@ -24,7 +24,7 @@
   for status and heartbeat. JSON by default, msgpack when the publisher is configured so.
 
 Example:
-    >>> from edge_agent.result import InspectionResult, ModelInfo
+    >>> from contract.result import InspectionResult, ModelInfo
     >>> r = InspectionResult(site="s", line="l", part_id="p1", recipe="r", verdict="OK", seq=7,
     ...                      model=ModelInfo(name="m", version="1"))
     >>> frames = encode_result(r, boot_id="b1", prev_seq=5)
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from edge_agent.result import InspectionResult
+from contract.result import InspectionResult
 
 #: Version of the topic + header layout (the body has its own `schema_version`).
 WIRE_SCHEMA_VERSION = "1"

@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 import zmq
 
-from edge_agent.mes.store import ResultStore, StoreItem, StoreStatus
-from edge_agent.result import InspectionResult
-from edge_agent.zmq_security import CurveServer, ServerSecurity, make_curve_server
-from edge_agent.zmq_wire import WireError, decode
+from contract.result import InspectionResult
+from contract.zmq_security import CurveServer, ServerSecurity, make_curve_server
+from contract.zmq_wire import WireError, decode
+from mes.store import ResultStore, StoreItem, StoreStatus
 
 log = logging.getLogger(__name__)
 
