@@ -4,6 +4,8 @@
     python bench/agent.py --model models/demo/model.onnx --seconds 30
     python bench/agent.py --memory-frames 20000  # RSS over 20k frames (small model, see below)
     python bench/agent.py --archive-only         # only 6.: NG archive RSS over 100,000 parts
+    python bench/agent.py --model models/demo/model.onnx --runtimes onnxruntime:CPU:f32,openvino:CPU:bf16 \
+        --runtime-rows-only                      # only 7.: each runtime end to end against the shortest loop
 
 Measures, on this machine:
 1. raw ONNX Runtime FPS: `session.run` on a ready-made tensor, same model and ORT settings, in both thread
@@ -23,6 +25,15 @@ Measures, on this machine:
    JPEG each, its heaviest setting; a quota small enough that deleting starts early): the writer and its quota
    bookkeeping in this process, fed as the agent feeds it; RSS must stay flat (it grew ~0.5 MB/min at
    20 parts/s while the archive kept a record per image).
+7. with `--runtimes`: the agent end to end with each runtime (`backend`/`device`/`precision` in the line's
+   `model:`, `force: true`: this measures speed, the accuracy gate is `edge-inspect model gate`'s job),
+   against the shortest honest loop doing the same job on the same cores with the same runtime: one process
+   per core, each `cv2.imread` → letterbox → the model on one thread → decode + NMS, no journal, no
+   publishing (`shortest_loop`). Loop, agent, loop in turn; the ratio to the loops' mean and its range
+   (against the faster and the slower loop run); and CPU ms per part of each (process time), whose ratio
+   loop/agent does not depend on how much of the host the two get: on a loaded host the agent, with more
+   runnable threads, gets a larger share of the cores than the loop's one thread per process, and the FPS
+   ratio flatters it.
 """
 
 from __future__ import annotations
@@ -162,6 +173,7 @@ def write_config(
     archive: str = "default",
     metrics_port: int = 0,
     scaled_decode: bool = False,
+    runtime: str | None = None,
 ) -> Path:
     """A site with `lines` free-run lines ("bench", "bench2", ...), each with `cameras` folder cameras;
     `concurrent` inferences at once in the agent's inference budget (the agent's default: auto); the NG
@@ -182,7 +194,7 @@ def write_config(
                 for c in range(cameras)
             ],
             "trigger": {"type": "free_run", **({"max_fps": max_fps} if max_fps else {})},
-            "model": {"path": str(model), "conf": 0.25},
+            "model": {"path": str(model), "conf": 0.25} | _runtime_keys(runtime),
             "recipes": {"default": {"min_confidence": 0.25}},
         }
         (root / "lines" / f"{name}.yaml").write_text(yaml.safe_dump(line, sort_keys=False))
@@ -210,6 +222,105 @@ def write_config(
     }
     (root / "agent.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
     return root / "agent.yaml"
+
+
+def _runtime_keys(runtime: str | None) -> dict:
+    """The line's `model:` keys for a runtime "backend:device:precision" (forced: a speed benchmark)."""
+    if runtime is None:
+        return {}
+    from vision.runtime import Runtime
+
+    r = Runtime.parse(runtime)
+    return {"backend": r.backend, "device": r.device, "precision": r.precision, "force": True}
+
+
+def _loop_worker(model_path: str, runtime: str, files: list[str], seconds: float, out: object) -> None:
+    """One core's share of the shortest loop (a process): imread → letterbox → run (1 thread) → NMS."""
+    from vision.model import _parse_imgsz, _parse_names, open_session
+    from vision.onnx_meta import read_onnx_metadata
+    from vision.postprocess import decode_nms_head
+    from vision.preprocess import letterbox, to_input_tensor
+    from vision.runtime import Runtime
+
+    r = Runtime.parse(runtime)
+    session = open_session(
+        Path(model_path), "cpu", threads=1, backend=r.backend, device=r.device, precision=r.precision
+    )
+    meta = read_onnx_metadata(model_path)
+    imgsz, nc = _parse_imgsz(meta.get("imgsz")), len(_parse_names(meta.get("names")) or {})
+    name = session.get_inputs()[0].name
+
+    def one(path: str) -> None:
+        padded, _ = letterbox(cv2.imread(path), imgsz)
+        pred = session.run(None, {name: to_input_tensor([padded])})[0][0]
+        decode_nms_head(pred, nc, 0.25, 0.7, 300)
+
+    for path in files[:5]:
+        one(path)  # warm-up
+    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        one(files[n % len(files)])
+        n += 1
+    out.put((n / (time.perf_counter() - t0), (time.process_time() - cpu0) * 1000 / n))  # type: ignore[attr-defined]
+
+
+def shortest_loop(model: Path, frames: Path, runtime: str, seconds: float) -> tuple[float, float]:
+    """Frames/s of the shortest honest loop (one process per physical core, each decoding, letterboxing,
+    running the model on one thread and decoding + NMS, with nothing else: no journal, no publishing), and
+    its CPU ms per frame (process time: what the frame costs, whatever else the host runs)."""
+    import multiprocessing as mp
+
+    from vision.providers import physical_cores
+
+    files = sorted(str(p) for p in frames.glob("*.jpg"))
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        # each process starts at another file of the same looped set
+        ctx.Process(target=_loop_worker, args=(str(model), runtime, files[i:] + files[:i], seconds, out))
+        for i in range(physical_cores())
+    ]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=seconds + 120) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return sum(r[0] for r in results), statistics.mean(r[1] for r in results)
+
+
+def runtime_rows(args: argparse.Namespace, tmp: Path, frames: Path, model: Path, out: dict) -> None:
+    """7.: per runtime, loop → agent → loop; the agent's ratio to the loops' mean and its range."""
+    print("\nagent vs the shortest loop (one process per core: imread → letterbox → model on 1 thread → NMS)")
+    cols = f"{'runtime':<22} {'loop FPS':>17} {'agent FPS':>9} {'ratio':>6} {'range':>12}"
+    print(f"{cols} {'CPU ms/part: loop':>18} {'agent':>6} {'loop/agent':>10}")
+    rows = {}
+    for runtime in [r for r in args.runtimes.split(",") if r]:
+        safe = runtime.replace(":", "-")
+        before, loop_cpu0 = shortest_loop(model, frames, runtime, args.seconds)
+        try:
+            run = measure_run(tmp / f"run-{safe}", frames, model, args.seconds, None, runtime=runtime)
+        except Exception as exc:  # one runtime's failed run (e.g. its /metrics not answering) is a row
+            print(f"{runtime:<22} the agent's run failed: {exc!r}")
+            continue
+        after, loop_cpu1 = shortest_loop(model, frames, runtime, args.seconds)
+        loop, loop_cpu = (before + after) / 2, (loop_cpu0 + loop_cpu1) / 2
+        ratio, lo, hi = run["fps"] / loop, run["fps"] / max(before, after), run["fps"] / min(before, after)
+        rows[runtime] = {
+            "loop_fps": [before, after], "loop_cpu_ms": [loop_cpu0, loop_cpu1], "agent": run, "ratio": ratio,
+            "range": [lo, hi], "cpu_ratio": loop_cpu / run["cpu_ms_per_part"],
+        }
+        print(
+            f"{runtime:<22} {before:>7.1f} / {after:>7.1f} {run['fps']:>9.1f} {ratio:>6.3f} "
+            f"{lo:>5.3f}-{hi:<6.3f} {loop_cpu:>18.2f} {run['cpu_ms_per_part']:>6.2f} "
+            f"{loop_cpu / run['cpu_ms_per_part']:>10.3f}"
+        )
+    base = rows.get("onnxruntime:CPU:f32")
+    if base:
+        for runtime, row in rows.items():
+            if runtime != "onnxruntime:CPU:f32":
+                gain = row["agent"]["fps"] / base["agent"]["fps"]
+                print(f"  {runtime}: the agent {gain:.2f}x the agent on ORT FP32 (same run)")
+    out["runtimes"] = rows
 
 
 def start_agent(site: Path, seconds: float | None = None) -> subprocess.Popen:
@@ -274,6 +385,7 @@ def measure_run(
     concurrent: int | str = "auto",
     archive: str = "default",
     scaled_decode: bool = False,
+    runtime: str | None = None,
 ) -> dict:
     """Results/s at the subscriber over the window (all lines together), latency, seq gaps, the agent's
     CPU per part and its stage medians."""
@@ -281,7 +393,8 @@ def measure_run(
 
     port, metrics_port = free_port(), free_port()
     site = write_config(
-        root, frames, model, port, max_fps, lines, cameras, concurrent, archive, metrics_port, scaled_decode
+        root, frames, model, port, max_fps, lines, cameras, concurrent, archive, metrics_port, scaled_decode,
+        runtime,
     )
     sub = Subscriber(port)
     sub.start()
@@ -533,6 +646,10 @@ def main() -> None:
     ap.add_argument("--archive-quota-mb", type=float, default=50.0)
     ap.add_argument("--archive-only", action="store_true", help="run only the NG archive memory run")
     ap.add_argument("--memory-only", action="store_true", help="run only the agent memory run")
+    ap.add_argument(
+        "--runtimes", default="", help="7.: runtimes (backend:device:precision, comma-separated) vs the loop"
+    )
+    ap.add_argument("--runtime-rows-only", action="store_true", help="run only 7. (needs --runtimes)")
     args = ap.parse_args()
 
     if args.archive_only:
@@ -561,6 +678,14 @@ def main() -> None:
 
         if args.memory_only:
             run_memory(args, frames, tmp, out)
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=2, default=str))
+            return
+        if args.runtime_rows_only:
+            from vision.runtime import all_cpu_flags, cpu_identity
+
+            print(f"CPU: {cpu_identity()['name']}; flags: {' '.join(all_cpu_flags())}")
+            runtime_rows(args, tmp, frames, model, out)
             if args.json:
                 args.json.write_text(json.dumps(out, indent=2, default=str))
             return
@@ -701,6 +826,9 @@ def main() -> None:
                     f"  {vs_one}raw ORT itself, batch {args.cameras} vs 1 in the agent's layout "
                     f"({workers} runs at once): {ceiling:.2f}x (the rest of the gain: per-part work shared)"
                 )
+
+        if args.runtimes:
+            runtime_rows(args, tmp, frames, model, out)
 
         starts = [start_to_first_result(tmp / f"run-start{i}", frames, model) for i in range(3)]
         out["start_to_first_result_s"] = starts

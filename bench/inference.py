@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -172,7 +173,7 @@ def runtime_rows(folder: Path, frames: list[np.ndarray], rounds: int, conf: floa
         base_ours = statistics.median(ours.get(RUNTIMES[0]) or [float("nan")])
         for n in RUNTIMES:
             gate = check_runtime(onnx, Runtime.parse(n))
-            verdict = "allowed" if gate.allowed else "not gated here"
+            verdict = "allowed" if gate.allowed else ("refused" if gate.entry else "not evaluated here")
             if n in skipped:
                 print(f"{n:<22} {threads:>7}  -- {skipped[n]}")
                 continue
@@ -181,10 +182,12 @@ def runtime_rows(folder: Path, frames: list[np.ndarray], rounds: int, conf: floa
             print(f"{n:<22} {threads:>7} {a:>9.2f} {b:>8.2f} {ratios}  {verdict}")
 
 
-def _ready_tensor(model: object, frame: np.ndarray) -> np.ndarray:
-    from vision.preprocess import letterbox, to_input_tensor
+def _ready_tensor(model: Any, frame: np.ndarray) -> np.ndarray:
+    """The input tensor `predict` makes of `frame` (minimal padding where the graph allows it)."""
+    from vision.preprocess import letterbox_tensor
 
-    return to_input_tensor([letterbox(frame, model.imgsz)[0]], model.input_dtype)  # type: ignore[attr-defined]
+    auto = model.dynamic_shape and not model.end2end
+    return letterbox_tensor([frame], model.imgsz, auto, model.stride, model.input_dtype)[0]
 
 
 def int8_row(folder: Path, frames: list[np.ndarray], rounds: int, conf: float) -> str:

@@ -54,9 +54,9 @@ def _detector_metrics(
     }
 
 
-def _anomaly_metrics(
-    model_path: Path, runtime: Any, good: list[Path], defects: list[Path], threshold: float | None
-) -> dict[str, Any]:
+def _anomaly_metrics(model_path: Path, runtime: Any, good: list[Path], defects: list[Path]) -> dict[str, Any]:
+    """Image AUROC, and escapes / false rejects at the model's image threshold (its card's, else its
+    metadata's: what the line judges with)."""
     from training.anomaly.evaluate import score_images
     from training.anomaly.metrics import auroc
     from vision import load_model
@@ -68,11 +68,13 @@ def _anomaly_metrics(
     ok, ng = score_images(model, good, keep_maps=False), score_images(model, defects, keep_maps=False)
     labels = np.r_[np.zeros(len(ok.scores)), np.ones(len(ng.scores))]
     auc = auroc(np.r_[ok.scores, ng.scores], labels)
+    threshold = model.image_threshold  # type: ignore[union-attr]
     return {
         "images": len(labels),
         "image_auroc": None if not np.isfinite(auc) else float(auc),
-        "escapes": None if threshold is None else int((ng.scores < threshold).sum()),
-        "false_rejects": None if threshold is None else int((ok.scores >= threshold).sum()),
+        "image_threshold": threshold,
+        "escapes": int((ng.scores < threshold).sum()),
+        "false_rejects": int((ok.scores >= threshold).sum()),
         "ng_parts": len(ng.scores),
         "ok_parts": len(ok.scores),
         "ms_per_image": round(float(np.mean([ok.ms_per_image, ng.ms_per_image])), 3),
@@ -112,9 +114,8 @@ def gate_runtime(
             raise TrainingInputError(
                 "an anomaly model's gate needs good and NG images (--eval-good, --eval-defects)"
             )
-        threshold = (card.get("thresholds") or {}).get("image")
-        reference = _anomaly_metrics(model_path, REFERENCE, eval_good, eval_defects, threshold)
-        candidate = _anomaly_metrics(model_path, run_on, eval_good, eval_defects, threshold)
+        reference = _anomaly_metrics(model_path, REFERENCE, eval_good, eval_defects)
+        candidate = _anomaly_metrics(model_path, run_on, eval_good, eval_defects)
         source: dict[str, Any] = {"good": len(eval_good), "defects": len(eval_defects)}
     else:
         dataset = card.get("dataset") or {}
@@ -128,7 +129,12 @@ def gate_runtime(
         thresholds = (card.get("operating_point") or {}).get("thresholds")
         reference = _detector_metrics(model_path, REFERENCE, data, split, thresholds, limit)
         candidate = _detector_metrics(model_path, run_on, data, split, thresholds, limit)
-        source = {"data": str(data), "split": split, "limit": limit}
+        from training.datasets import dataset_hash
+
+        # the content, not the path, says whether this is the card's evaluation set
+        source = {"data": str(data), "split": split, "limit": limit, "content_sha256": dataset_hash(data)}
+        if dataset.get("content_sha256") and source["content_sha256"] != dataset["content_sha256"]:
+            source["note"] = "not the card's evaluation set (content sha256 differs)"
     passed, reason = judge(reference, candidate, task)
     cpu = cpu_identity()
     variant = variant_file(model_path, run_on)

@@ -287,6 +287,7 @@ def quantize_int8(
         import nncf
     except ImportError as exc:
         raise ModelLoadError("OpenVINO INT8 needs nncf: pip install 'edge-inspect[openvino]'") from exc
+    nncf.set_log_level(logging.WARNING)  # not a line per op it leaves in float
     onnx_path = Path(onnx_path)
     ir = Path(out) if out is not None else int8_ir_path(onnx_path)
     data = [np.ascontiguousarray(t, np.float32) for t in tensors]

@@ -20,7 +20,7 @@ Example:
     >>> judge({"map50": 0.95, "escapes": 2}, {"map50": 0.945, "escapes": 2}, "detect")[0]
     True
     >>> judge({"map50": 0.95, "escapes": 2}, {"map50": 0.93, "escapes": 2}, "detect")[1]
-    'mAP50 0.950 -> 0.930 (lost 2.00 pt, at most 1 allowed)'
+    'mAP50 0.950 -> 0.930 (lost 2.00 pt, at most 1 allowed); escapes at the operating point 2 -> 2'
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def judge(reference: dict[str, Any], candidate: dict[str, Any], task: str) -> tu
     if ref_esc is not None and esc is not None:
         text = f"escapes at the operating point {ref_esc} -> {esc}"
         (problems if esc - ref_esc > MAX_ADDED_ESCAPES else notes).append(text)
-    return (not problems, "; ".join(problems or notes))
+    return (not problems, "; ".join(problems + notes))  # what failed first, then what held
 
 
 def evaluate_command(model_path: str | Path, runtime: Runtime, card: dict[str, Any] | None) -> str:

@@ -4,6 +4,7 @@ status say which runtime runs and how it was chosen; `auto` with no gated pair r
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import urllib.request
@@ -24,8 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 def demo_copy(tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
-    for name in ("model.onnx", "model.json"):
-        shutil.copy(REPO / "models" / "demo" / name, folder / name)
+    shutil.copy(REPO / "models" / "demo" / "model.onnx", folder / "model.onnx")
+    card = json.loads((REPO / "models" / "demo" / "model.json").read_text())
+    card.pop("runtimes", None)  # no gate results yet: each test gates what it needs
+    (folder / "model.json").write_text(json.dumps(card))
     return folder / "model.onnx"
 
 

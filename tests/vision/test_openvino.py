@@ -36,8 +36,10 @@ DEMO = REPO / "models" / "demo"
 def demo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model and its card in a folder of their own (the gate writes into the card)."""
     folder = tmp_path_factory.mktemp("demo")
-    for name in ("model.onnx", "model.json"):
-        shutil.copy(DEMO / name, folder / name)
+    shutil.copy(DEMO / "model.onnx", folder / "model.onnx")
+    card = json.loads((DEMO / "model.json").read_text())
+    card.pop("runtimes", None)  # no gate results yet: each test gates what it needs
+    (folder / "model.json").write_text(json.dumps(card))
     return folder / "model.onnx"
 
 
@@ -249,7 +251,7 @@ def test_anomaly_model_on_openvino(tmp_path: Path) -> None:
     train = [good_part(rng, base) for _ in range(12)]
     good = [good_part(rng, base) for _ in range(4)]
     bad = [defect_part(rng, base) for _ in range(4)]
-    path = build_mean_image_model(tmp_path / "model.onnx", train)
+    path = build_mean_image_model(tmp_path / "model.onnx", train, card={"task": "anomaly", "name": "mean"})
     reference = load_model(path, providers="cpu")
     f32 = load_model(path, backend="openvino", precision="f32", cache_dir=tmp_path / "cache")
     assert f32.task == "anomaly" and f32.runtime == Runtime("openvino", "CPU", "f32")
@@ -263,3 +265,22 @@ def test_anomaly_model_on_openvino(tmp_path: Path) -> None:
         ok = max(model.predict(im).anomaly.score for im in good)
         ng = min(model.predict(im).anomaly.score for im in bad)
         assert ng > ok, (precision, ok, ng)
+
+    # the gate for anomaly models: image AUROC and escapes at the image threshold, on image folders
+    import cv2
+
+    from training.runtime_gate import gate_runtime
+
+    folders = {"good": good, "ng": bad}
+    for name, images in folders.items():
+        (tmp_path / name).mkdir()
+        for i, image in enumerate(images):
+            cv2.imwrite(str(tmp_path / name / f"{i}.png"), image)
+    files = {name: sorted((tmp_path / name).glob("*.png")) for name in folders}
+    bf16 = Runtime("openvino", "CPU", "bf16")
+    refused = check_runtime(path, bf16)
+    assert not refused.allowed and "--eval-good GOOD --eval-defects NG" in refused.command
+    entry = gate_runtime(path, bf16, eval_good=files["good"], eval_defects=files["ng"])
+    assert entry["reference"]["image_auroc"] == 1.0 and entry["candidate"]["image_auroc"] == 1.0
+    assert entry["passed"] and entry["candidate"]["escapes"] == entry["reference"]["escapes"] == 0
+    assert check_runtime(path, bf16).allowed
