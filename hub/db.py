@@ -89,6 +89,11 @@ class Database:
             raise HubDatabaseError(f"cannot open SQLite hub database {path}: {exc}") from exc
         return cls("sqlite", conn, str(path))
 
+    @property
+    def safe_url(self) -> str:
+        """Where the database is, for messages: the SQLite file, or the URL without its password."""
+        return _safe(self.url)
+
     # -- statements ------------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
         if self.kind == "postgres":  # psycopg's placeholders are %s, so a literal % is written %%

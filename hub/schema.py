@@ -1,5 +1,6 @@
-"""The hub's tables, for SQLite and PostgreSQL. Times are numbers (UTC): `ts` epoch seconds, `minute`
-epoch minutes, `day` epoch days, so one set of queries serves both databases.
+"""The hub's tables, for SQLite and PostgreSQL, as numbered migrations (`HUB_MIGRATIONS`), and the
+upgrade the hub runs when it opens its database (`migrate`). Times are numbers (UTC): `ts` epoch
+seconds, `minute` epoch minutes, `day` epoch days, so one set of queries serves both databases.
 
 - `results`: one compact row per result (no image): verdict, classes and counts, model, recipe, timings,
   review state, the anomaly score (the highest of its cameras; NULL without an anomaly model). On
@@ -10,9 +11,36 @@ epoch minutes, `day` epoch days, so one set of queries serves both databases.
   rows they count (never twice: only newly inserted rows are counted). Dashboards read only these.
 - registry (`agents`, `lines`), rollout (`models`, `rollouts`, `assignments`, `line_history`), users,
   agent commands (image fetch, collect) and collect jobs.
+- `schema_version`: one row per migration applied (version, name, when); the highest is the version.
+
+Step 1 is the layout of release 62433ff (`schema_sql`), each later step what a later release added, so
+the newest layout is step 1 plus the steps after it. A new database runs every step. An older one runs
+the steps it lacks in one transaction (a failing step leaves it as it was); an SQLite file is first
+copied to `<hub.sqlite>.v<N>.bak` (kept). A database without `schema_version` that holds the released
+tables is version 1. A database newer than the code is refused unchanged, and the hub does not start.
+See docs/hub.md#upgrades.
 """
 
 from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from contract.schema_migrations import (
+    Migration,
+    MigrationError,
+    SchemaTooNewError,
+    backup_sqlite,
+    latest_version,
+    split_statements,
+    sqlite_way_back,
+    too_new_message,
+)
+from hub.db import Database
+
+log = logging.getLogger(__name__)
 
 _COMMON = """
 CREATE TABLE IF NOT EXISTS rollup_minute (
@@ -58,7 +86,7 @@ CREATE TABLE IF NOT EXISTS results (
     result_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, site TEXT NOT NULL, line TEXT NOT NULL,
     seq BIGINT, part_id TEXT NOT NULL, verdict TEXT NOT NULL, recipe TEXT, model_name TEXT,
     model_version TEXT, model_sha256 TEXT, classes TEXT, n_defects INTEGER, max_conf REAL, timings TEXT,
-    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT, anomaly_score REAL,
+    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT,
     PRIMARY KEY (result_id, ts));
 CREATE INDEX IF NOT EXISTS results_line_ts ON results(site, line, ts);
 CREATE TABLE IF NOT EXISTS rejected (
@@ -85,7 +113,7 @@ CREATE TABLE IF NOT EXISTS results (
     result_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, site TEXT NOT NULL, line TEXT NOT NULL,
     seq BIGINT, part_id TEXT NOT NULL, verdict TEXT NOT NULL, recipe TEXT, model_name TEXT,
     model_version TEXT, model_sha256 TEXT, classes TEXT, n_defects INTEGER, max_conf REAL, timings TEXT,
-    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT, anomaly_score REAL,
+    boot_id TEXT, received_at DOUBLE PRECISION NOT NULL, review TEXT,
     PRIMARY KEY (result_id, ts)) PARTITION BY RANGE (ts);
 CREATE INDEX IF NOT EXISTS results_line_ts ON results(site, line, ts);
 CREATE TABLE IF NOT EXISTS rejected (
@@ -109,11 +137,10 @@ CREATE TABLE IF NOT EXISTS collect_jobs (
 
 
 def schema_sql(kind: str) -> str:
+    """The layout of release 62433ff (schema version 1) on SQLite or PostgreSQL."""
     return (_POSTGRES if kind == "postgres" else _SQLITE) + ";" + _COMMON
 
 
-#: columns added since the first release: (table, column, type), added to older databases at open
-ADDED_COLUMNS = (("results", "anomaly_score", "REAL"),)
 
 
 def partition_name(day: int) -> str:
@@ -126,3 +153,123 @@ def partition_sql(day: int) -> str:
         f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF results "
         f"FOR VALUES FROM ({int(day) * 86400}) TO ({(int(day) + 1) * 86400})"
     )
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+
+def _released_layout(db: Database) -> None:
+    # IF NOT EXISTS throughout: on a database taken as version 1 it only adds a table it lacked
+    for statement in split_statements(schema_sql(db.kind)):
+        db.execute(statement)
+
+
+def table_columns(db: Database, table: str) -> set[str]:
+    if db.kind == "postgres":
+        rows = db.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+    else:
+        rows = [(r[1],) for r in db.query(f"PRAGMA table_info({table})")]
+    return {r[0] for r in rows}
+
+
+def _add_column(table: str, column: str, kind: str):
+    """A step adding `column` (on PostgreSQL to the partitioned parent: every partition gets it); a
+    database of an unreleased build between two releases may have it already."""
+
+    def apply(db: Database) -> None:
+        if column not in table_columns(db, table):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    return apply
+
+
+#: every layout change, oldest first; append a step for each change (never edit a released one)
+HUB_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "layout of release 62433ff", _released_layout),
+    Migration(2, "results.anomaly_score (the highest image score of the result's cameras)",
+              _add_column("results", "anomaly_score", "REAL")),
+)
+
+HUB_SCHEMA_VERSION = latest_version(HUB_MIGRATIONS)
+
+#: what a database without a version must hold in `results` to be taken for the released layout
+_RELEASED_RESULTS_COLUMNS = {"result_id", "ts", "site", "line", "seq", "part_id", "verdict", "received_at"}
+
+
+def schema_version(db: Database) -> int:
+    """The database's schema version (0: new, or written before versions were kept)."""
+    if not table_columns(db, "schema_version"):
+        return 0
+    return int(db.scalar("SELECT MAX(version) FROM schema_version") or 0)
+
+
+def migrate(db: Database, steps: Sequence[Migration] = HUB_MIGRATIONS) -> int:
+    """Bring the hub's database to the newest version; returns the version it had (0: new). Raises
+    `SchemaTooNewError` (newer than the code) or `MigrationError` (a step failed, rolled back), in both
+    cases with the database unchanged."""
+    latest = latest_version(steps)
+    found = schema_version(db)
+    if found < latest:
+        found = _upgrade(db, steps, latest)  # the version it had, read again under the lock
+    if found > latest:
+        way_back = (
+            sqlite_way_back(Path(db.url), latest)
+            if db.kind == "sqlite"
+            else "restore the dump of this database taken before that upgrade (pg_restore or psql; "
+            "what was written since is lost)"
+        )
+        raise SchemaTooNewError(
+            too_new_message("hub database", db.safe_url, found, latest, way_back), found, latest
+        )
+    return found
+
+
+def _upgrade(db: Database, steps: Sequence[Migration], latest: int) -> int:
+    backup: Path | None = None
+    with db.transaction():  # SQLite: BEGIN IMMEDIATE, the writer lock; another hub process waits
+        if db.kind == "postgres":
+            db.execute("SELECT pg_advisory_xact_lock(7431002)")  # hubs starting at once: one upgrades
+        found = schema_version(db)
+        if found >= latest:  # another process did it while this one waited
+            return found
+        results_columns = table_columns(db, "results")
+        adopted = found == 0 and bool(results_columns)
+        if adopted:
+            if not results_columns >= _RELEASED_RESULTS_COLUMNS:
+                raise MigrationError(
+                    f"{db.safe_url} is not an edge-inspect hub database (its results table has "
+                    f"{', '.join(sorted(results_columns))}); give the hub its own database"
+                )
+            found = 1  # written before versions were kept: the released layout
+        if db.kind == "sqlite" and results_columns:
+            backup = backup_sqlite(Path(db.url), found)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        # a database taken as version 1 runs step 1 too (idempotent): it creates a table it may lack
+        for step in steps[0 if adopted else found :]:
+            try:
+                step.apply(db)
+            except Exception as exc:
+                raise MigrationError(
+                    f"hub database {db.safe_url}: upgrade step {step.version} ({step.name}) failed: {exc}. "
+                    f"Nothing was changed (still at version {found}"
+                    + (f"; a copy is in {backup}" if backup else "")
+                    + "); the hub cannot run on it until that is mended"
+                ) from exc
+            db.execute(
+                "INSERT INTO schema_version(version, name, applied_at) VALUES (?,?,?) "
+                "ON CONFLICT (version) DO NOTHING",
+                (step.version, step.name, time.time()),
+            )
+    if results_columns:
+        log.warning(
+            "hub database %s: upgraded from schema version %d to %d%s",
+            db.safe_url, found, latest, f" (copy kept: {backup})" if backup else "",
+        )
+    return found

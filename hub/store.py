@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from contract.result import InspectionResult
 from hub.db import Database
-from hub.schema import ADDED_COLUMNS, partition_name, partition_sql, schema_sql
+from hub.schema import migrate, partition_name, partition_sql
 from mes.store import StoreItem, StoreStatus
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,11 @@ class HubStore:
     @classmethod
     def open(cls, url: str, *, durability: Literal["normal", "full"] = "full") -> HubStore:
         db = Database.connect(url, durability=durability)
-        create_schema(db)
+        try:
+            migrate(db)  # a newer database than this code is refused; an older one is upgraded
+        except BaseException:
+            db.close()
+            raise
         return cls(db)
 
     # -- ingest ----------------------------------------------------------------------------------
@@ -399,11 +403,3 @@ class HubStore:
     def close(self) -> None:
         self.db.close()
 
-
-def create_schema(db: Database) -> None:
-    db.script(schema_sql(db.kind))
-    for table, column, kind in ADDED_COLUMNS:  # a database made by an older hub gets them now
-        if db.kind == "postgres":  # on the partitioned parent: every partition gets it too
-            db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
-        elif column not in {row[1] for row in db.query(f"PRAGMA table_info({table})")}:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")

@@ -1,0 +1,118 @@
+"""Numbered schema migrations: the rules our databases (the agent's journal, the hub) upgrade by.
+
+Each database keeps its schema version in itself and its steps in one place, in order: step 1 is the
+layout of the first versioned release (62433ff), each later step what a later release added. A new
+database runs every step; an older one the steps it lacks, all in **one transaction**, so a failing step
+leaves it exactly as it was. An SQLite file is also copied first (sqlite3's backup API, a consistent
+copy) to `<db>.v<N>.bak`, N being the version the copy holds, and the copy is kept: it is the way back
+to the previous release. A database *newer* than the code is refused, unchanged, with both versions and
+what to do (`SchemaTooNewError`).
+
+Example:
+    >>> steps = [Migration(1, "first layout", print), Migration(2, "a column", print)]
+    >>> latest_version(steps)
+    2
+    >>> too_new_message("journal", "/data/j.sqlite", 3, 2, "restore it")[:69]
+    'journal /data/j.sqlite has schema version 3, newer than this edge-ins'
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered step: `apply(connection)` runs inside the upgrade's transaction (no COMMIT in it)."""
+
+    version: int
+    name: str
+    apply: Callable[[Any], None]
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer release than this code; nothing was changed."""
+
+    def __init__(self, message: str, found: int, latest: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.latest = latest
+
+
+class MigrationError(RuntimeError):
+    """A step failed (or the backup could not be made): the database is as it was before the upgrade."""
+
+
+def latest_version(steps: Sequence[Migration]) -> int:
+    """The version a database has after `steps`; they must be numbered 1, 2, 3 ... in order."""
+    for expected, step in enumerate(steps, start=1):
+        if step.version != expected:
+            raise ValueError(f"migration {step.name!r} is numbered {step.version}, expected {expected}")
+    return len(steps)
+
+
+def too_new_message(what: str, where: str, found: int, latest: int, way_back: str) -> str:
+    return (
+        f"{what} {where} has schema version {found}, newer than this edge-inspect (it knows versions up "
+        f"to {latest}): a newer release wrote it. Nothing was changed. Run the newer release again; or, "
+        f"to go back to this one, {way_back}"
+    )
+
+
+def sqlite_way_back(db_path: Path, latest: int) -> str:
+    """What to tell someone who runs an older release on an upgraded SQLite file."""
+    backups = sorted(db_path.parent.glob(f"{db_path.name}.v{latest}*.bak"))
+    named = ", ".join(str(b) for b in backups) or f"{db_path}.v{latest}.bak"
+    return (
+        f"stop it and put back the copy made before that upgrade ({named}): copy it over {db_path} and "
+        f"delete {db_path.name}-wal and {db_path.name}-shm beside it (what was written since is lost)"
+    )
+
+
+def backup_sqlite(db_path: Path, version: int) -> Path:
+    """Copy the SQLite database `db_path` (at schema `version`) to `<db>.v<version>.bak`; returns it.
+
+    Call it while holding the write lock (`BEGIN IMMEDIATE`) on another connection: the copy is then
+    exactly what the upgrade starts from. An existing backup is never overwritten (a second one gets
+    the time in its name); the copy is written beside it and renamed, so a crash leaves no half copy."""
+    target = db_path.with_name(f"{db_path.name}.v{version}.bak")
+    if target.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = db_path.with_name(f"{db_path.name}.v{version}.{stamp}.bak")
+    partial = target.with_name(target.name + ".partial")
+    source = sqlite3.connect(db_path, timeout=30)
+    try:
+        pages = source.execute("PRAGMA page_count").fetchone()[0]
+        size = pages * source.execute("PRAGMA page_size").fetchone()[0]
+        free = shutil.disk_usage(db_path.parent).free
+        if free < size + 16 * 2**20:
+            raise MigrationError(
+                f"cannot back up {db_path} before upgrading it: the copy needs {size / 2**20:.0f} MiB and "
+                f"{free / 2**20:.0f} MiB are free on that disk; free some space and start again "
+                "(nothing was changed)"
+            )
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(partial)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise MigrationError(f"cannot back up {db_path} to {target}: {exc} (nothing was changed)") from exc
+    finally:
+        source.close()
+    partial.replace(target)
+    return target
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of a `;`-separated DDL script (run one by one: sqlite3's executescript would
+    commit the upgrade's transaction)."""
+    return [s.strip() for s in sql.split(";") if s.strip()]
