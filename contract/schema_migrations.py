@@ -12,7 +12,7 @@ Example:
     >>> steps = [Migration(1, "first layout", print), Migration(2, "a column", print)]
     >>> latest_version(steps)
     2
-    >>> too_new_message("journal", "/data/j.sqlite", 3, 2, "restore it")[:69]
+    >>> too_new_message("journal /data/j.sqlite", 3, 2, "restore it")[:69]
     'journal /data/j.sqlite has schema version 3, newer than this edge-ins'
 """
 
@@ -57,9 +57,9 @@ def latest_version(steps: Sequence[Migration]) -> int:
     return len(steps)
 
 
-def too_new_message(what: str, where: str, found: int, latest: int, way_back: str) -> str:
+def too_new_message(what: str, found: int, latest: int, way_back: str) -> str:
     return (
-        f"{what} {where} has schema version {found}, newer than this edge-inspect (it knows versions up "
+        f"{what} has schema version {found}, newer than this edge-inspect (it knows versions up "
         f"to {latest}): a newer release wrote it. Nothing was changed. Run the newer release again; or, "
         f"to go back to this one, {way_back}"
     )
@@ -110,6 +110,33 @@ def backup_sqlite(db_path: Path, version: int) -> Path:
         source.close()
     partial.replace(target)
     return target
+
+
+def run_steps(
+    pending: Sequence[Migration],
+    connection: Any,
+    what: str,
+    found: int,
+    backup: Path | None,
+    applied: Callable[[Migration], None] | None = None,
+) -> None:
+    """Apply `pending` in order inside the caller's transaction (`applied(step)` after each); a failing
+    step raises `MigrationError` naming it, for the caller to roll back."""
+    for step in pending:
+        try:
+            step.apply(connection)
+        except Exception as exc:
+            raise MigrationError(
+                f"{what}: upgrade step {step.version} ({step.name}) failed: {exc}. Nothing was changed "
+                f"(still at version {found}" + (f"; a copy is in {backup}" if backup else "")
+                + "); this edge-inspect cannot run on it until that is mended"
+            ) from exc
+        if applied is not None:
+            applied(step)
+
+
+def too_new(what: str, found: int, latest: int, way_back: str) -> SchemaTooNewError:
+    return SchemaTooNewError(too_new_message(what, found, latest, way_back), found, latest)
 
 
 def split_statements(sql: str) -> list[str]:

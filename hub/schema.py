@@ -31,12 +31,12 @@ from pathlib import Path
 from contract.schema_migrations import (
     Migration,
     MigrationError,
-    SchemaTooNewError,
     backup_sqlite,
     latest_version,
+    run_steps,
     split_statements,
     sqlite_way_back,
-    too_new_message,
+    too_new,
 )
 from hub.db import Database
 
@@ -209,8 +209,8 @@ def schema_version(db: Database) -> int:
 
 def migrate(db: Database, steps: Sequence[Migration] = HUB_MIGRATIONS) -> int:
     """Bring the hub's database to the newest version; returns the version it had (0: new). Raises
-    `SchemaTooNewError` (newer than the code) or `MigrationError` (a step failed, rolled back), in both
-    cases with the database unchanged."""
+    `SchemaTooNewError` (newer than the code) or `MigrationError` (a step failed, rolled back), both from
+    `contract.schema_migrations`, in both cases with the database unchanged."""
     latest = latest_version(steps)
     found = schema_version(db)
     if found < latest:
@@ -222,9 +222,7 @@ def migrate(db: Database, steps: Sequence[Migration] = HUB_MIGRATIONS) -> int:
             else "restore the dump of this database taken before that upgrade (pg_restore or psql; "
             "what was written since is lost)"
         )
-        raise SchemaTooNewError(
-            too_new_message("hub database", db.safe_url, found, latest, way_back), found, latest
-        )
+        raise too_new(f"hub database {db.safe_url}", found, latest, way_back)
     return found
 
 
@@ -252,21 +250,14 @@ def _upgrade(db: Database, steps: Sequence[Migration], latest: int) -> int:
             "applied_at DOUBLE PRECISION NOT NULL)"
         )
         # a database taken as version 1 runs step 1 too (idempotent): it creates a table it may lack
-        for step in steps[0 if adopted else found :]:
-            try:
-                step.apply(db)
-            except Exception as exc:
-                raise MigrationError(
-                    f"hub database {db.safe_url}: upgrade step {step.version} ({step.name}) failed: {exc}. "
-                    f"Nothing was changed (still at version {found}"
-                    + (f"; a copy is in {backup}" if backup else "")
-                    + "); the hub cannot run on it until that is mended"
-                ) from exc
-            db.execute(
+        run_steps(
+            steps[0 if adopted else found :], db, f"hub database {db.safe_url}", found, backup,
+            applied=lambda step: db.execute(
                 "INSERT INTO schema_version(version, name, applied_at) VALUES (?,?,?) "
                 "ON CONFLICT (version) DO NOTHING",
                 (step.version, step.name, time.time()),
-            )
+            ),
+        )
     if results_columns:
         log.warning(
             "hub database %s: upgraded from schema version %d to %d%s",
