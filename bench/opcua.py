@@ -294,9 +294,10 @@ def main() -> None:
     import psutil
 
     from contract import Defect, InspectionResult, ModelInfo
+    from contract.passwords import hash_password
     from edge_agent.journal import ResultJournal
     from edge_agent.publishers.opcua_publisher import JournalResultStore
-    from opcua.config import OpcUaServerConfig, UserConfig, hash_password
+    from opcua.config import OpcUaServerConfig, UserConfig
     from opcua.server import ServerThread
 
     logging.basicConfig(level=logging.ERROR)

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict
@@ -88,3 +89,13 @@ class LoginThrottle:
     def succeeded(self, address: str) -> None:
         with self._lock:
             self._by_address.pop(address, None)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a listen address only this machine reaches (a login there may go over plain HTTP)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

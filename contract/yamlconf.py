@@ -468,3 +468,37 @@ __all__ = [
     "suggest",
     "validate",
 ]
+
+
+def absolute_path(base: Path, p: Path | None) -> Path | None:
+    """`p` (with `~` expanded) made absolute relative to `base`; None stays None."""
+    if p is None:
+        return None
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def resolve_model_paths(model: BaseModel, base: Path) -> BaseModel:
+    """Every `Path` field of a (nested) config model made absolute, relative to `base`.
+
+    Config files name files relative to themselves (a line's model and images, the site's journal, a
+    plug-in's CURVE keys or certificates); once resolved they mean the same file whatever the agent's
+    working directory.
+    """
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, Path):
+            return absolute_path(base, value)
+        if isinstance(value, BaseModel):
+            return resolve_model_paths(value, base)
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
+    updates: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        resolved = resolve(value)
+        if resolved is not value:
+            updates[name] = resolved
+    return model.model_copy(update=updates) if updates else model

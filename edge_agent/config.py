@@ -27,7 +27,15 @@ from pydantic import (
     model_validator,
 )
 
-from contract.yamlconf import ConfigError, ConfigIssue, YamlDocument, load_yaml, suggest, validate
+from contract.yamlconf import (
+    ConfigError,
+    ConfigIssue,
+    YamlDocument,
+    load_yaml,
+    resolve_model_paths,
+    suggest,
+    validate,
+)
 from edge_agent.console.settings import ConsoleConfig
 from edge_agent.hub_link import HubLinkConfig
 from edge_agent.sources import SourceConfig
@@ -388,39 +396,6 @@ class AgentConfig:
     site_file: Path | None
     lines: list[LoadedLine] = field(default_factory=list)
     publishers: list[PublisherEntry] = field(default_factory=list)
-
-
-def _absolute(base: Path, p: Path | None) -> Path | None:
-    if p is None:
-        return None
-    p = Path(p).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
-
-
-def resolve_model_paths(model: BaseModel, base: Path) -> BaseModel:
-    """Every `Path` field of a (nested) config model made absolute, relative to `base`.
-
-    Config files name files relative to themselves (a line's model and images, the site's journal, a
-    plug-in's CURVE keys or certificates); once resolved they mean the same file whatever the agent's
-    working directory.
-    """
-
-    def resolve(value: Any) -> Any:
-        if isinstance(value, Path):
-            return _absolute(base, value)
-        if isinstance(value, BaseModel):
-            return resolve_model_paths(value, base)
-        if isinstance(value, list):
-            return [resolve(v) for v in value]
-        return value
-
-    updates: dict[str, Any] = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        resolved = resolve(value)
-        if resolved is not value:
-            updates[name] = resolved
-    return model.model_copy(update=updates) if updates else model
 
 
 def load_line(path: str | Path) -> LoadedLine:

@@ -1,4 +1,4 @@
-"""Dashboard users and sessions: scrypt password hashes, roles, HMAC-signed session cookies.
+"""Dashboard users and sessions: password hashes (`contract.passwords`), roles, HMAC-signed session cookies.
 
 Roles: `viewer` (every dashboard page), `ml` (also rollouts and data collection), `admin` (also users).
 The cookie secret lives in `<data_dir>/session.key` (made on first start, mode 0600), so sessions
@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contract.passwords import hash_password, needs_rehash, verify_password
 from hub.db import Database
 
 ROLES = ("viewer", "ml", "admin")
@@ -49,9 +50,8 @@ class AuthError(ValueError):
     pass
 
 
-def _hash(password: str, salt: bytes) -> str:
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
-    return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+# A hash that no password matches, checked for unknown users so a login takes as long either way.
+_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 
 def _stamp(password_hash: str, role: str) -> str:
@@ -73,7 +73,7 @@ class Users:
             raise AuthError("a password needs at least 8 characters")
         if not name or len(name) > 64:
             raise AuthError("a user name needs 1 to 64 characters")
-        hashed = _hash(password, secrets.token_bytes(16))
+        hashed = hash_password(password)
         self.db.execute(
             "INSERT INTO users(name, password_hash, role, created_at) VALUES (?,?,?,?) ON CONFLICT (name) "
             "DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role",
@@ -109,12 +109,19 @@ class Users:
         return {"user": session["user"], "role": str(row[0][1])}
 
     def check(self, name: str, password: str) -> str | None:
-        """The user's role if the password is right, else None (same work either way)."""
+        """The user's role if the password is right, else None (same work either way). A hash in an
+        older format is rewritten in the current one (`contract.passwords`); since the session stamp
+        follows the hash, that one login ends the user's other sessions."""
         row = self.db.query("SELECT password_hash, role FROM users WHERE name = ?", (name,))
-        stored = row[0][0] if row else _hash("x", b"0" * 16)
-        _, salt, _ = stored.split("$")
-        ok = hmac.compare_digest(_hash(password, base64.b64decode(salt)), stored)
-        return row[0][1] if row and ok else None
+        stored = str(row[0][0]) if row else _DUMMY_HASH
+        if not (verify_password(password, stored) and row):
+            return None
+        if needs_rehash(stored):  # a hash from an older hub: rewritten in the one format, same password
+            self.db.execute(
+                "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                (hash_password(password), name, stored),
+            )
+        return str(row[0][1])
 
 
 class Sessions:

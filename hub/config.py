@@ -93,8 +93,7 @@ class HubConfig(BaseModel):
 
 def load_hub_config(path: str | Path | None, data_dir: Path | None = None) -> HubConfig:
     """Read `hub.yaml` (errors name file, line and key), resolve paths; `data_dir` overrides the file."""
-    from contract.yamlconf import load_yaml, validate
-    from edge_agent.config import resolve_model_paths
+    from contract.yamlconf import load_yaml, resolve_model_paths, validate
 
     if path is None:
         cfg = HubConfig()

@@ -28,8 +28,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from contract.login_throttle import LoginThrottle
-from edge_agent.console.settings import is_loopback
+from contract.login_throttle import LoginThrottle, is_loopback
 from hub.auth import Sessions, Users, role_at_least, session_secret
 from hub.commands import Commands
 from hub.config import HubConfig

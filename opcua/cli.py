@@ -98,7 +98,7 @@ def hash_password_command(
     ),
 ) -> None:
     """Print the scrypt hash to put in `opcua.users[].password_hash`."""
-    from opcua.config import hash_password
+    from contract.passwords import hash_password
 
     if len(password) < 8:
         typer.echo("error: use at least 8 characters", err=True)

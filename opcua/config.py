@@ -14,19 +14,12 @@ publishers:
       - {name: scada, role: viewer, password_hash: "scrypt$..."}
 ```
 
-Passwords are stored as scrypt hashes (`edge-inspect opcua hash-password`), never in plain text.
-
->>> h = hash_password("s3cret")
->>> verify_password("s3cret", h), verify_password("wrong", h)
-(True, False)
+Passwords are stored as scrypt hashes (`edge-inspect opcua hash-password`, `contract.passwords`), never in
+plain text.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -37,31 +30,6 @@ Role = Literal["operator", "viewer"]
 
 MACHINE_VISION_NS = "http://opcfoundation.org/UA/MachineVision"
 DEFAULT_APP_NS = "urn:edge-inspect:opcua"
-
-# scrypt cost: ~50 ms per check on a factory PC; only paid at session activation.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-
-
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """Return a self-describing scrypt hash: `scrypt$N$r$p$salt_b64$hash_b64`."""
-    salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    b64 = base64.b64encode
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def verify_password(password: str, password_hash: str) -> bool:
-    """Constant-time check of `password` against a `hash_password()` string."""
-    try:
-        scheme, n, r, p, salt_b64, digest_b64 = password_hash.split("$")
-    except ValueError:
-        return False
-    if scheme != "scrypt":
-        return False
-    digest = hashlib.scrypt(
-        password.encode(), salt=base64.b64decode(salt_b64), n=int(n), r=int(r), p=int(p), dklen=32
-    )
-    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 
 class UserConfig(BaseModel):

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from opcua.config import UserConfig, verify_password
+from contract.passwords import verify_password
+from opcua.config import UserConfig
 
 logger = logging.getLogger(__name__)
 

@@ -115,10 +115,9 @@ def tune_cmd(
 ) -> None:
     """Time each runtime the accuracy gate allows for MODEL on this machine; the fastest is cached and is
     what a line with `backend: auto` runs."""
-    from edge_agent.runtime_choice import auto_candidates
     from training.cli import _plain_errors
     from vision.runtime_gate import check_runtime
-    from vision.tune import tune
+    from vision.tune import auto_candidates, tune
 
     with _plain_errors():
         decisions = [check_runtime(model, r) for r in auto_candidates(model, device)]

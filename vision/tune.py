@@ -57,6 +57,25 @@ def cache_file(cache_dir: Path, model_sha256: str, candidates: list[Runtime], th
     return cache_dir / "tune" / f"{model_sha256[:16]}-{key}.json"
 
 
+def auto_candidates(model_path: Path, device: str = "CPU") -> list[Runtime]:
+    """The runtimes this machine can run for the model: ONNX Runtime FP32 (always) and INT8 (its file
+    exists); OpenVINO f32/bf16 (and int8 where its IR exists) on `device` (AUTO: every device it has)."""
+    from vision.openvino_session import available_devices, int8_ir_path
+    from vision.runtime import ort_int8_path
+
+    out = [Runtime()]
+    if ort_int8_path(model_path).is_file():
+        out.append(Runtime("onnxruntime", "CPU", "int8"))
+    devices = available_devices()
+    wanted = devices if device.upper() == "AUTO" else [d for d in devices if d == device.upper()]
+    for dev in wanted:
+        precisions = ["f32", "bf16"] if dev == "CPU" else ["f32"]
+        if int8_ir_path(model_path).is_file():
+            precisions.append("int8")
+        out.extend(Runtime("openvino", dev, p) for p in precisions)
+    return out
+
+
 def tune(
     model_path: str | Path,
     candidates: list[Runtime],

@@ -102,7 +102,7 @@ class Auth:
 
     def login(self, name: str, password: str, client: str) -> Session:
         """Check a user's password (scrypt, ~50 ms: call from a worker thread). Raises LoginRefused."""
-        from opcua.config import verify_password
+        from contract.passwords import verify_password
 
         wait = self.throttle.wait_s(client)
         if wait:

@@ -3,11 +3,12 @@ frames go to each browser. Kept free of web imports so loading a config never im
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contract.login_throttle import is_loopback
 
 Role = Literal["viewer", "operator", "integrator"]
 
@@ -45,15 +46,6 @@ class ConsoleTls(BaseModel):
 
     cert: Path = Field(description="certificate chain, PEM (relative to the site file)")
     key: Path = Field(description="private key, PEM (relative to the site file)")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ConsoleConfig(BaseModel):

@@ -261,7 +261,7 @@ def test_console_config_refuses_unsafe_settings() -> None:
 
 
 def _users():
-    from opcua.config import hash_password
+    from contract.passwords import hash_password
 
     return [
         {"name": "vera", "role": "viewer", "password_hash": hash_password("viewer-pass")},

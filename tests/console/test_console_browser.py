@@ -276,7 +276,7 @@ def test_roi_drawn_with_the_mouse_is_saved_and_changes_verdicts(agent, site, dri
 
 
 def test_login_in_the_browser_and_what_a_viewer_sees(tmp_path, driver) -> None:
-    from opcua.config import hash_password
+    from contract.passwords import hash_password
 
     users = [
         {"name": "vera", "role": "viewer", "password_hash": hash_password("viewer-pass")},

@@ -30,7 +30,7 @@ def _login(c: httpx.Client, password: str) -> httpx.Response:
 
 
 def test_failed_logins_slow_the_address_not_the_account(console_agent, caplog) -> None:
-    from opcua.config import hash_password
+    from contract.passwords import hash_password
 
     users = [{"name": "ines", "role": "integrator", "password_hash": hash_password("integrator-pass")}]
     with caplog.at_level(logging.WARNING, logger="edge_agent.console.auth"):
@@ -65,7 +65,7 @@ def test_failed_logins_slow_the_address_not_the_account(console_agent, caplog) -
 
 
 def test_plain_http_warning_only_where_passwords_cross_the_network() -> None:
-    from opcua.config import hash_password
+    from contract.passwords import hash_password
 
     users = [{"name": "a", "role": "viewer", "password_hash": hash_password("viewer-pass")}]
     on_lan = ConsoleConfig(enabled=True, host="0.0.0.0", users=users)

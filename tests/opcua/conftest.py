@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from contract.passwords import hash_password
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.opcua_publisher import JournalResultStore
-from opcua.config import OpcUaServerConfig, UserConfig, hash_password
+from opcua.config import OpcUaServerConfig, UserConfig
 from opcua.security import make_certificate
 from opcua.server import ServerThread
 from tests.opcua.lines import JournalLine

@@ -135,10 +135,11 @@ def test_publisher_refuses_to_start_on_a_busy_port_or_without_certificate(tmp_pa
 
     import pytest
 
+    from contract.passwords import hash_password
     from edge_agent.journal import ResultJournal
     from edge_agent.publishers.base import PublisherContext
     from edge_agent.publishers.opcua_publisher import OpcUaPublisherConfig
-    from opcua.config import UserConfig, hash_password
+    from opcua.config import UserConfig
 
     journal = ResultJournal(tmp_path / "journal.sqlite")
     context = PublisherContext(site="s", boot_id="b", journal=journal, lines={})

@@ -7,8 +7,8 @@ import stat
 from cryptography import x509
 from typer.testing import CliRunner
 
+from contract.passwords import verify_password
 from edge_agent.cli import app
-from opcua.config import verify_password
 from opcua.security import certificate_file_name, load_certificate_file
 
 runner = CliRunner()

@@ -14,9 +14,10 @@ from asyncua.crypto.security_policies import (
 )
 from pydantic import ValidationError
 
+from contract.passwords import hash_password
 from edge_agent.journal import ResultJournal
 from edge_agent.publishers.opcua_publisher import JournalResultStore
-from opcua.config import OpcUaServerConfig, UserConfig, hash_password
+from opcua.config import OpcUaServerConfig, UserConfig
 from opcua.security import trust_certificate
 from opcua.server import ServerThread
 from tests.opcua.opcua_helpers import CLIENT_URI, PASSWORDS, empty_args, namespaces, vision_node, wait_value
