@@ -165,10 +165,13 @@ def load_model(path: str | Path, **options: Any) -> Model | AnomalyModel:
 
     `options` are those of the chosen class. `conf`, `iou`, `max_det` are ignored for an anomaly model (its
     thresholds do that job); anomaly-only options (`image_threshold`, `pixel_threshold`, `min_region_area`)
-    given for another kind are an error, as `names` for an anomaly model.
+    given for another kind are an error, as `names` for an anomaly model. `backend`, `device`, `precision`
+    and `cache_dir` choose the runtime for every kind (`open_session`; the model's `runtime` says which).
 
     >>> load_model("models/demo/model.onnx", providers="cpu").task    # doctest: +SKIP
     'detect'
+    >>> load_model("models/demo/model.onnx", backend="openvino", precision="bf16").runtime  # doctest: +SKIP
+    Runtime(backend='openvino', device='CPU', precision='bf16')
     """
     from vision.anomaly import ANOMALY_ONLY_OPTIONS, AnomalyModel, is_anomaly_session
 
