@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +306,16 @@ def test_cli_train_evaluate_and_gated_promotion(tiny: dict, tmp_path: Path) -> N
     assert result.gate.ran and not result.gate.failures, result.gate.summary()
     assert result.gate.candidate.escape_rate == result.gate.current.escape_rate
     assert "models/copy/model.onnx" in line.read_text()
+    # beside a detector: the `anomaly:` section's path is the one replaced, the detector stays
+    detector = Path(__file__).resolve().parents[2] / "models" / "demo" / "model.onnx"
+    line.write_text(
+        f"name: t\nmodel:\n  path: {detector}\nanomaly:\n  path: {tiny['card'].parent / 'model.onnx'}"
+        "  # beside\n"
+    )
+    result = promote("copy", line, registry=tmp_path / "models")
+    text = line.read_text()
+    assert result.gate.ran and f"path: {detector}" in text
+    assert re.search(r"anomaly:\n  path: models/copy/model.onnx +# beside", text), text
 
 
 # ------------------------------------------------------------------------------------------ KolektorSDD

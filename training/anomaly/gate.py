@@ -8,8 +8,9 @@ Compared, each beyond the tolerance:
 - at the same false-reject rate for both (the threshold that rejects the target share of the set's good
   parts, default 1 %): the escape rate. This one is fair whatever the thresholds were set on.
 
-`registry.promote` hands anomaly candidates (card `"task": "anomaly"`) to `promote_anomaly`; the line file's
-`model.path` is rewritten round-trip (comments kept); the thresholds travel in the card, which `vision` reads.
+`registry.promote` hands anomaly candidates (card `"task": "anomaly"`) to `promote_anomaly`. The line file's
+`anomaly.path` (an anomaly model beside the detector) or else `model.path` (the line runs the anomaly model
+alone) is rewritten round-trip (comments kept); the thresholds travel in the card, which `vision` reads.
 
 Example:
     >>> new = GateSide("new.onnx", 0.95, escape_rate=0.10, false_reject_rate=0.02, image_threshold=0.6,
@@ -171,7 +172,15 @@ def promote_anomaly(
 
     tol = tolerance or GateTolerance()
     line = read_line(line_file)
-    current = line.model_path if line.model_path and line.model_path.is_file() else None
+    slot = (
+        "anomaly" if isinstance(line.document.get("anomaly"), dict) else "model"
+    )  # beside a detector or alone
+    current_path = line.model_path
+    if slot == "anomaly":
+        current_path = Path(str(line.document["anomaly"].get("path", "")))
+        if not current_path.is_absolute():
+            current_path = (line.line_file.parent / current_path).resolve()
+    current = current_path if current_path and current_path.is_file() else None
     if current is not None and current.resolve() == candidate.onnx.resolve():
         raise PromotionRefused(f"{line.line_file} already uses {candidate.onnx}")
     point = candidate.card.get("operating_point") or {}
@@ -180,11 +189,11 @@ def promote_anomaly(
     why_not: str | None = None
     eval_set = None
     if current is None:
-        why_not = f"the line's current model {line.model_path} is missing on this machine"
+        why_not = f"the line's current {slot} model {current_path} is missing on this machine"
     elif getattr(load_model(current, providers="cpu"), "task", None) != "anomaly":
         raise PromotionRefused(
-            f"{candidate.name} is an anomaly model but the line's model {current} is not: put it on a line "
-            "that runs an anomaly model (docs/new-line-anomaly.md), or edit the line file by hand"
+            f"{candidate.name} is an anomaly model but the line's model {current} is not: to run it beside "
+            "the detector add an `anomaly:` section with its path to the line file (docs/anomaly.md)"
         )
     else:
         eval_set = gate_eval_set(candidate.card, data)
@@ -215,8 +224,9 @@ def promote_anomaly(
             notes.append("forced although worse: " + "; ".join(gate.failures))
     rel = os.path.relpath(candidate.onnx.resolve(), line.line_file.resolve().parent)
     before = line.line_file.read_text()
-    after = edit_line_text(before, rel, None, "default", skip_classes=[])
-    line_model = line.document.get("model") or {}
+    after = edit_line_text(before, rel, None, "default", skip_classes=[]) if slot == "model" else None
+    after = after if after is not None else _edit_anomaly_path(before, rel)
+    line_model = line.document.get(slot) or {}
     overridden = [k for k in ("image_threshold", "pixel_threshold") if k in line_model]
     if overridden:
         notes.append(
@@ -227,6 +237,7 @@ def promote_anomaly(
     entry = {
         "line": str(line.line_file),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "slot": slot,
         "previous_model": str(current) if current else None,
         "forced": force,
         "reason": reason,
@@ -236,7 +247,7 @@ def promote_anomaly(
     }
     candidate.card.setdefault("promotions", []).append(entry)
     (candidate.folder / "model.json").write_text(json.dumps(candidate.card, indent=2) + "\n")
-    msg = f"{line.line_file}: model.path -> {rel}" + (f" ({'; '.join(notes)})" if notes else "")
+    msg = f"{line.line_file}: {slot}.path -> {rel}" + (f" ({'; '.join(notes)})" if notes else "")
     return PromotionResult(
         candidate.name,
         str(line.line_file),
@@ -249,3 +260,20 @@ def promote_anomaly(
         candidate.card.get("thresholds"),
         diff,
     )
+
+
+def _edit_anomaly_path(text: str, path: str) -> str:
+    """The line file's text with `anomaly.path` replaced (round-trip YAML: comments and layout kept)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.indent(mapping=2, sequence=4, offset=2)
+    doc = rt.load(text)
+    doc["anomaly"]["path"] = path
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    return buf.getvalue()

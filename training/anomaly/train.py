@@ -57,6 +57,7 @@ class AnomalyTrainConfig:
     defect_probability: float = 0.5  # share of training examples that get synthetic defects
     batch: int = 8
     lr: float = 2e-3
+    ema_decay: float = 0.99  # weight averaging (0: none); the average is what gets exported
     hours: float = 0.25
     max_steps: int | None = None  # stop after this many steps (tests); the time budget still applies
     seed: int = 0
@@ -204,6 +205,7 @@ def torch_scores(net: Any, images: np.ndarray, pool: int, batch: int = 4) -> tup
     from training.anomaly.net import image_scores
 
     scores, maps = [], []
+    was_training = net.training
     net.eval()
     with torch.inference_mode():
         for i in range(0, len(images), batch):
@@ -211,8 +213,21 @@ def torch_scores(net: Any, images: np.ndarray, pool: int, batch: int = 4) -> tup
             logits = net(x)
             scores.append(image_scores(logits, pool).numpy())
             maps.append(torch.sigmoid(logits)[:, 0].numpy())
-    net.train()
+    net.train(was_training)
     return np.concatenate(scores), np.concatenate(maps)
+
+
+def _update_ema(ema: Any, net: Any, decay: float, step: int) -> None:
+    """ema = d * ema + (1 - d) * net, d ramping up over the first steps; batch-norm statistics copied."""
+    import torch
+
+    d = min(decay, (1 + step) / (10 + step)) if decay > 0 else 0.0
+    with torch.no_grad():
+        for e, p in zip(ema.state_dict().values(), net.state_dict().values()):
+            if e.dtype.is_floating_point and d > 0:
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            else:
+                e.copy_(p)
 
 
 def _progress_line(step: int, spent: float, budget: float, loss: float, lr: float, imgs_per_s: float) -> str:
@@ -286,10 +301,14 @@ def train_anomaly(
     torch.manual_seed(cfg.seed)
     net = SegNet(cfg.width)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    ema = SegNet(cfg.width)  # the weights' moving average: what is evaluated and exported (steadier)
+    ema.load_state_dict(net.state_dict())
+    ema.eval()
     rng = np.random.default_rng(cfg.seed)
     step, train_s, cpu_s, history = 0, 0.0, 0.0, []
     if state is not None:
         net.load_state_dict(state["net"])
+        ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -307,6 +326,7 @@ def train_anomaly(
             {
                 "config": cfg.to_dict(),
                 "net": net.state_dict(),
+                "ema": ema.state_dict(),
                 "opt": opt.state_dict(),
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
@@ -338,6 +358,7 @@ def train_anomaly(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        _update_ema(ema, net, cfg.ema_decay, step)
         step += 1
         seen += len(x)
         losses.append(float(loss.detach()))
@@ -354,8 +375,8 @@ def train_anomaly(
             history.append({"step": step, "train_s": round(train_s, 1), "loss": float(np.mean(losses))})
             last_log, losses, seen = train_s, [], 0
         if eval_data is not None and eval_every_s and train_s - last_eval >= eval_every_s:
-            sg, _ = torch_scores(net, eval_data[0], cfg.pool)
-            sd, _ = torch_scores(net, eval_data[1], cfg.pool)
+            sg, _ = torch_scores(ema, eval_data[0], cfg.pool)
+            sd, _ = torch_scores(ema, eval_data[1], cfg.pool)
             a = auroc(np.r_[sg, sd], np.r_[np.zeros(len(sg)), np.ones(len(sd))])
             say(f"step {step:6d}  eval image AUROC {a:.3f}  ({cpu_s / 60:.1f} CPU-min)")
             history.append(
@@ -387,7 +408,7 @@ def load_net(run_or_ckpt: str | Path) -> tuple[Any, AnomalyTrainConfig, dict[str
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = AnomalyTrainConfig.from_dict(state["config"])
     net = SegNet(cfg.width)
-    net.load_state_dict(state["net"])
+    net.load_state_dict(state["ema"])
     net.eval()
     info = {k: state[k] for k in ("step", "train_s", "cpu_s", "history")}
     return net, cfg, info
