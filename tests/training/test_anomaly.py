@@ -326,3 +326,35 @@ def test_kolektorsdd_layout_and_thin_cracks_survive_resizing() -> None:
     # at the model's 640 x 256 every crack (1-2 px wide at 500 px) still has pixels in its mask
     areas = [int(read_mask(m, (640, 256)).sum()) for m in es.masks]
     assert min(areas) > 0
+
+
+# ------------------------------------------------------------------------------------------ line data
+def test_good_images_from_the_archive_and_reviews_as_an_evaluation_set(tmp_path: Path) -> None:
+    import cv2
+
+    from contract.archive_layout import camera_file, part_location
+    from training.anomaly.archive_good import collect_good
+    from training.anomaly.images import eval_set_from_path
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    for seq, verdict in enumerate(["OK", "NG", "OK", "OK"]):
+        folder, stem = part_location(tmp_path / "archive", "line 1", "2026-03-01", seq, f"P_{seq}", verdict)
+        folder.mkdir(parents=True, exist_ok=True)
+        for cam in ("top", "side"):
+            cv2.imwrite(str(folder / camera_file(stem, cam, ".jpg")), img)
+            cv2.imwrite(str(folder / camera_file(stem, cam, ".jpg", "_annotated")), img)
+    copies = collect_good(tmp_path / "archive", tmp_path / "good", "line 1", camera="top", limit=2)
+    assert [c.name for c in copies] == [
+        "2026-03-01_0000000003_P_3_OK_top.jpg",
+        "2026-03-01_0000000002_P_2_OK_top.jpg",
+    ]
+    assert len(collect_good(tmp_path / "archive", tmp_path / "all", "line 1")) == 6  # 3 OK parts x 2 cameras
+    with pytest.raises(TrainingInputError, match="no archived OK images of camera front"):
+        collect_good(tmp_path / "archive", tmp_path / "x", "line 1", camera="front")
+    # `dataset anomaly-from-reviews` writes good/ and ng/: an evaluation set as it is
+    (tmp_path / "reviewed" / "ng").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "reviewed" / "ng" / "a.jpg"), img)
+    es = eval_set_from_path(tmp_path / "reviewed")
+    assert es.good == [] and [p.name for p in es.defects] == ["a.jpg"] and es.masks == [None]
+    with pytest.raises(TrainingInputError, match="not an evaluation set"):
+        eval_set_from_path(tmp_path / "good")

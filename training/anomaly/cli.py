@@ -23,7 +23,8 @@ anomaly_app = typer.Typer(
 EvalOpt = Annotated[
     Path | None,
     typer.Option(
-        "--eval", help="Evaluation set in the MVTec layout (test/good, test/<defect>, ground_truth)."
+        "--eval",
+        help="Evaluation set: MVTec layout (test/good, test/<defect>, ground_truth) or reviews (good/, ng/).",
     ),
 ]
 EvalGoodOpt = Annotated[Path | None, typer.Option(help="Evaluation: a folder of good images.")]
@@ -37,12 +38,12 @@ TargetOpt = Annotated[float, typer.Option(help="Target false-reject rate for the
 
 
 def _eval_set(eval_root: Path | None, good: Path | None, defects: Path | None, masks: Path | None) -> Any:
-    from training.anomaly.images import folder_eval_set, mvtec_eval_set
+    from training.anomaly.images import eval_set_from_path, folder_eval_set
 
     if eval_root is not None:
         if good or defects:
             raise typer.BadParameter("give --eval or --eval-good/--eval-defects, not both")
-        return mvtec_eval_set(eval_root)
+        return eval_set_from_path(eval_root)
     if good is None and defects is None:
         return None
     return folder_eval_set(good, defects, masks)
@@ -213,3 +214,21 @@ def evaluate_cmd(
         (out_dir / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2))
         typer.echo(json.dumps(report.to_dict(), indent=2) if json_out else report.summary())
         typer.echo(f"Plots and JSON: {out_dir}", err=json_out)
+
+
+@anomaly_app.command("good-from-archive")
+def good_from_archive_cmd(
+    archive: Annotated[Path, typer.Argument(help="The agent's NG archive folder (site file: archive.path).")],
+    dst: Annotated[Path, typer.Argument(help="Folder to copy the good images into.")],
+    line: Annotated[str, typer.Option(help="The line whose OK parts to take.")],
+    camera: Annotated[str | None, typer.Option(help="Only this camera's images.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+) -> None:
+    """Copy the raw images of a line's archived OK parts (archive.ok_sample_rate > 0) into a folder of good
+    images to train on."""
+    from training.anomaly.archive_good import collect_good
+    from training.cli import _plain_errors
+
+    with _plain_errors():
+        copies = collect_good(archive, dst, line, camera, limit)
+        typer.echo(f"copied {len(copies)} good image(s) to {dst}")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from training.anomaly.images import EvalSet, eval_set_from_spec, is_mvtec
+from training.anomaly.images import EvalSet, eval_set_from_path, eval_set_from_spec
 from training.errors import TrainingInputError
 
 
@@ -140,14 +140,9 @@ def compare(cand: GateSide, cur: GateSide, tol: GateTolerance) -> tuple[list[str
 
 
 def gate_eval_set(card: dict[str, Any], data: str | Path | None) -> EvalSet | None:
-    """`data` (an MVTec-layout root) or the evaluation set the candidate's card names; None if neither."""
+    """`data` (MVTec root or reviews folder) or the evaluation set the candidate's card names, if here."""
     if data is not None:
-        if not is_mvtec(Path(data)):
-            raise TrainingInputError(
-                f"{data}: the anomaly gate needs an evaluation set in the MVTec layout "
-                "(test/good, test/<defect>; docs/new-line-anomaly.md shows how to make one from reviews)"
-            )
-        return eval_set_from_spec(str(data))
+        return eval_set_from_path(data)
     spec = (card.get("dataset") or {}).get("eval")
     if not spec:
         return None

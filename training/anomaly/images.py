@@ -155,10 +155,28 @@ def folder_eval_set(good: Path | None, defects: Path | None, masks: Path | None)
     return es
 
 
+def is_reviews_folder(root: Path) -> bool:
+    """The layout `edge-inspect dataset anomaly-from-reviews` writes: good/ and ng/."""
+    return (root / "ng").is_dir() or (root / "good").is_dir()
+
+
+def eval_set_from_path(root: str | Path) -> EvalSet:
+    """An MVTec root (test/good, test/<defect>) or a reviews folder (good/, ng/)."""
+    root = Path(root)
+    if (root / "test").is_dir():
+        return mvtec_eval_set(root)
+    if is_reviews_folder(root):
+        good, ng = root / "good", root / "ng"
+        return folder_eval_set(good if good.is_dir() else None, ng if ng.is_dir() else None, None)
+    raise TrainingInputError(
+        f"{root}: not an evaluation set (MVTec layout test/good + test/<defect>, or reviews good/ + ng/)"
+    )
+
+
 def eval_set_from_spec(spec: dict[str, str | None] | str) -> EvalSet:
-    """The evaluation set a model card names (`dataset.eval`), or an MVTec root given as a path."""
+    """The evaluation set a model card names (`dataset.eval`), or a folder given as a path."""
     if isinstance(spec, str):
-        return mvtec_eval_set(spec)
+        return eval_set_from_path(spec)
     if spec.get("root"):
         return mvtec_eval_set(str(spec["root"]))
     good, defects, masks = (
