@@ -543,7 +543,7 @@ def archive_memory_run(root: Path, n_parts: int, quota_mb: float) -> dict:
     from contract.result import InspectionResult, ModelInfo
     from edge_agent.archive import Archive
     from edge_agent.config import ArchiveConfig
-    from edge_agent.inspector import Outcome
+    from edge_agent.outcome import Outcome
     from edge_agent.sources.base import Frame
     from vision.detections import Detections
 

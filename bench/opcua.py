@@ -298,7 +298,7 @@ def main() -> None:
     from edge_agent.journal import ResultJournal
     from edge_agent.publishers.opcua_publisher import JournalResultStore
     from opcua.config import OpcUaServerConfig, UserConfig
-    from opcua.server import ServerThread
+    from opcua.thread import ServerThread
 
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("asyncua").setLevel(getattr(logging, os.environ.get("BENCH_SERVER_LOG", "CRITICAL")))

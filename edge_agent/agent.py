@@ -30,10 +30,11 @@ from edge_agent.archive import Archive
 from edge_agent.capture import CaptureArchive
 from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
 from edge_agent.inference_budget import InferenceBudget, resolve_concurrent
-from edge_agent.inspector import InspectorLoadError, Outcome
+from edge_agent.inspector import InspectorLoadError
 from edge_agent.journal import ResultJournal
 from edge_agent.line import LineRuntime
 from edge_agent.metrics import AgentMetrics, MetricsServer
+from edge_agent.outcome import Outcome
 from edge_agent.publishers.base import Publisher, PublisherContext
 from edge_agent.publishers.feed import PublisherFeed
 from vision.providers import physical_cores

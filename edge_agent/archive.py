@@ -28,7 +28,6 @@ import logging
 import os
 import queue
 import random
-import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -37,14 +36,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from contract.archive_layout import camera_file, part_location
 from contract.result import InspectionResult
 from edge_agent.config import ArchiveConfig
-from edge_agent.inspector import Outcome
+from edge_agent.outcome import Outcome
 
 log = logging.getLogger(__name__)
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
 
 def archived_image(
     root: Path, result: InspectionResult, camera: str, annotated: bool = False, *, anomaly_map: bool = False
@@ -54,12 +51,11 @@ def archived_image(
     if result.seq is None:
         return None
     root = Path(root).resolve()
-    folder = root / _UNSAFE.sub("_", result.line) / result.timestamp.strftime("%Y-%m-%d")
-    part, cam = _UNSAFE.sub("_", result.part_id), _UNSAFE.sub("_", camera)
+    day = result.timestamp.strftime("%Y-%m-%d")
+    folder, stem = part_location(root, result.line, day, result.seq, result.part_id, result.verdict)
     suffix = "_anomaly" if anomaly_map else "_annotated" if annotated else ""
-    stem = f"{result.seq:010d}_{part}_{result.verdict}_{cam}{suffix}"
     for ext in (".png",) if anomaly_map else (".jpg", ".png"):
-        path = (folder / f"{stem}{ext}").resolve()
+        path = (folder / camera_file(stem, camera, ext, suffix)).resolve()
         if not path.is_relative_to(root):
             return None
         if path.is_file():
@@ -218,11 +214,10 @@ class Archive:
             return
         result = outcome.result
         day = result.timestamp.strftime("%Y-%m-%d")
-        folder = self.root / _UNSAFE.sub("_", result.line) / day
+        folder, stem = part_location(self.root, result.line, day, result.seq, result.part_id, result.verdict)
         folder.mkdir(parents=True, exist_ok=True)
         ext = "." + self.config.format
         params = [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality] if ext == ".jpg" else []
-        stem = f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}"
         for cam, frame in outcome.frames.items():
             kept = frame.file.data if frame.file is not None and frame.file.ext == ext else None
             # at the file's size, where the journaled boxes are: a frame decoded smaller is decoded again
@@ -241,7 +236,7 @@ class Archive:
                     images.append(("_annotated", _verdict_banner(annotate(base, det), result)))
             for suffix, image in images:
                 image_ext = ".png" if suffix == "_anomaly" else ext
-                path = folder / f"{stem}_{_UNSAFE.sub('_', cam)}{suffix}{image_ext}"
+                path = folder / camera_file(stem, cam, image_ext, suffix)
                 if isinstance(image, bytes):  # the camera's own file: kept as it came
                     data = image
                 else:

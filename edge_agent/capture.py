@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from contract.archive_layout import camera_file, part_location
 from contract.result import InspectionResult
-from edge_agent.archive import _UNSAFE, Archive
+from edge_agent.archive import Archive
 from edge_agent.config import ArchiveConfig, CaptureConfig
-from edge_agent.inspector import Outcome
+from edge_agent.outcome import Outcome
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 
@@ -169,8 +170,8 @@ class CaptureArchive(Archive):
             self._sweep_orphans()
 
     def _part_stem(self, result: InspectionResult) -> tuple[Path, str]:
-        folder = self.root / _UNSAFE.sub("_", result.line) / result.timestamp.strftime("%Y-%m-%d")
-        return folder, f"{result.seq:010d}_{_UNSAFE.sub('_', result.part_id)}_{result.verdict}"
+        day = result.timestamp.strftime("%Y-%m-%d")
+        return part_location(self.root, result.line, day, result.seq, result.part_id, result.verdict)
 
     def _write_sidecar(self, outcome: Outcome, reason: str, note: str) -> Path:
         result = outcome.result
@@ -181,7 +182,7 @@ class CaptureArchive(Archive):
             det = outcome.detections.get(cam)
             h, w = frame.shape
             cameras[cam] = {
-                "file": f"{stem}_{_UNSAFE.sub('_', cam)}{ext}",
+                "file": camera_file(stem, cam, ext),
                 "width": int(w),
                 "height": int(h),
                 "detections": det.to_records() if det is not None else [],

@@ -37,7 +37,6 @@ from contract.yamlconf import (
     validate,
 )
 from edge_agent.console.settings import ConsoleConfig
-from edge_agent.hub_link import HubLinkConfig
 from edge_agent.sources import SourceConfig
 from vision.rules import RecipeRules
 
@@ -213,6 +212,23 @@ class LineConfig(BaseModel):
 
 
 # -- site file -------------------------------------------------------------------------------------
+
+
+class HubLinkConfig(BaseModel):
+    """`hub:` in the site file: where the programme hub is and how this agent proves who it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="the hub's HTTP address, e.g. https://hub.example.org:8090")
+    agent_id: str | None = Field(None, description="this agent's id on the hub (default: the site id)")
+    token_file: Path = Field(description="file holding this agent's token (edge-inspect hub agent add)")
+    heartbeat_s: float = Field(10.0, gt=0, description="seconds between heartbeats")
+    timeout_s: float = Field(15.0, gt=0, description="HTTP timeout of one call")
+    trusted_keys: list[Path] = Field(
+        default_factory=list, description="public ed25519 keys (.pub) whose signed models this agent runs"
+    )
+    models_dir: Path = Field(Path("data/hub-models"), description="models pulled from the hub")
+    command_poll_s: float = Field(20.0, gt=0, le=60, description="long-poll wait for the hub's commands")
 
 
 class RetentionConfig(BaseModel):

@@ -77,10 +77,10 @@ class _Zip:
 
 def _raw_images(archive_root: Path, line: str, seq: int, day: str) -> dict[str, Path]:
     """camera -> the raw (not annotated) archived image of result `seq`."""
-    from edge_agent.archive import _UNSAFE
+    from contract.archive_layout import line_folder, seq_pattern
 
     out = {}
-    for path in sorted((archive_root / _UNSAFE.sub("_", line) / day).glob(f"{seq:010d}_*")):
+    for path in sorted((line_folder(archive_root, line) / day).glob(seq_pattern(seq))):
         if path.stem.endswith("_annotated") or path.suffix == ".json":
             continue
         out[path.stem.rsplit("_", 1)[-1]] = path
@@ -187,7 +187,7 @@ def _add_reviewed(out: _Zip, journal: Any, archive_root: Path, line: str, review
 
 def _add_uncertain(out: _Zip, agent: Agent, line: str, limit: int) -> None:
     """Parts in the capture archive whose sidecar says `uncertain` (the models' capture feature)."""
-    from edge_agent.archive import _UNSAFE
+    from contract.archive_layout import line_folder
 
     capture = getattr(agent.config.site, "capture", None)
     root = Path(capture.path) if capture is not None and getattr(capture, "path", None) else None
@@ -200,7 +200,7 @@ def _add_uncertain(out: _Zip, agent: Agent, line: str, limit: int) -> None:
             }
         )
         return
-    sidecars = sorted((root / _UNSAFE.sub("_", line)).glob("*/*.capture.json"), reverse=True)
+    sidecars = sorted(line_folder(root, line).glob("*/*.capture.json"), reverse=True)
     taken = 0
     for sidecar in sidecars:
         if taken >= limit:

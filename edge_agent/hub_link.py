@@ -36,7 +36,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from edge_agent.config import HubLinkConfig
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -45,23 +45,6 @@ log = logging.getLogger(__name__)
 
 #: journal cursor of the reviews forwarded to the hub (review ids, not result seqs)
 REVIEW_CURSOR = "hub-reviews"
-
-
-class HubLinkConfig(BaseModel):
-    """`hub:` in the site file: where the programme hub is and how this agent proves who it is."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(description="the hub's HTTP address, e.g. https://hub.example.org:8090")
-    agent_id: str | None = Field(None, description="this agent's id on the hub (default: the site id)")
-    token_file: Path = Field(description="file holding this agent's token (edge-inspect hub agent add)")
-    heartbeat_s: float = Field(10.0, gt=0, description="seconds between heartbeats")
-    timeout_s: float = Field(15.0, gt=0, description="HTTP timeout of one call")
-    trusted_keys: list[Path] = Field(
-        default_factory=list, description="public ed25519 keys (.pub) whose signed models this agent runs"
-    )
-    models_dir: Path = Field(Path("data/hub-models"), description="models pulled from the hub")
-    command_poll_s: float = Field(20.0, gt=0, le=60, description="long-poll wait for the hub's commands")
 
 
 class HubCallError(Exception):
@@ -555,13 +538,13 @@ class HubLink:
         return Path(self.agent.config.site.archive.path)
 
     def _archived_files(self, line: str, seq: int, timestamp: str | None) -> list[Path]:
-        from edge_agent.archive import _UNSAFE
+        from contract.archive_layout import line_folder, seq_pattern
 
-        root = self._archive_root() / _UNSAFE.sub("_", line)
+        root = line_folder(self._archive_root(), line)
         days = [timestamp[:10]] if timestamp else []
         found: list[Path] = []
         for day in days or ["*"]:
-            found = sorted(root.glob(f"{day}/{seq:010d}_*"))
+            found = sorted(root.glob(f"{day}/{seq_pattern(seq)}"))
             if found:
                 break
         return found

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +23,7 @@ from contract.result import AnomalyScore, Defect, FrameInfo, InspectionResult, M
 from contract.yamlconf import ConfigIssue, suggest
 from edge_agent.config import AnomalySettings, LineConfig, LoadedLine, RuntimeSettings
 from edge_agent.inference_budget import InferenceBudget
+from edge_agent.outcome import Outcome
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 from vision.rules import ClassRule, RecipeRules, judge_cameras
@@ -53,17 +53,6 @@ def self_test_frame(imgsz: tuple[int, int], tile: tuple[int, int] | None) -> np.
     h, w = imgsz[0] * rows, imgsz[1] * cols
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-@dataclass
-class Outcome:
-    """One inspected part: the result (not journaled yet) and what the archive needs to draw it."""
-
-    result: InspectionResult
-    frames: dict[str, Frame]
-    detections: dict[str, Detections]
-    counted: dict[str, np.ndarray]
-    anomaly: dict[str, Anomaly] = field(default_factory=dict)  # per camera, lines with an anomaly model
 
 
 def model_display_name(path: Path) -> str:

@@ -34,8 +34,9 @@ from typing import Any
 from contract.result import InspectionResult
 from edge_agent.config import CameraConfig, FreeRunTrigger, LineConfig
 from edge_agent.inference_budget import InferenceBudget
-from edge_agent.inspector import Inspector, InspectorLoadError, Outcome
+from edge_agent.inspector import Inspector, InspectorLoadError
 from edge_agent.journal import ResultJournal
+from edge_agent.outcome import Outcome
 from edge_agent.sources import Frame, Source, SourceError, build_source
 
 log = logging.getLogger(__name__)

@@ -363,7 +363,4 @@ class VisionServer:
         return await self._loop.run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
-# the thread wrapper lives in opcua.thread (it imports asyncua only in its own thread)
-from opcua.thread import ServerThread  # noqa: E402
-
-__all__ = ["ServerThread", "VisionServer"]
+__all__ = ["VisionServer"]

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from contract.result import InspectionResult
     from edge_agent.agent import Agent
     from edge_agent.console.auth import Session
-    from edge_agent.inspector import Outcome
+    from edge_agent.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from contract.result import Defect, InspectionResult, ModelInfo
 from edge_agent.archive import Archive, render_annotated
 from edge_agent.cli import app
 from edge_agent.config import ArchiveConfig
-from edge_agent.inspector import Outcome
 from edge_agent.journal import ResultJournal
+from edge_agent.outcome import Outcome
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 from vision.images import read_image_file

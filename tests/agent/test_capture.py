@@ -19,7 +19,7 @@ from edge_agent.archive import Archive
 from edge_agent.capture import SIDECAR_SUFFIX, CaptureArchive, best_confidence
 from edge_agent.cli import app
 from edge_agent.config import ArchiveConfig, CaptureConfig
-from edge_agent.inspector import Outcome
+from edge_agent.outcome import Outcome
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 

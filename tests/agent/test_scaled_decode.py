@@ -15,7 +15,7 @@ from agent_helpers import folder_line, wait_until, write_site
 from contract.result import InspectionResult, ModelInfo
 from edge_agent.archive import Archive, archived_image
 from edge_agent.config import ArchiveConfig
-from edge_agent.inspector import Outcome
+from edge_agent.outcome import Outcome
 from edge_agent.sources.base import Frame
 from vision.detections import Detections
 from vision.images import read_image_file

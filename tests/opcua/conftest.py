@@ -19,7 +19,7 @@ from edge_agent.journal import ResultJournal
 from edge_agent.publishers.opcua_publisher import JournalResultStore
 from opcua.config import OpcUaServerConfig, UserConfig
 from opcua.security import make_certificate
-from opcua.server import ServerThread
+from opcua.thread import ServerThread
 from tests.opcua.lines import JournalLine
 from tests.opcua.opcua_helpers import CLIENT_URI, PASSWORDS
 

@@ -19,7 +19,7 @@ from edge_agent.journal import ResultJournal
 from edge_agent.publishers.opcua_publisher import JournalResultStore
 from opcua.config import OpcUaServerConfig, UserConfig
 from opcua.security import trust_certificate
-from opcua.server import ServerThread
+from opcua.thread import ServerThread
 from tests.opcua.opcua_helpers import CLIENT_URI, PASSWORDS, empty_args, namespaces, vision_node, wait_value
 
 POLICIES = [SecurityPolicyBasic256Sha256, SecurityPolicyAes128Sha256RsaOaep, SecurityPolicyAes256Sha256RsaPss]

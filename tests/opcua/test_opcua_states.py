@@ -167,7 +167,7 @@ SHUTDOWN_SCRIPT = textwrap.dedent(
     from edge_agent.journal import ResultJournal
     from edge_agent.publishers.opcua_publisher import JournalResultStore
     from opcua.config import OpcUaServerConfig
-    from opcua.server import ServerThread
+    from opcua.thread import ServerThread
     from tests.opcua.lines import JournalLine
 
     logging.basicConfig(level=logging.ERROR)  # asyncio's "Task was destroyed" is logged at ERROR
