@@ -211,12 +211,9 @@ def from_reviews(
         raise typer.Exit(1)
 
 
+#: commands of training's `dataset` group that read the journal: edge_agent.cli adds them there
+DATASET_COMMANDS = {"from-reviews": from_reviews, "anomaly-from-reviews": anomaly_from_reviews}
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(console_app, name="console")
-    # `dataset` belongs to training.cli (registered before us); the command reading the journal lives here
-    dataset = next((g.typer_instance for g in app.registered_groups if g.name == "dataset"), None)
-    if dataset is None:  # training not installed: give the command a group of its own
-        dataset = typer.Typer(help="Labelled image datasets.", no_args_is_help=True)
-        app.add_typer(dataset, name="dataset")
-    dataset.command("from-reviews")(from_reviews)
-    dataset.command("anomaly-from-reviews")(anomaly_from_reviews)
