@@ -138,6 +138,7 @@ class Archive:
         self.root = Path(config.path)
         self.stats = ArchiveStats()
         self._rng = random.Random(seed)
+        self._ok_credit = self._rng.random()  # OK sampling: where in the first interval it starts
         self._queue: queue.Queue[Outcome | None] = queue.Queue(maxsize=config.queue)
         self._thread: threading.Thread | None = None
         # bytes kept per day folder (<line>/<day>): a handful of entries, whatever the number of images
@@ -170,11 +171,20 @@ class Archive:
 
     # -- feeding (from a line's journal thread; never blocks) --------------------------------------
     def wants(self, verdict: str) -> bool:
+        """Every NG part; of OK parts, evenly `ok_sample_rate` (0.01: exactly one in every 100 from a
+        random start), so an escape found later has recent OK images beside it, never a long gap."""
         if not self.config.enabled:
             return False
-        return verdict == "NG" or (
-            self.config.ok_sample_rate > 0 and self._rng.random() < self.config.ok_sample_rate
-        )
+        if verdict == "NG":
+            return True
+        rate = self.config.ok_sample_rate
+        if rate <= 0:
+            return False
+        self._ok_credit += rate
+        if self._ok_credit >= 1.0 - 1e-9:
+            self._ok_credit -= 1.0
+            return True
+        return False
 
     def submit(self, outcome: Outcome) -> bool:
         """Queue a journaled part's images if the archive wants them; False if skipped."""

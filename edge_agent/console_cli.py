@@ -106,11 +106,14 @@ def from_reviews(
 ) -> None:
     """Write every reviewed result's archived images with the reviewer's boxes as YOLO labels.
 
-    A false reject whose boxes were all deleted becomes an image with an empty label file (a good part);
-    an escape with drawn boxes becomes the missed defects. Results whose images are no longer in the
-    archive are listed and skipped."""
+    A false reject becomes an image with an empty label file (a good part); an escape with drawn boxes
+    becomes the missed defects. Reviews whose boxes contradict their decision (a false reject that kept
+    boxes, an escape or confirmed NG without one) are refused with a message; NG parts marked 'not
+    localised' are left out (no box to learn from). Results whose images are no longer in the archive
+    are listed and skipped."""
     from edge_agent.archive import archived_image
     from edge_agent.journal import ResultJournal
+    from edge_agent.reviews import export_problem
 
     journal, archive = _journal_and_archive(config, journal, archive)
     _empty_destination(dst, overwrite)
@@ -123,6 +126,15 @@ def from_reviews(
     if not reviews:
         typer.echo(f"error: no reviews in {journal}" + (f" for line {line}" if line else ""), err=True)
         raise typer.Exit(1)
+    usable, refused = [], 0
+    for review in reviews:
+        problem = export_problem(review)
+        if problem is None:
+            usable.append(review)
+            continue
+        refused += problem[0] == "refused"
+        typer.echo(f"{problem[0]} #{review['result_seq']} ({review['decision']}): {problem[1]}", err=True)
+    reviews = usable
 
     names: dict[int, str] = {}
     if classes:
@@ -206,6 +218,7 @@ def from_reviews(
     typer.echo(
         f"wrote {written} image(s) from {len(reviews)} review(s) to {dst} "
         f"(classes: {', '.join(full_names.values())})"
+        + (f"; {refused} contradictory review(s) refused" if refused else "")
     )
     if written == 0:
         raise typer.Exit(1)

@@ -4,7 +4,9 @@ Selections (any combination):
 
 - `reviewed`: parts a person reviewed on the line console (journal reviews). Labels are the reviewer's
   boxes; a false reject becomes a background image (no boxes), an escape gets the boxes drawn by the
-  reviewer. Needs the console's reviews in the journal (`ResultJournal.current_reviews`).
+  reviewer. Reviews whose boxes contradict their decision, and NG parts marked "not localised", are not
+  sent (missing.jsonl says why: `edge_agent.reviews.export_problem`). Needs the console's reviews in the
+  journal (`ResultJournal.current_reviews`).
 - `uncertain`: parts the model was unsure about, kept by the capture archive (`capture:` in the site
   file; sidecar `*.capture.json` with reason `uncertain`). Labels are the model's boxes, to be checked.
 - `ng`: archived NG parts, labelled with the defects that made them NG (the model's boxes).
@@ -181,7 +183,21 @@ def _add_reviewed(out: _Zip, journal: Any, archive_root: Path, line: str, review
             }
         )
         return
-    boxes = [] if review["decision"] == "false_reject" else list(review.get("boxes") or [])
+    from edge_agent.reviews import export_problem
+
+    problem = export_problem(review)
+    if problem is not None:
+        out.missing.append(
+            {
+                "line": line,
+                "seq": review["result_seq"],
+                "selection": "reviewed",
+                "decision": review["decision"],
+                "why": f"{problem[0]}: {problem[1]}",
+            }
+        )
+        return
+    boxes = list(review.get("boxes") or [])
     _add_result(out, archive_root, result, "reviewed", boxes, str(review["decision"]))
 
 

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS reviews (
     changes     TEXT NOT NULL,
     comment     TEXT NOT NULL DEFAULT '',
     reviewer    TEXT NOT NULL,
-    ts          REAL NOT NULL
+    ts          REAL NOT NULL,
+    localised   INTEGER NOT NULL DEFAULT 1  -- 0: an NG the reviewer could not box ("not localised")
 );
 CREATE INDEX IF NOT EXISTS reviews_result ON reviews(result_seq, id);
 CREATE INDEX IF NOT EXISTS reviews_line ON reviews(line, id);
@@ -183,6 +184,8 @@ class ResultJournal:
         self._db.executescript(_SCHEMA)
         self.journal_id = record_journal_identity(self._db, self.path, identity)
         self._db.executescript(_REVIEW_SCHEMA)
+        if "localised" not in {r[1] for r in self._db.execute("PRAGMA table_info(reviews)")}:
+            self._db.execute("ALTER TABLE reviews ADD COLUMN localised INTEGER NOT NULL DEFAULT 1")
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, result: InspectionResult) -> InspectionResult:
@@ -419,20 +422,27 @@ class ResultJournal:
 
     # -- reviews and audit (written by the console; read by `dataset from-reviews` and the hub) --------
     def add_review(
-        self, seq: int, decision: str, boxes: list[dict], reviewer: str, comment: str = ""
+        self,
+        seq: int,
+        decision: str,
+        boxes: list[dict],
+        reviewer: str,
+        comment: str = "",
+        not_localised: bool = False,
     ) -> dict:
         """Store a review of result `seq` (validated by the caller: `edge_agent.reviews.ReviewInput`).
 
         What changed (decision and boxes against the previous review, or against the model's counted
         defects for a first review) is computed here and kept with it. Raises KeyError for an unknown
-        seq, ValueError for a decision that does not fit the result's verdict."""
-        from edge_agent.reviews import box_changes, decision_error
+        seq, ValueError for a decision that does not fit the result's verdict or contradicts its boxes
+        (`edge_agent.reviews.boxes_error`)."""
+        from edge_agent.reviews import box_changes, boxes_error, decision_error
 
         with self._lock:
             result = self.get(seq)
             if result is None:
                 raise KeyError(f"no result with seq {seq} in the journal (retention may have deleted it)")
-            problem = decision_error(decision, result.verdict)
+            problem = decision_error(decision, result.verdict) or boxes_error(decision, boxes, not_localised)
             if problem:
                 raise ValueError(problem)
             previous = self.current_review(seq)
@@ -449,7 +459,7 @@ class ResultJournal:
             ts = time.time()
             cur = self._db.execute(
                 "INSERT INTO reviews(result_seq, result_id, line, verdict, decision, boxes, changes,"
-                " comment, reviewer, ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " comment, reviewer, ts, localised) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     seq,
                     result.result_id,
@@ -461,13 +471,14 @@ class ResultJournal:
                     comment,
                     reviewer,
                     ts,
+                    0 if not_localised else 1,
                 ),
             )
             review_id = int(cur.lastrowid or 0)
         return self._review_row_by_id(review_id)
 
     _REVIEW_COLUMNS = (
-        "id, result_seq, result_id, line, verdict, decision, boxes, changes, comment, reviewer, ts"
+        "id, result_seq, result_id, line, verdict, decision, boxes, changes, comment, reviewer, ts, localised"
     )
 
     @staticmethod
@@ -476,6 +487,7 @@ class ResultJournal:
         out = dict(zip(keys, row))
         out["boxes"] = json.loads(out["boxes"])
         out["changes"] = json.loads(out["changes"])
+        out["not_localised"] = not out.pop("localised")
         out["time"] = datetime.fromtimestamp(out["ts"], timezone.utc).isoformat(timespec="seconds")
         return out
 

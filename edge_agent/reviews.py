@@ -58,6 +58,9 @@ class ReviewInput(BaseModel):
     decision: Decision
     boxes: list[ReviewBox] = Field(default_factory=list, max_length=500)
     comment: str = Field("", max_length=2000)
+    not_localised: bool = Field(
+        False, description="an NG part whose defect cannot be boxed: kept, but out of detection training data"
+    )
 
 
 def decision_error(decision: str, verdict: str) -> str | None:
@@ -71,6 +74,52 @@ def decision_error(decision: str, verdict: str) -> str | None:
             f"{DECISIONS[decision]!r} is about a part judged {wanted}; this one was judged {verdict} "
             f"(choose {' or '.join(fitting)})"
         )
+    return None
+
+
+#: decisions that say the part is good (its label must have no defect) and that it is bad (one box at least)
+GOOD_PART = ("false_reject", "confirmed_ok")
+BAD_PART = ("confirmed_ng", "escape")
+
+
+def boxes_error(decision: str, boxes: list, not_localised: bool = False) -> str | None:
+    """Why `boxes` contradict `decision`, or None when they fit: a part judged good has no defect box;
+    a bad part has at least one, unless the reviewer says it cannot be localised (then it has none and
+    stays out of detection training data: a bad part with an empty label would teach "good").
+
+        >>> boxes_error("false_reject", [{"class": "pit"}])[:48]
+        'a false reject (part was good) cannot keep 1 defe'
+        >>> boxes_error("escape", []) is not None, boxes_error("escape", [], not_localised=True)
+        (True, None)
+    """
+    if decision in GOOD_PART:
+        if boxes:
+            return (
+                f"a {DECISIONS[decision]} cannot keep {len(boxes)} defect box(es): delete them "
+                "(the label would be a good part with defects)"
+            )
+        if not_localised:
+            return f"'not localised' is for NG parts, not a {DECISIONS[decision]}"
+    elif decision in BAD_PART:
+        if not boxes and not not_localised:
+            return (
+                f"{DECISIONS[decision]}: draw a box around the defect, or mark it 'not localised' "
+                "(an NG part with no box would be labelled as a good part)"
+            )
+        if boxes and not_localised:
+            return "'not localised' with boxes drawn: keep the boxes or the mark, not both"
+    return None
+
+
+def export_problem(review: dict) -> tuple[str, str] | None:
+    """Why a stored review cannot become detection training data: ("refused", reason) for one whose
+    boxes contradict its decision (stored before the console refused them), ("left out", reason) for
+    an NG part marked not localised; None when it can."""
+    problem = boxes_error(review["decision"], review.get("boxes") or [], review.get("not_localised", False))
+    if problem:
+        return "refused", f"{problem}; review it again on the console"
+    if review.get("not_localised"):
+        return "left out", f"{DECISIONS[review['decision']]}, not localised: no box to learn from"
     return None
 
 

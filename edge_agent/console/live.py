@@ -209,6 +209,23 @@ class ConsoleHub:
 
         return self._encoded(line, seq, camera, lambda f: camera in f.images, encode)
 
+    def full_size_jpeg(self, line: str, camera: str, quality: int) -> bytes | None:
+        """The newest kept frame of `camera` at the size the rules judge it in (its result's frame size:
+        a file decoded smaller, `scaled_decode`, is scaled back up), so the setup page can take the ROI's
+        pixels from the picture's own size. Encoded per request, not cached: only the setup page asks."""
+        import cv2
+
+        feed = self.lines.get(line)
+        frame = feed.frame(None) if feed is not None else None
+        if frame is None or camera not in frame.images:
+            return None
+        image = frame.images[camera]
+        info = next((f for f in frame.result.frames if f.camera == camera), None)
+        if info is not None and image.shape[:2] != (info.height, info.width):
+            image = cv2.resize(image, (info.width, info.height), interpolation=cv2.INTER_LINEAR)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return buf.tobytes() if ok else None
+
     def heat_png(self, line: str, camera: str, seq: int | None) -> tuple[int, bytes] | None:
         """A recent frame's anomaly map as a translucent heat PNG (`vision.draw.heat_rgba`) at the live
         frame's size, to lay over it; None when that frame has no anomaly map of `camera`."""
@@ -255,6 +272,15 @@ class ConsoleHub:
         return frame.seq, cached
 
     # -- shift bookkeeping ----------------------------------------------------------------------------
+    def handover(self, line: str) -> dict[str, Any]:
+        """Hand the shift over on `line`: its counters start again from now; returns the counts handed
+        over (the caller writes them to the audit log). The next scheduled shift start resets as usual."""
+        feed = self._feed(line)
+        ended = feed.shift.to_dict()
+        feed.shift = ShiftCounts(time.time())
+        self.version += 1
+        return ended
+
     def _current_shift_start(self) -> float:
         return shift_start(datetime.now(), self.shift_starts).timestamp()
 

@@ -14,6 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -130,6 +131,36 @@ def line_page(request: Request) -> Response:
         cameras=[c.name for c in line.config.cameras],
         overview=console.overview()["lines"][name],
         rules_json=json.dumps(rules),
+        stale_after_s=console.config.stale_after_s,
+    )
+
+
+@access("viewer")
+def operator_page(request: Request) -> Response:
+    """Operator mode: every line (or ?line=A&line=B) on one screen, banner, frames and counters fitted to
+    it, the last NG parts, shift handover, trigger/verdict I/O and, for the roles allowed, stop/start."""
+    console = console_of(request)
+    names = request.query_params.getlist("line") or console.line_names()
+    for name in names:
+        _line(request, name)
+    overview = console.overview()["lines"]
+    lines = [
+        {
+            "name": n,
+            "cameras": [c.name for c in console.agent.lines[n].config.cameras],
+            "overview": overview[n],
+            "rules": {r: rec.model_dump() for r, rec in console.agent.lines[n].config.recipes.items()},
+        }
+        for n in names
+    ]
+    return _page(
+        request,
+        "operator.html",
+        page="operator",
+        op_lines=lines,
+        rules_json=json.dumps({ln["name"]: ln["rules"] for ln in lines}),
+        stale_after_s=console.config.stale_after_s,
+        can_control=request.state.session.allows(console.config.line_control_role),
     )
 
 
@@ -147,6 +178,7 @@ def results_page(request: Request) -> Response:
             before_seq=int_param(q.get("before"), "before", 1),
             reviewed=q.get("reviewed") or None,
             limit=int_param(q.get("limit"), "limit", 1, 500) or 48,
+            band=console.config.uncertain_band,
         ).validate()
     except BadQuery as exc:
         raise HttpError(400, str(exc)) from None
@@ -175,6 +207,32 @@ def results_page(request: Request) -> Response:
         classes=console.reader.classes_seen(f.line),
         decisions=DECISIONS,
     )
+
+
+@access("viewer")
+def next_result(request: Request) -> Response:
+    """The review queue's next part: the newest result older than ?after=SEQ that is not reviewed
+    (?queue=uncertain: and the model was unsure about), on ?line= if given; the gallery when none is left."""
+    console = console_of(request)
+    q = request.query_params
+    queue = q.get("queue") or "none"
+    if queue not in ("none", "uncertain"):
+        raise HttpError(400, f"queue {queue!r}: none (not reviewed) or uncertain")
+    try:
+        f = ResultFilter(
+            line=q.get("line") or None,
+            before_seq=int_param(q.get("after"), "after", 1),
+            reviewed=queue,
+            limit=1,
+            band=console.config.uncertain_band,
+        ).validate()
+    except BadQuery as exc:
+        raise HttpError(400, str(exc)) from None
+    found = console.reader.results(f)
+    if found:
+        return RedirectResponse(f"/results/{found[0].seq}?queue={queue}", status_code=303)
+    args = {"reviewed": queue, **({"line": f.line} if f.line else {})}
+    return RedirectResponse(f"/results?{urlencode(args)}", status_code=303)
 
 
 @access("viewer")
@@ -217,6 +275,9 @@ def result_page(request: Request) -> Response:
         names_json=json.dumps({str(k): v for k, v in sorted(names.items())}),
         decisions=DECISIONS,
         can_review=request.state.session.allows("operator"),
+        queue=request.query_params.get("queue")
+        if request.query_params.get("queue") == "uncertain"
+        else "none",
     )
 
 
@@ -230,10 +291,6 @@ def setup_page(request: Request) -> Response:
         return RedirectResponse(f"/setup/{names[0]}", status_code=303)
     name = _line(request)
     line = console.agent.lines[name]
-    feed = console.hub.lines.get(name)
-    sizes = {}
-    if feed is not None and feed.latest is not None:
-        sizes = {f.camera: [f.width, f.height] for f in feed.latest.frames}
     names = dict(line._inspector.names) if line._inspector is not None else {}
     versions = console.agent.journal.audit_log(target=name, limit=20) if console.agent.journal else []
     return _page(
@@ -248,7 +305,6 @@ def setup_page(request: Request) -> Response:
         active=line.active_recipe,
         classes=list(names.values()),
         classes_json=json.dumps(list(names.values())),
-        sizes_json=json.dumps(sizes),
         model_conf=line.config.model.conf,
         versions=[v for v in versions if v["action"] in ("setup.save", "setup.restore")],
         whatif_n=console.config.whatif_results,
@@ -365,28 +421,29 @@ def api_overview(request: Request) -> Response:
 
 @access("viewer")
 async def api_events(request: Request) -> Response:
-    """Server-sent events: `overview` about once a second; with ?line=NAME also `result` for each new
-    result of that line, at most `frame_max_fps` per second (this client's frame rate cap)."""
+    """Server-sent events: `overview` about once a second; with ?line=NAME (repeatable: the operator
+    view's grid) also `result` for each new result of those lines, at most `frame_max_fps` per second
+    (this client's frame rate cap); `bye` when the agent stops (the page then says so)."""
     console = console_of(request)
-    line = request.query_params.get("line")
-    if line is not None:
-        _line(request, line)
+    watched = request.query_params.getlist("line")
+    for name in watched:
+        _line(request, name)
     interval = 1.0 / console.config.frame_max_fps
 
     async def stream():
         hub = console.hub
-        last_version, last_seq, last_overview = -1, None, 0.0
-        if line is not None:
-            hub.watchers += 1
+        last_version, last_overview = -1, 0.0
+        last_seq: dict[str, int | None] = dict.fromkeys(watched)
+        hub.watchers += len(watched)
         try:
             yield "retry: 2000\n\n"
             while not console.closing:
                 now = time.monotonic()
-                if line is not None:
+                for line in watched:
                     feed = hub.lines.get(line)
                     latest = feed.latest if feed else None
-                    if latest is not None and latest.seq != last_seq:
-                        last_seq = latest.seq
+                    if latest is not None and latest.seq != last_seq[line]:
+                        last_seq[line] = latest.seq
                         yield f"event: result\ndata: {hub.result_json(latest)}\n\n"
                 if (hub.version != last_version and now - last_overview >= 1.0) or now - last_overview >= 5.0:
                     last_version, last_overview = hub.version, now
@@ -397,9 +454,9 @@ async def api_events(request: Request) -> Response:
                         text = await asyncio.to_thread(console.overview_json, 0.5)
                     yield f"event: overview\ndata: {text}\n\n"
                 await asyncio.sleep(interval)
+            yield 'event: bye\ndata: {"why": "the agent is stopping"}\n\n'
         finally:
-            if line is not None:
-                hub.watchers -= 1
+            hub.watchers -= len(watched)
 
     return StreamingResponse(
         stream(),
@@ -452,9 +509,9 @@ def api_reference(request: Request) -> Response:
     camera = request.path_params["camera"]
     if not SAFE_NAME.match(camera):
         raise HttpError(400, f"camera {camera!r}: only letters, digits, '_', '.', '-'")
-    got = console.hub.frame_jpeg(name, camera, None, console.config.jpeg_quality)
-    if got is not None:
-        return Response(got[1], media_type="image/jpeg")
+    got = console.hub.full_size_jpeg(name, camera, console.config.jpeg_quality)
+    if got is not None:  # at full size: the page takes the ROI's pixels from the picture's own size
+        return Response(got, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
     for r in console.reader.results(ResultFilter(line=name, limit=20)):
         path = console.archive.image(r, camera, False)
         if path is not None:
@@ -463,6 +520,55 @@ def api_reference(request: Request) -> Response:
     if ref is not None and ref.is_file():
         return FileResponse(ref)
     raise not_found(f"no image of {name}/{camera} yet: wait for a part, or set model.reference_image")
+
+
+# -- operator: shift handover, stop/start -------------------------------------------------------------------
+def _may_control(request: Request) -> None:
+    console = console_of(request)
+    session = request.state.session
+    role = console.config.line_control_role
+    if not session.allows(role):
+        raise HttpError(
+            403,
+            f"stopping, starting and handing over needs the {role} role; {session.user} is {session.role}",
+        )
+
+
+@access("viewer", write=True)
+async def api_shift_handover(request: Request) -> Response:
+    """End this shift's counters on a line now (a handover); the counts handed over go to the audit log."""
+    console = console_of(request)
+    _may_control(request)
+    name = _line(request)
+    ended = console.hub.handover(name)
+    console._overview_cache = None
+    detail = {k: ended[k] for k in ("since", "parts", "ok", "ng", "yield")}
+    user = request.state.session.user
+    await asyncio.to_thread(console.agent.journal.add_audit, user, "shift.handover", name, detail)
+    return JSONResponse({"line": name, "handed_over": detail})
+
+
+@access("viewer", write=True)
+async def api_line_control(request: Request) -> Response:
+    """{"action": "stop"} pauses the line (no new parts inspected; cameras stay open), "start" resumes it."""
+    console = console_of(request)
+    _may_control(request)
+    name = _line(request)
+    body = await _json_body(request)
+    action = body.get("action") if isinstance(body, dict) else None
+    if action not in ("stop", "start"):
+        raise HttpError(400, 'give {"action": "stop"} or {"action": "start"}')
+    line = console.agent.lines[name]
+    if line.state == "error":
+        raise HttpError(409, f"line {name} is in error ({line.status()['last_error']}): see the overview")
+    if action == "stop":
+        line.pause()
+    else:
+        line.resume()
+    console._overview_cache = None
+    user = request.state.session.user
+    await asyncio.to_thread(console.agent.journal.add_audit, user, f"line.{action}", name, {})
+    return JSONResponse({"line": name, "state": line.state})
 
 
 # -- results: files ------------------------------------------------------------------------------------------
@@ -521,10 +627,12 @@ def result_thumb(request: Request) -> Response:
     console = console_of(request)
     result = _result(request)
     camera = _camera_of(request, result)
-    data = console.archive.thumbnail(result, camera)
+    journal = console.agent.journal
+    review = journal.current_review(result.seq) if journal is not None and result.seq else None
+    data = console.archive.thumbnail(result, camera, review=review)  # the reviewed boxes, once reviewed
     if data is None:
         raise not_found(f"the archive holds no readable image of #{result.seq}/{camera}")
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
 
 # -- reviews -------------------------------------------------------------------------------------------------
@@ -568,6 +676,7 @@ async def api_review(request: Request) -> Response:
             [b.model_dump(by_alias=True) for b in review.boxes],
             session.user,
             review.comment,
+            review.not_localised,
         )
     except (KeyError, ValueError) as exc:
         raise HttpError(400, str(exc).strip("'\"")) from None
@@ -616,9 +725,12 @@ def _proposal(console: Any, name: str, body: Any) -> dict[str, Any]:
     names = dict(line._inspector.names) if line._inspector is not None else {}
     recent = console.reader.recent_for_recipe(name, setup.recipe, console.config.whatif_results)
     rules, score_judged = loaded.config.recipes[setup.recipe], False
+    # the baseline: the same parts judged by the rules running now (journaled verdicts may be older rules')
+    running = line.config.recipes.get(setup.recipe, rules)
     inspector = line._inspector
     if inspector is not None and inspector.anomaly_settings is not None:  # judged as the line will
         rules, score_judged = with_anomaly_rule(rules), inspector.anomaly_settings.judge_image_score
+        running = with_anomaly_rule(running)
     return {
         "path": path,
         "before": before,
@@ -626,7 +738,14 @@ def _proposal(console: Any, name: str, body: Any) -> dict[str, Any]:
         "recipe": setup.recipe,
         "diff": unified_diff(before, after, path.name),
         "base_sha": _sha(before),
-        "whatif": what_if(recent, rules, names, line.config.model.conf, image_score_judged=score_judged),
+        "whatif": what_if(
+            recent,
+            rules,
+            names,
+            line.config.model.conf,
+            image_score_judged=score_judged,
+            running_rules=running,
+        ),
     }
 
 
@@ -712,7 +831,9 @@ def build_app(console: Any) -> Starlette:
     routes = [
         Route("/", overview_page),
         Route("/lines/{line}", line_page),
+        Route("/operator", operator_page),
         Route("/results", results_page),
+        Route("/results/next", next_result),
         Route("/results/{seq:int}", result_page),
         Route("/results/{seq:int}.json", result_json),
         Route("/results/{seq:int}/image/{camera}", result_image),
@@ -731,6 +852,8 @@ def build_app(console: Any) -> Starlette:
         Route("/api/lines/{line}/frame/{camera}.jpg", api_frame),
         Route("/api/lines/{line}/reference/{camera}.jpg", api_reference),
         Route("/api/lines/{line}/heat/{camera}.png", api_heat),
+        Route("/api/lines/{line}/shift/handover", api_shift_handover, methods=["POST"]),
+        Route("/api/lines/{line}/control", api_line_control, methods=["POST"]),
         Route("/api/results/{seq:int}/review", api_review, methods=["POST"]),
         Route("/api/results/{seq:int}/reviews", api_reviews),
         Route("/api/setup/{line}/preview", api_setup_preview, methods=["POST"]),

@@ -157,6 +157,7 @@ class Console:
     def _build_overview(self) -> dict[str, Any]:
         agent = self.agent
         lines = {}
+        now = time.time()
         for name, line in list(agent.lines.items()):
             st = line.status()
             feed = self.hub.lines.get(name)
@@ -175,8 +176,28 @@ class Console:
                     for c in st["cameras"]
                 ],
                 "counts": st["counts"],
-                "last_error": st["last_error"],
+                # a camera being reconnected says why (its own error), not only the line's last one
+                "last_error": "; ".join(
+                    [
+                        f"camera {c['name']} {c['state']}: {c['last_error']}"
+                        for c in st["cameras"]
+                        if c["state"] in ("reconnecting", "connecting") and c.get("last_error")
+                    ]
+                    + ([st["last_error"]] if st["last_error"] else [])
+                )
+                or None,
                 "last_seq": st["last_seq"],
+                # how long ago the newest result was made (the page greys out after `stale_after_s`)
+                "last_result_age_s": round(now - feed.latest.timestamp.timestamp(), 1)
+                if feed and feed.latest
+                else None,
+                "io": {
+                    "trigger": st["mode"],
+                    "triggers": st["counts"].get("triggers", 0),
+                    "trigger_failures": st["counts"].get("trigger_failures", 0),
+                    "waiting": (st.get("queues") or {}).get("triggers", 0),
+                    "last_verdict": feed.latest.verdict if feed and feed.latest else None,
+                },
                 "shift": feed.shift.to_dict() if feed else None,
                 "reviews": self.hub.review_rates(name),
                 "recent": list(feed.recent)[:50] if feed else [],

@@ -76,6 +76,15 @@ class ConsoleConfig(BaseModel):
         description="local times at which a shift begins (yield 'this shift')",
     )
     whatif_results: int = Field(500, ge=10, le=100_000, description="what-if: judge this many recent results")
+    stale_after_s: float = Field(
+        10, gt=0, description="live views grey out with 'NO NEW PARTS' after this long without a result"
+    )
+    line_control_role: Role = Field(
+        "operator", description="who may stop and start a line (and hand over a shift) from the console"
+    )
+    uncertain_band: tuple[float, float] = Field(
+        (0.25, 0.6), description="review queue: parts whose best detection's confidence lies in this band"
+    )
 
     @field_validator("shift_starts")
     @classmethod

@@ -2,7 +2,9 @@
 line YAML with its comments and key order kept, validated as `config check` does.
 
 The what-if re-judges recent journaled results: every result keeps all the model's detections (those
-that did not count too), so new rules can be applied to them without running the model again. Only a
+that did not count too), so new rules can be applied to them without running the model again. The
+baseline is the same results re-judged with the rules the line runs now (not the journaled verdicts,
+which older rules may have made), so "no change" reports no change. Only a
 confidence threshold below the model's own `conf` cannot be judged this way (those detections were never
 made); the answer says so.
 """
@@ -237,8 +239,11 @@ def what_if(
     model_conf: float,
     *,
     image_score_judged: bool = False,
+    running_rules: RecipeRules | None = None,
 ) -> dict[str, Any]:
-    """How `rules` would have judged `results` against how they were judged. On a line whose anomaly
+    """How `rules` would have judged `results` against how `running_rules` (the rules the line runs now)
+    judge them, so that proposing no change reports no change even when older results were journaled
+    under older rules. Without `running_rules`, against the journaled verdicts. On a line whose anomaly
     model's image score makes a part NG by itself (`image_score_judged`), that stays so whatever the rules
     (they judge its regions, class "anomaly", as detections)."""
     ok_to_ng, ng_to_ok, judged, skipped = [], [], 0, 0
@@ -246,13 +251,20 @@ def what_if(
         if not r.frames:  # an NG for a missing frame or an error: no detections to judge
             skipped += 1
             continue
-        judgement, _ = judge_cameras(_detections(r, names), rules)
+        detections = _detections(r, names)
+        judgement, _ = judge_cameras(detections, rules)
         by_score = [a for a in r.anomaly if a.anomalous] if image_score_judged else []
+        if running_rules is None:
+            before, before_reason = r.verdict, r.reasons[0] if r.reasons else ""
+        else:
+            running, _ = judge_cameras(detections, running_rules)
+            before = "NG" if by_score else running.verdict
+            before_reason = running.reasons[0] if running.reasons else (r.reasons[0] if r.reasons else "")
         judged += 1
-        if r.verdict == "OK" and judgement.verdict == "NG":
+        if before == "OK" and judgement.verdict == "NG":
             ok_to_ng.append({"seq": r.seq, "part_id": r.part_id, "reason": judgement.reasons[0]})
-        elif r.verdict == "NG" and judgement.verdict == "OK" and not by_score:
-            ng_to_ok.append({"seq": r.seq, "part_id": r.part_id, "reason": r.reasons[0] if r.reasons else ""})
+        elif before == "NG" and judgement.verdict == "OK" and not by_score:
+            ng_to_ok.append({"seq": r.seq, "part_id": r.part_id, "reason": before_reason})
     # anomaly regions have no detection threshold (the pixel threshold chose them): left out here
     given = [c.min_confidence for n, c in rules.classes.items() if n != "anomaly"]
     lowest = min([rules.min_confidence, *(v for v in given if v is not None)])

@@ -34,8 +34,9 @@ class ResultFilter:
     since: datetime | None = None
     until: datetime | None = None
     before_seq: int | None = None
-    reviewed: str | None = None  # a decision, "any" or "none"
+    reviewed: str | None = None  # a decision, "any", "none" or "uncertain" (not reviewed, unsure model)
     limit: int = 48
+    band: tuple[float, float] = (0.25, 0.6)  # "uncertain": a detection's confidence lies in this band
 
     def validate(self) -> ResultFilter:
         if self.line is not None and not SAFE_NAME.match(self.line):
@@ -48,6 +49,7 @@ class ResultFilter:
             None,
             "any",
             "none",
+            "uncertain",
             "confirmed_ng",
             "false_reject",
             "escape",
@@ -100,11 +102,17 @@ class JournalReader:
                 "AND json_extract(d.value, '$.counts_for_verdict'))"
             )
             args.append(f.class_name)
-        if f.reviewed == "none":
+        if f.reviewed in ("none", "uncertain"):
             clauses.append("NOT EXISTS (SELECT 1 FROM reviews v WHERE v.result_seq = results.seq)")
+        if f.reviewed == "uncertain":  # the review queue: parts the model was unsure about
+            clauses.append(
+                "EXISTS (SELECT 1 FROM json_each(results.body, '$.defects') d "
+                "WHERE json_extract(d.value, '$.confidence') BETWEEN ? AND ?)"
+            )
+            args.extend(f.band)
         elif f.reviewed == "any":
             clauses.append("EXISTS (SELECT 1 FROM reviews v WHERE v.result_seq = results.seq)")
-        elif f.reviewed:
+        elif f.reviewed and f.reviewed not in ("none", "uncertain"):
             clauses.append(
                 "(SELECT decision FROM reviews v WHERE v.result_seq = results.seq "
                 "ORDER BY id DESC LIMIT 1) = ?"
@@ -159,6 +167,28 @@ class JournalReader:
         return out
 
 
+def reviewed_result(result: InspectionResult, review: dict) -> InspectionResult:
+    """`result` as its review says it is: the reviewer's boxes as its defects, the decision as its reason."""
+    from contract.result import Defect
+    from edge_agent.reviews import DECISIONS
+
+    defects = [
+        Defect(
+            camera=b["camera"],
+            class_name=b["class"],
+            class_id=int(b["class_id"]),
+            confidence=1.0,
+            xyxy=b["xyxy"],
+            area_px=(b["xyxy"][2] - b["xyxy"][0]) * (b["xyxy"][3] - b["xyxy"][1]),
+        )
+        for b in review.get("boxes") or []
+    ]
+    reason = "reviewed: " + DECISIONS.get(review["decision"], review["decision"])
+    if review.get("not_localised"):
+        reason += ", not localised"
+    return result.model_copy(update={"defects": defects, "reasons": [reason]})
+
+
 class ArchiveFiles:
     """Find the archived images of a result; never opens anything outside the archive folder."""
 
@@ -202,8 +232,11 @@ class ArchiveFiles:
             return None
         return annotated_file(self.root, result, camera)
 
-    def thumbnail(self, result: InspectionResult, camera: str, width: int = 320) -> bytes | None:
-        """A small JPEG of the annotated picture (of the raw one if that cannot be drawn), cached."""
+    def thumbnail(
+        self, result: InspectionResult, camera: str, width: int = 320, review: dict | None = None
+    ) -> bytes | None:
+        """A small JPEG of the annotated picture (of the raw one if that cannot be drawn), cached. With
+        the result's current `review`, its boxes are drawn (not the model's) and its decision named."""
         import cv2
         import numpy as np
 
@@ -211,7 +244,9 @@ class ArchiveFiles:
         raw = self.image(result, camera, False)
         if raw is None and written is None:
             return None
-        key = (str(raw or written), width)
+        if review is not None and raw is not None:
+            result, written = reviewed_result(result, review), None  # the written copy has the model's boxes
+        key = (str(raw or written), width, review["id"] if review else None)
         with self._lock:
             if key in self._thumbs:
                 self._thumbs.move_to_end(key)

@@ -126,3 +126,23 @@ def result(line: str, verdict: str, classes: list[str], ts: datetime) -> Inspect
         model=ModelInfo(name="m", version="1"),
         timestamp=ts,
     )
+
+
+def add_line(
+    site_file: Path, name: str, folder: Path, mode: str = "loop", max_fps: float | None = None
+) -> Path:
+    """Another copy of the demo line in the site of `demo_site`, named `name`, reading `folder` (which
+    may not exist: its camera is then lost and retried) in folder-source `mode` (loop, once, watch)."""
+    root = site_file.parent
+    text = (root / "lines" / "demo.yaml").read_text()
+    text = text.replace("name: demo", f"name: {name}", 1).replace(
+        f"path: {REPO / 'images'}", f"path: {folder}"
+    )
+    text = text.replace("mode: loop", f"mode: {mode}")
+    if max_fps is not None:
+        text = re.sub(r"max_fps: [0-9.]+ ", f"max_fps: {max_fps} ", text)
+    (root / "lines" / f"{name}.yaml").write_text(text)
+    site = yaml.safe_load(site_file.read_text())
+    site["lines"].append(f"lines/{name}.yaml")
+    site_file.write_text(yaml.safe_dump(site, sort_keys=False))
+    return root / "lines" / f"{name}.yaml"

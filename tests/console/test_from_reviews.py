@@ -34,7 +34,8 @@ def test_from_reviews_writes_corrected_labels(tmp_path) -> None:
     j.add_review(ng.seq, "false_reject", [], "qa")  # the pit was dust: a good part
     missed = {"camera": "top", "class": "crack", "class_id": 2, "xyxy": [8.0, 8.0, 40.0, 24.0]}
     j.add_review(ok.seq, "escape", [missed], "qa")  # a crack the model missed
-    j.add_review(gone.seq, "confirmed_ng", [], "qa")  # its image is not archived: listed, skipped
+    stain = {"camera": "top", "class": "stain", "class_id": 3, "xyxy": [1.0, 1.0, 5.0, 5.0]}
+    j.add_review(gone.seq, "confirmed_ng", [stain], "qa")  # its image is not archived: listed, skipped
     j.close()
     runner = CliRunner()
     out = tmp_path / "ds"

@@ -95,9 +95,11 @@ function barChart(node, values) {
   if (!entries.length) { node.appendChild(el("p", { class: "muted" }, "no NG this shift")); return; }
   const max = Math.max(...entries.map(e => e[1]));
   const rowH = 34, w = 420, labelW = 150;
+  // room for the longest number at 18 px (about 11 px a digit): 5 and more digits are never cut off
+  const valueW = 16 + 11 * Math.max(...entries.map(e => String(e[1]).length));
   const svg = el("svg:svg", { viewBox: `0 0 ${w} ${entries.length * rowH}`, class: "bars", role: "img" });
   entries.forEach(([name, n], i) => {
-    const bw = Math.max(2, (w - labelW - 60) * n / max);
+    const bw = Math.max(2, (w - labelW - valueW) * n / max);
     svg.appendChild(el("svg:text", { x: 0, y: i * rowH + 23, class: "bar-label" }, name));
     svg.appendChild(el("svg:rect", { x: labelW, y: i * rowH + 5, width: bw, height: rowH - 10, class: "bar" }));
     svg.appendChild(el("svg:text", { x: labelW + bw + 8, y: i * rowH + 23, class: "bar-value" }, String(n)));
@@ -161,7 +163,7 @@ function updateLineCard(card, l) {
   const cams = $('[data-f="cameras"]', card);
   if (cams) {
     cams.textContent = "";
-    for (const c of l.cameras) cams.appendChild(el("span", { class: `cam cam-${c.state}` }, `${c.name}: ${c.state} `));
+    for (const c of l.cameras) cams.appendChild(el("span", { class: `cam cam-${c.state}`, title: c.last_error || "" }, `${c.name}: ${c.state} `));
   }
   const chart = $('[data-f="ng_by_class"]', card);
   if (chart) barChart(chart, l.shift ? l.shift.ng_by_class : {});
@@ -214,43 +216,166 @@ function showHeat(fig, r, cam, url) {
   heat.src = url;
 }
 
-// -- line view ---------------------------------------------------------------------------------------------------
-function linePage() {
-  const line = document.body.dataset.line;
-  const rules = jsonData($("#rules"), "json") || {};
-  const loading = {};
-  const src = new EventSource(`/api/events?line=${encodeURIComponent(line)}`);
-  src.addEventListener("result", ev => {
-    const r = JSON.parse(ev.data);
-    const banner = $("#banner");
+// -- live view of a line (the line page, and each line of the operator view) -----------------------------------
+// A frozen screen must look frozen: the age of the newest result ticks on in the page itself, and after
+// `staleAfter` seconds without a result (at once when the line or the connection says why) the view greys
+// out under an overlay naming the reason from the line's real state. Banner and pictures change together:
+// the banner waits until every camera's picture of the same part has loaded.
+function silenceReason(l, conn) {
+  if (conn === "bye") return "AGENT STOPPED";
+  if (conn === "lost") return "NO CONNECTION TO THE AGENT";
+  if (!l) return null;
+  if (l.state === "stopped") return "LINE STOPPED";
+  if (l.state === "paused") return "LINE STOPPED BY OPERATOR";
+  if (l.state === "error") return "LINE ERROR";
+  if ((l.cameras || []).some(c => c.state === "reconnecting" || c.state === "connecting")) return "CAMERA LOST";
+  return null;
+}
+
+function ageText(s) {
+  if (s === null || s === undefined) return "no part yet";
+  if (s < 1.5) return "just now";
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  return `${(s / 3600).toFixed(1)} h ago`;
+}
+
+class LiveView {
+  constructor(root, line, rules, staleAfter) {
+    Object.assign(this, { root, line, rules: rules || {}, staleAfter });
+    this.busy = false;          // one set of pictures at a time: never a backlog
+    this.pending = null;        // the newest result that arrived while busy
+    this.overview = null;
+    this.conn = "ok";
+    this.age = null;            // seconds, from the agent's clock, at `ageAt` (this page's clock)
+    this.ageAt = performance.now();
+  }
+
+  url(kind, cam, seq) {
+    return `/api/lines/${encodeURIComponent(this.line)}/${kind}/${encodeURIComponent(cam)}.${kind === "heat" ? "png" : "jpg"}?seq=${seq}`;
+  }
+
+  onResult(r) {
+    if (this.busy) { this.pending = r; return; }
+    this.busy = true;
+    const figs = $$(".view", this.root).filter(f => r.frames.some(fr => fr.camera === f.dataset.camera));
+    const loads = figs.map(fig => new Promise(done => {
+      const next = new Image();
+      next.onload = () => done([fig, next]);
+      next.onerror = () => done([fig, null]);
+      next.src = this.url("frame", fig.dataset.camera, r.seq);
+    }));
+    Promise.all(loads).then(loaded => {
+      // every picture of this part is decoded: now banner and pictures change in the same frame
+      this.showBanner(r);
+      for (const [fig, next] of loaded) if (next) this.showFrame(fig, r, next);
+      this.age = Math.max(0, (Date.now() - Date.parse(r.timestamp)) / 1000);
+      this.ageAt = performance.now();
+      this.root.dataset.seq = r.seq;
+      this.busy = false;
+      this.tick();
+      if (this.pending) { const p = this.pending; this.pending = null; this.onResult(p); }
+    });
+  }
+
+  showBanner(r) {
+    const banner = $(".banner", this.root);
     banner.className = `banner banner-${r.verdict}`;
+    banner.dataset.seq = r.seq;
     $(".verdict", banner).textContent = r.verdict;
     $(".reason", banner).textContent = r.reasons.length ? r.reasons.join("; ") : "no defect counts";
-    for (const fig of $$(".view")) {
-      const cam = fig.dataset.camera;
-      const info = r.frames.find(f => f.camera === cam);
-      if (!info || loading[cam]) continue;  // one frame at a time per camera: never a backlog
-      loading[cam] = true;
-      const img = $("img.frame", fig), svg = $("svg", fig);
-      const next = new Image();
-      next.onload = () => {
-        img.src = next.src;
-        showHeat(fig, r, cam, `/api/lines/${encodeURIComponent(line)}/heat/${encodeURIComponent(cam)}.png?seq=${r.seq}`);
-        fitOverlay(svg, info.width, info.height);
-        svg.textContent = "";
-        drawRoi(svg, roiFor(rules[r.recipe], cam));
-        for (const d of r.defects.filter(d => d.camera === cam)) drawBox(svg, d, { ignored: !d.counts_for_verdict });
-        $(".part", fig).textContent = r.part_id;
-        $(".seq", fig).textContent = `#${r.seq}`;
-        fig.dataset.seq = r.seq;
-        loading[cam] = false;
-      };
-      next.onerror = () => { loading[cam] = false; };
-      next.src = `/api/lines/${encodeURIComponent(line)}/frame/${encodeURIComponent(cam)}.jpg?seq=${r.seq}`;
+  }
+
+  showFrame(fig, r, next) {
+    const cam = fig.dataset.camera, info = r.frames.find(f => f.camera === cam);
+    const img = $("img.frame", fig), svg = $("svg", fig);
+    img.src = next.src;
+    showHeat(fig, r, cam, this.url("heat", cam, r.seq));
+    fitOverlay(svg, info.width, info.height);
+    svg.textContent = "";
+    drawRoi(svg, roiFor(this.rules[r.recipe], cam));
+    for (const d of r.defects.filter(d => d.camera === cam)) drawBox(svg, d, { ignored: !d.counts_for_verdict });
+    setField(fig, "part", r.part_id);
+    setField(fig, "seq", `#${r.seq}`);
+    fig.dataset.seq = r.seq;
+  }
+
+  onOverview(l) {
+    this.overview = l;
+    this.conn = "ok";
+    if (l.last_result_age_s !== null && l.last_result_age_s !== undefined) {
+      this.age = l.last_result_age_s;
+      this.ageAt = performance.now();
     }
+    this.tick();
+  }
+
+  setConnection(state) { if (this.conn !== "bye" || state === "ok") this.conn = state; this.tick(); }
+
+  currentAge() { return this.age === null ? null : this.age + (performance.now() - this.ageAt) / 1000; }
+
+  tick() {
+    const age = this.currentAge();
+    let reason = silenceReason(this.overview, this.conn);
+    if (!reason && age !== null && age > this.staleAfter) reason = "NO NEW PARTS";
+    if (!reason && age === null && this.overview) reason = "NO PART YET";
+    this.root.classList.toggle("stale", Boolean(reason));
+    this.root.dataset.silence = reason || "";
+    for (const o of $$(".silence", this.root)) {
+      o.hidden = !reason;
+      $(".silence-what", o).textContent = reason || "";
+      $(".silence-since", o).textContent = age === null ? "" : `last part ${ageText(age)}`;
+    }
+    setField(this.root, "age", ageText(age));
+    // a rate nobody is measuring any more is not shown as if it were
+    if (reason && this.overview) setField(this.fieldsRoot || this.root, "fps", this.conn === "ok" ? this.overview.fps.toFixed(1) : "–");
+  }
+}
+
+function liveStream(lines, views, onOverview) {
+  const query = lines.map(l => `line=${encodeURIComponent(l)}`).join("&");
+  const src = new EventSource(`/api/events?${query}`);
+  src.addEventListener("result", ev => {
+    const r = JSON.parse(ev.data);
+    if (views[r.line]) views[r.line].onResult(r);
   });
   src.addEventListener("overview", ev => {
     const o = JSON.parse(ev.data);
+    document.body.dataset.connection = "ok";
+    for (const [name, v] of Object.entries(views)) if (o.lines[name]) v.onOverview(o.lines[name]);
+    onOverview(o);
+  });
+  src.addEventListener("bye", () => {
+    document.body.dataset.connection = "bye";
+    for (const v of Object.values(views)) v.setConnection("bye");
+  });
+  src.addEventListener("error", () => {
+    if (document.body.dataset.connection === "bye") return;
+    document.body.dataset.connection = "lost";
+    for (const v of Object.values(views)) v.setConnection("lost");
+  });
+  setInterval(() => { for (const v of Object.values(views)) v.tick(); }, 1000);
+  return src;
+}
+
+function recentList(list, recent) {
+  list.textContent = "";
+  for (const r of recent) {
+    const li = el("li", { class: `verdict-${r.verdict}` });
+    const a = el("a", { href: `/results/${r.seq}` });
+    a.appendChild(el("b", { class: "v" }, r.verdict));
+    a.appendChild(document.createTextNode(` ${r.time} #${r.seq} ${r.part_id} ${r.classes.join(", ") || r.reason}`));
+    li.appendChild(a);
+    list.appendChild(li);
+  }
+}
+
+function linePage() {
+  const line = document.body.dataset.line;
+  const rules = jsonData($("#rules"), "json") || {};
+  const view = new LiveView($("#live"), line, rules, Number(document.body.dataset.staleAfter || 10));
+  view.fieldsRoot = document;  // the line page's counters sit beside the live view
+  liveStream([line], { [line]: view }, o => {
     const l = o.lines[line];
     if (!l) return;
     setField(document, "fps", l.fps.toFixed(1));
@@ -262,16 +387,78 @@ function linePage() {
     setField(document, "model", `${l.model.name || "–"} ${l.model.version || ""}`);
     yieldChart($("#yield-chart"), l.shift ? l.shift.yield_over_time : []);
     barChart($("#ng-chart"), l.shift ? l.shift.ng_by_class : {});
-    const list = $("#recent");
-    list.textContent = "";
-    for (const r of l.recent) {
-      const li = el("li", { class: `verdict-${r.verdict}` });
-      const a = el("a", { href: `/results/${r.seq}` });
-      a.appendChild(el("b", { class: "v" }, r.verdict));
-      a.appendChild(document.createTextNode(` ${r.time} #${r.seq} ${r.part_id} ${r.classes.join(", ") || r.reason}`));
-      li.appendChild(a);
-      list.appendChild(li);
+    recentList($("#recent"), l.recent);
+    view.tick();
+  });
+}
+
+// -- operator mode: every line on one screen ------------------------------------------------------------------
+function operatorPage() {
+  const allRules = jsonData($("#rules"), "json") || {};
+  const staleAfter = Number(document.body.dataset.staleAfter || 10);
+  const views = {};
+  for (const cell of $$(".op-line")) views[cell.dataset.line] = new LiveView(cell, cell.dataset.line, allRules[cell.dataset.line], staleAfter);
+  const strip = $("#ng-strip");
+  liveStream(Object.keys(views), views, o => {
+    const ngs = [];
+    for (const [name, v] of Object.entries(views)) {
+      const l = o.lines[name];
+      if (!l) continue;
+      const cell = v.root, s = l.shift || {};
+      setField(cell, "parts", s.parts || 0);
+      setField(cell, "ok", s.ok || 0);
+      setField(cell, "ng", s.ng || 0);
+      setField(cell, "yield", pct(s.yield));
+      setField(cell, "since", s.since ? `since ${s.since}` : "");
+      setField(cell, "state", l.state);
+      setField(cell, "trigger", `${l.io.trigger === "triggered" ? "triggered" : "free run"} · ${l.io.triggers} triggers · ${l.io.waiting} waiting · ${l.io.trigger_failures} failed`);
+      setField(cell, "verdict_out", l.io.last_verdict ? `${l.io.last_verdict === "NG" ? "REJECT" : "pass"} (#${l.last_seq})` : "–");
+      const st = $('[data-f="state"]', cell);
+      if (st) st.className = `state state-${l.state}`;
+      const toggle = $("button.line-toggle", cell);
+      if (toggle) {
+        const stopped = l.state === "paused";
+        toggle.dataset.action = stopped ? "start" : "stop";
+        toggle.textContent = stopped ? "Start line" : "Stop line";
+        toggle.disabled = l.state === "error" || l.state === "stopped";
+      }
+      const cam = $(".view", cell).dataset.camera;
+      for (const r of l.recent) if (r.verdict === "NG") ngs.push({ ...r, line: name, camera: cam });
     }
+    ngs.sort((a, b) => b.seq - a.seq);
+    const want = ngs.slice(0, 8).map(r => String(r.seq)).join(",");
+    if (strip.dataset.seqs !== want) {
+      strip.dataset.seqs = want;
+      strip.textContent = "";
+      if (!ngs.length) strip.appendChild(el("span", { class: "muted" }, "no NG part yet"));
+      for (const r of ngs.slice(0, 8)) {
+        const a = el("a", { href: `/results/${r.seq}`, class: "ng-thumb", title: `${r.line} #${r.seq} ${r.classes.join(", ") || r.reason}` });
+        const img = el("img", { alt: `NG #${r.seq}`, src: `/results/${r.seq}/thumb/${encodeURIComponent(r.camera)}` });
+        // the archive writes an NG image just after the result is journaled: ask once more before giving up
+        img.onerror = () => {
+          if (img.dataset.retried) { img.replaceWith(el("span", { class: "noimg" }, `#${r.seq}`)); return; }
+          img.dataset.retried = "1";
+          setTimeout(() => { img.src += "?again=1"; }, 1500);
+        };
+        a.appendChild(img);
+        a.appendChild(el("span", {}, `${r.time} ${r.classes.join(", ") || r.reason}`));
+        strip.appendChild(a);
+      }
+    }
+    setField(document, "clock", o.time);
+  });
+  for (const b of $$("button.line-toggle")) b.addEventListener("click", async () => {
+    const line = b.closest(".op-line").dataset.line, action = b.dataset.action;
+    if (action === "stop" && !confirm(`Stop line ${line}? No part is inspected until it is started again.`)) return;
+    const res = await api("POST", `/api/lines/${encodeURIComponent(line)}/control`, { action });
+    say($(".op-msg", b.closest(".op-line")), res.ok ? `line ${res.data.state}` : errorText(res.data), res.ok);
+  });
+  for (const b of $$("button.handover")) b.addEventListener("click", async () => {
+    const line = b.closest(".op-line").dataset.line;
+    if (!confirm(`Hand the shift over on line ${line}? Its counters start again from zero.`)) return;
+    const res = await api("POST", `/api/lines/${encodeURIComponent(line)}/shift/handover`, {});
+    const h = res.data.handed_over;
+    say($(".op-msg", b.closest(".op-line")), res.ok ? `handed over: ${h.parts} parts, ${h.ng} NG since ${h.since}` : errorText(res.data), res.ok);
   });
 }
 
@@ -299,6 +486,9 @@ function resultPage() {
   let boxes = review ? review.boxes.map(b => ({ ...b })) : result.defects.filter(d => d.counts_for_verdict)
     .map(d => ({ camera: d.camera, class: d.class, class_id: d.class_id, xyxy: d.xyxy, confidence: d.confidence }));
   const ignored = result.defects.filter(d => !d.counts_for_verdict);
+  const undo = [];
+  let selected = null;
+  const remember = () => { undo.push(JSON.stringify(boxes)); if (undo.length > 50) undo.shift(); };
   const select = $("#new-class");
   if (select) for (const [id, name] of Object.entries(names)) select.appendChild(el("option", { value: id }, name));
 
@@ -310,14 +500,19 @@ function resultPage() {
       fitOverlay(svg, Number(fig.dataset.width), Number(fig.dataset.height));
       svg.textContent = "";
       for (const d of ignored.filter(d => d.camera === cam)) drawBox(svg, d, { ignored: true });
-      boxes.forEach((b, i) => {
-        if (b.camera !== cam) return;
+      // the selected box last: on top, its corners never under another box's label
+      const order = boxes.map((b, i) => i).filter(i => i !== selected).concat(selected === null ? [] : [selected]);
+      order.forEach(i => {
+        const b = boxes[i];
+        if (!b || b.camera !== cam) return;
         const g = drawBox(svg, b);
         g.dataset.index = i;
-        if (canReview) {
-          g.classList.add("removable");
-          g.addEventListener("click", ev => { ev.stopPropagation(); boxes.splice(i, 1); redraw(); });
-        }
+        if (!canReview) return;
+        g.classList.add("removable");
+        if (i === selected) g.classList.add("selected");
+        const s = strokeFor(svg) * 4, [x1, y1, x2, y2] = b.xyxy;
+        for (const [corner, cx, cy] of [["nw", x1, y1], ["ne", x2, y1], ["sw", x1, y2], ["se", x2, y2]])
+          g.appendChild(el("svg:rect", { class: `handle handle-${corner}`, "data-corner": corner, x: cx - s / 2, y: cy - s / 2, width: s, height: s }));
       });
     }
   }
@@ -327,30 +522,66 @@ function resultPage() {
   for (const fig of $$(".view")) {
     const svg = $("svg", fig);
     if (!svg) continue;
-    let start = null, rubber = null;
+    // one pointer gesture: draw a new box, or move / resize / (a click) delete an existing one
+    let drag = null;
     svg.addEventListener("mousedown", ev => {
-      if (ev.target.closest(".removable")) return;
-      start = imagePoint(svg, ev);
-      rubber = el("svg:rect", { class: "rubber", x: start[0], y: start[1], width: 0, height: 0 });
-      svg.appendChild(rubber);
       ev.preventDefault();
+      const p = imagePoint(svg, ev), g = ev.target.closest(".removable");
+      if (g) {
+        const i = Number(g.dataset.index);
+        selected = i;
+        drag = { kind: ev.target.dataset.corner ? "resize" : "move", corner: ev.target.dataset.corner, i, start: p, orig: boxes[i].xyxy.slice(), moved: false };
+        return;
+      }
+      selected = null;
+      const rubber = el("svg:rect", { class: "rubber", x: p[0], y: p[1], width: 0, height: 0 });
+      svg.appendChild(rubber);
+      drag = { kind: "draw", start: p, rubber };
     });
     svg.addEventListener("mousemove", ev => {
-      if (!start) return;
-      const p = imagePoint(svg, ev);
-      rubber.setAttribute("x", Math.min(p[0], start[0]));
-      rubber.setAttribute("y", Math.min(p[1], start[1]));
-      rubber.setAttribute("width", Math.abs(p[0] - start[0]));
-      rubber.setAttribute("height", Math.abs(p[1] - start[1]));
+      if (!drag) return;
+      const p = imagePoint(svg, ev), [sx, sy] = drag.start;
+      if (drag.kind === "draw") {
+        drag.rubber.setAttribute("x", Math.min(p[0], sx));
+        drag.rubber.setAttribute("y", Math.min(p[1], sy));
+        drag.rubber.setAttribute("width", Math.abs(p[0] - sx));
+        drag.rubber.setAttribute("height", Math.abs(p[1] - sy));
+        return;
+      }
+      const dx = p[0] - sx, dy = p[1] - sy;
+      if (!drag.moved && Math.hypot(dx, dy) < 2) return;
+      if (!drag.moved) { remember(); drag.moved = true; }
+      const w = Number(svg.dataset.w), h = Number(svg.dataset.h);
+      let [x1, y1, x2, y2] = drag.orig;
+      if (drag.kind === "move") {
+        const mx = Math.min(Math.max(dx, -x1), w - x2), my = Math.min(Math.max(dy, -y1), h - y2);
+        x1 += mx; x2 += mx; y1 += my; y2 += my;
+      } else {
+        if (drag.corner.includes("w")) x1 = Math.min(p[0], x2 - 3); else x2 = Math.max(p[0], x1 + 3);
+        if (drag.corner.includes("n")) y1 = Math.min(p[1], y2 - 3); else y2 = Math.max(p[1], y1 + 3);
+      }
+      boxes[drag.i].xyxy = [x1, y1, x2, y2].map(v => Math.round(v * 10) / 10);
+      delete boxes[drag.i].confidence;  // a box the reviewer placed
+      redraw();
     });
     const finish = ev => {
-      if (!start) return;
-      const p = imagePoint(svg, ev);
-      const xyxy = [Math.min(p[0], start[0]), Math.min(p[1], start[1]), Math.max(p[0], start[0]), Math.max(p[1], start[1])];
-      start = null;
-      if (xyxy[2] - xyxy[0] >= 3 && xyxy[3] - xyxy[1] >= 3) {
-        const id = Number(select.value);
-        boxes.push({ camera: fig.dataset.camera, class: names[id], class_id: id, xyxy: xyxy.map(v => Math.round(v * 10) / 10) });
+      if (!drag) return;
+      const d = drag;
+      drag = null;
+      if (d.kind === "draw") {
+        const p = imagePoint(svg, ev), [sx, sy] = d.start;
+        const xyxy = [Math.min(p[0], sx), Math.min(p[1], sy), Math.max(p[0], sx), Math.max(p[1], sy)];
+        if (xyxy[2] - xyxy[0] >= 3 && xyxy[3] - xyxy[1] >= 3) {
+          remember();
+          const id = Number(select.value);
+          boxes.push({ camera: fig.dataset.camera, class: names[id], class_id: id, xyxy: xyxy.map(v => Math.round(v * 10) / 10) });
+          selected = boxes.length - 1;
+          $("#not-localised").checked = false;
+        }
+      } else if (!d.moved && ev.type === "mouseup") {  // a click on a box: delete it
+        remember();
+        boxes.splice(d.i, 1);
+        selected = null;
       }
       redraw();
     };
@@ -358,30 +589,61 @@ function resultPage() {
     svg.addEventListener("mouseleave", finish);
   }
 
-  for (const button of $$("button.decision")) {
-    button.addEventListener("click", async () => {
-      const msg = $("#review-message");
-      say(msg, "saving…");
-      const body = {
-        decision: button.dataset.decision, comment: $("#review-comment").value,
-        boxes: boxes.map(b => ({ camera: b.camera, class: b.class, class_id: b.class_id, xyxy: b.xyxy })),
-      };
-      const res = await api("POST", `/api/results/${result.seq}/review`, body);
-      if (!res.ok) { say(msg, errorText(res.data), false); return; }
-      const r = res.data;
-      say(msg, `Saved: ${DECISION_TEXT[r.decision]} (review ${r.id})`, true);
-      const cur = $("#current-decision");
-      cur.textContent = DECISION_TEXT[r.decision];
-      cur.className = `chip chip-${r.decision}`;
-      const hist = $("#review-history");
-      const empty = $(".muted", hist);
-      if (empty) empty.remove();
-      let text = `${DECISION_TEXT[r.decision]} by ${r.reviewer}, ${r.time}`;
-      if (r.changes.removed.length) text += `; removed ${r.changes.removed.length} box(es)`;
-      if (r.changes.added.length) text += `; added ${r.changes.added.length} box(es)`;
-      hist.appendChild(el("li", {}, text));
-    });
+  const msg = $("#review-message");
+  async function decide(button) {
+    const decision = button.dataset.decision;
+    const notLocalised = $("#not-localised");
+    if (decision === "false_reject" || decision === "confirmed_ok") {
+      // the part was good: its label has no defect, whatever the model drew
+      if (boxes.length) { remember(); boxes = []; selected = null; redraw(); }
+      notLocalised.checked = false;
+    } else if (!boxes.length && !notLocalised.checked) {
+      say(msg, `${DECISION_TEXT[decision]}: draw a box around the defect, or tick “not localised”`, false);
+      return;
+    } else if (boxes.length && notLocalised.checked) {
+      notLocalised.checked = false;
+    }
+    say(msg, "saving…");
+    const body = {
+      decision, comment: $("#review-comment").value, not_localised: notLocalised.checked,
+      boxes: boxes.map(b => ({ camera: b.camera, class: b.class, class_id: b.class_id, xyxy: b.xyxy })),
+    };
+    const res = await api("POST", `/api/results/${result.seq}/review`, body);
+    if (!res.ok) { say(msg, errorText(res.data), false); return; }
+    const r = res.data;
+    say(msg, `Saved: ${DECISION_TEXT[r.decision]}${r.not_localised ? ", not localised" : ""} (review ${r.id})`, true);
+    document.body.dataset.saved = String(r.id);
+    const cur = $("#current-decision");
+    cur.textContent = DECISION_TEXT[r.decision] + (r.not_localised ? ", not localised" : "");
+    cur.className = `chip chip-${r.decision}`;
+    const hist = $("#review-history");
+    const empty = $(".muted", hist);
+    if (empty) empty.remove();
+    let text = `${DECISION_TEXT[r.decision]} by ${r.reviewer}, ${r.time}`;
+    if (r.changes.removed.length) text += `; removed ${r.changes.removed.length} box(es)`;
+    if (r.changes.added.length) text += `; added ${r.changes.added.length} box(es)`;
+    hist.appendChild(el("li", {}, text));
   }
+  const buttons = $$("button.decision");
+  for (const button of buttons) button.addEventListener("click", () => decide(button));
+
+  document.addEventListener("keydown", ev => {
+    if (ev.target.closest("input, select, textarea") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const k = ev.key;
+    if (k >= "1" && k <= "4") {
+      const b = buttons[Number(k) - 1];
+      if (b && !b.disabled) decide(b);
+    } else if ((k === "Delete" || k === "Backspace") && selected !== null) {
+      remember(); boxes.splice(selected, 1); selected = null; redraw();
+    } else if (k === "z" && undo.length) {
+      boxes = JSON.parse(undo.pop()); selected = null; redraw();
+    } else if (k === "n") {
+      location.href = $("#next-unreviewed").href;
+    } else if (k === "u") {
+      location.href = $("#next-uncertain").href;
+    } else return;
+    ev.preventDefault();
+  });
 }
 
 // -- setup ------------------------------------------------------------------------------------------------------
@@ -390,7 +652,6 @@ function setupPage() {
   const data = $("#data");
   const recipes = jsonData(data, "recipes");
   const classes = jsonData(data, "classes") || [];
-  const sizes = jsonData(data, "sizes") || {};
   const svg = $("#roi-svg"), img = $("#ref-image"), msg = $("#setup-message");
   const recipeSel = $("#recipe"), cameraSel = $("#camera");
   let tool = "include", current = [], baseSha = null;
@@ -419,8 +680,8 @@ function setupPage() {
   function loadImage() {
     const cam = cameraSel.value;
     img.onload = () => {
-      const size = sizes[cam] || [img.naturalWidth, img.naturalHeight];
-      fitOverlay(svg, size[0], size[1]);
+      // the picture shown is served at its full size: its own pixels are the ROI's (never an assumed size)
+      fitOverlay(svg, img.naturalWidth, img.naturalHeight);
       redraw();
       document.body.dataset.ready = "1";
     };
@@ -534,5 +795,5 @@ function setupPage() {
 
 document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
-  ({ overview: overviewPage, line: linePage, result: resultPage, setup: setupPage }[page] || (() => {}))();
+  ({ overview: overviewPage, line: linePage, operator: operatorPage, result: resultPage, setup: setupPage }[page] || (() => {}))();
 });
