@@ -15,7 +15,6 @@ rounds and ours/raw per round. The issue-29 goal: the shipped model at its input
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -26,16 +25,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GOAL_MS = 15.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -49,6 +38,7 @@ def main() -> None:
 
     import onnxruntime as ort
 
+    from training.export import _cpu_name as cpu_name
     from training.synth import make_sample
     from vision import load_model
     from vision.anomaly import anomaly_input_tensor
