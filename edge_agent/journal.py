@@ -30,55 +30,14 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from contract.result import InspectionResult
+from edge_agent.journal_schema import migrate_journal
 
 Durability = Literal["normal", "full"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    result_id  TEXT NOT NULL UNIQUE,
-    line       TEXT NOT NULL,
-    part_id    TEXT NOT NULL,
-    verdict    TEXT NOT NULL,
-    ts         REAL NOT NULL,
-    body       TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_ts ON results(ts);
-CREATE INDEX IF NOT EXISTS results_line ON results(line, seq);
-CREATE TABLE IF NOT EXISTS cursors (
-    name TEXT PRIMARY KEY,
-    seq  INTEGER NOT NULL
-);
-"""
-
-# Reviews (docs/console.md#reviews): append-only; the newest row per result is its current truth, the
-# older rows are the audit trail. `audit` records every other change made through the console.
-_REVIEW_SCHEMA = """
-CREATE TABLE IF NOT EXISTS reviews (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    result_seq  INTEGER NOT NULL,
-    result_id   TEXT NOT NULL,
-    line        TEXT NOT NULL,
-    verdict     TEXT NOT NULL,
-    decision    TEXT NOT NULL,
-    boxes       TEXT NOT NULL,
-    changes     TEXT NOT NULL,
-    comment     TEXT NOT NULL DEFAULT '',
-    reviewer    TEXT NOT NULL,
-    ts          REAL NOT NULL,
-    localised   INTEGER NOT NULL DEFAULT 1  -- 0: an NG the reviewer could not box ("not localised")
-);
-CREATE INDEX IF NOT EXISTS reviews_result ON reviews(result_seq, id);
-CREATE INDEX IF NOT EXISTS reviews_line ON reviews(line, id);
-CREATE TABLE IF NOT EXISTS audit (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts      REAL NOT NULL,
-    user    TEXT NOT NULL,
-    action  TEXT NOT NULL,
-    target  TEXT NOT NULL,
-    detail  TEXT NOT NULL
-);
-"""
+# The tables (results, cursors, journal_meta, reviews, audit) and their numbered migrations:
+# edge_agent/journal_schema.py. Reviews (docs/console.md#reviews) are append-only: the newest row per
+# result is its current truth, the older rows are the audit trail; `audit` records every other change
+# made through the console.
 
 
 class JournalIdentityError(Exception):
@@ -176,16 +135,14 @@ class ResultJournal:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         try:
             identity = check_journal_identity(self._db, self.path, accept_new=accept_new)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            # a newer journal than this code is refused; an older one is backed up and upgraded
+            migrate_journal(self._db, self.path)
         except BaseException:
             self._db.close()
             raise
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
         self.journal_id = record_journal_identity(self._db, self.path, identity)
-        self._db.executescript(_REVIEW_SCHEMA)
-        if "localised" not in {r[1] for r in self._db.execute("PRAGMA table_info(reviews)")}:
-            self._db.execute("ALTER TABLE reviews ADD COLUMN localised INTEGER NOT NULL DEFAULT 1")
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, result: InspectionResult) -> InspectionResult:
