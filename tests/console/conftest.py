@@ -31,3 +31,14 @@ def console_agent(tmp_path):
     yield start
     for agent in agents:
         agent.stop()
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    """A headless Chromium (Debian's, console_browser.py) shared by one test module's tests."""
+    from console_browser import start_browser
+
+    d = start_browser(tmp_path_factory.mktemp("chromium-profile"))
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from console_browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir, start_browser
+from console_browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir
 from console_helpers import wait_until
 
 from tests.anomaly_factory import (
@@ -68,14 +68,6 @@ def agent(tmp_path_factory):
     wait_until(lambda: running.journal.last_seq() >= 4, timeout=60)
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    d = start_browser(tmp_path_factory.mktemp("chromium-profile"))
-    d.set_page_load_timeout(60)
-    yield d
-    d.quit()
 
 
 def _open(driver, url: str) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console_browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir, start_browser
+from console_browser import console_errors, find_binaries, full_page_screenshot, screenshot_dir
 from console_helpers import REPO, AgentProcess, demo_site, wait_until
 
 if find_binaries() is None:
@@ -41,14 +41,6 @@ def agent(site):
     proc = AgentProcess(site)
     yield proc
     assert proc.stop() == 0, proc.log.read_text()
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    d = start_browser(tmp_path_factory.mktemp("chromium-profile"))
-    d.set_page_load_timeout(60)
-    yield d
-    d.quit()
 
 
 def journal(site: Path) -> sqlite3.Connection:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from console_browser import console_errors, find_binaries, screenshot_dir, start_browser
+from console_browser import console_errors, find_binaries, screenshot_dir
 from console_helpers import REPO, AgentProcess, add_line, demo_site, wait_until
 
 if find_binaries() is None:
@@ -51,14 +51,6 @@ def agent(site):
     proc = AgentProcess(site)
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    d = start_browser(tmp_path_factory.mktemp("chromium-profile"))
-    d.set_page_load_timeout(60)
-    yield d
-    d.quit()
 
 
 def wait(driver, seconds: float = 30) -> WebDriverWait:
