@@ -316,3 +316,38 @@ def test_ok_parts_are_sampled_into_the_archive_evenly(tmp_path, rate) -> None:
     gaps = np.diff(np.flatnonzero(picks))
     assert len(gaps) == 0 or (gaps.min() >= round(1 / rate) - 1 and gaps.max() <= round(1 / rate) + 1)
     assert all(archive.wants("NG") for _ in range(10))
+
+
+def test_only_the_line_control_role_stops_starts_and_hands_over(console_agent) -> None:
+    from contract.passwords import hash_password
+
+    users = [
+        {"name": "vera", "role": "viewer", "password_hash": hash_password("viewer-pass")},
+        {"name": "otto", "role": "operator", "password_hash": hash_password("operator-pass")},
+    ]
+    agent = console_agent(console={"auth": "login", "users": users})
+    for user, password, allowed in (("vera", "viewer-pass", False), ("otto", "operator-pass", True)):
+        with client(agent) as c:
+            c.post("/login", data={"user": user, "password": password, "next": "/"})
+            page = c.get("/operator").text
+            assert ("line-toggle" in page) is allowed and ("handover" in page) is allowed
+            h = csrf_headers(c)
+            stop = c.post("/api/lines/demo/control", json={"action": "stop"}, headers=h)
+            handover = c.post("/api/lines/demo/shift/handover", json={}, headers=h)
+            if not allowed:
+                assert stop.status_code == handover.status_code == 403
+                assert "operator role" in stop.json()["error"]
+                assert agent.lines["demo"].state == "running"
+                continue
+            assert stop.status_code == 200 and stop.json()["state"] == "paused"
+            assert handover.status_code == 200 and handover.json()["handed_over"]["parts"] >= 1
+            assert c.post("/api/lines/demo/control", json={"action": "jump"}, headers=h).status_code == 400
+            start = c.post("/api/lines/demo/control", json={"action": "start"}, headers=h)
+            assert start.status_code == 200 and start.json()["state"] == "running"
+    audit = [(e["user"], e["action"]) for e in agent.journal.audit_log(target="demo")]
+    assert (
+        ("otto", "line.stop") in audit
+        and ("otto", "shift.handover") in audit
+        and ("otto", "line.start") in audit
+    )
+    assert not [a for u, a in audit if u == "vera" and a.startswith(("line.", "shift."))]
