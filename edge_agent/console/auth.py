@@ -24,8 +24,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from contract.login_throttle import LoginThrottle
-from edge_agent.console.settings import ConsoleConfig, Role, is_loopback, role_allows
+from contract.login_throttle import LoginThrottle, is_loopback
+from edge_agent.console.settings import ConsoleConfig, Role, role_allows
 
 log = logging.getLogger(__name__)
 
