@@ -41,7 +41,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
     # importers of labelling formats reuse datasets' private helpers (issue 26, smaller items)
     frozenset({"training.datasets", "training.formats.cvat", "training.formats.label_studio"}),
     frozenset({"training.anomaly.gate", "training.registry"}),
-    frozenset({"training.anomaly.cli", "training.cli"}),
 }
 
 

@@ -8,12 +8,13 @@ Ultralytics are imported only inside the commands that need them, so `edge-inspe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from training.cli_errors import plain_errors as _plain_errors
 
 dataset_app = typer.Typer(
     help="Import, split, inspect and synthesise labelled image datasets.", no_args_is_help=True
@@ -21,19 +22,6 @@ dataset_app = typer.Typer(
 model_app = typer.Typer(
     help="The model registry (models/): list, show, promote to a line.", no_args_is_help=True
 )
-
-
-@contextmanager
-def _plain_errors() -> Iterator[None]:
-    """Turn our input errors into one readable line and exit code 2 (no traceback for users)."""
-    from training.errors import TrainingInputError
-    from vision.errors import VisionError
-
-    try:
-        yield
-    except (TrainingInputError, VisionError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 # ------------------------------------------------------------------------------------------ dataset

@@ -45,7 +45,7 @@ def quantize_openvino_cmd(
     beside it as <stem>.ov-int8.xml/.bin (+ .json: what it was made from). Evaluate it with `model gate`."""
     import numpy as np
 
-    from training.cli import _plain_errors
+    from training.cli_errors import plain_errors as _plain_errors
     from vision import load_model, read_image
     from vision.openvino_session import calibration_tensors, quantize_int8
 
@@ -81,7 +81,7 @@ def gate_cmd(
 ) -> None:
     """Evaluate RUNTIME against ONNX Runtime FP32 on the same images; the verdict (≤ 1 pt mAP50 lost, no
     added escape at the operating point) goes into the model card for this CPU type."""
-    from training.cli import _plain_errors
+    from training.cli_errors import plain_errors as _plain_errors
     from training.runtime_gate import gate_runtime
     from vision.cli import expand_paths
     from vision.runtime import Runtime
@@ -115,7 +115,7 @@ def tune_cmd(
 ) -> None:
     """Time each runtime the accuracy gate allows for MODEL on this machine; the fastest is cached and is
     what a line with `backend: auto` runs."""
-    from training.cli import _plain_errors
+    from training.cli_errors import plain_errors as _plain_errors
     from vision.runtime_gate import check_runtime
     from vision.tune import auto_candidates, tune
 

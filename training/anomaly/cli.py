@@ -109,7 +109,7 @@ def train_cmd(
     from training.anomaly.card import package_model
     from training.anomaly.config_file import read_config_file
     from training.anomaly.train import AnomalyTrainConfig, train_anomaly
-    from training.cli import _plain_errors
+    from training.cli_errors import plain_errors as _plain_errors
 
     with _plain_errors():
         if out is None:
@@ -164,7 +164,7 @@ def export_cmd(
 ) -> None:
     """Export a run (its last checkpoint) to ONNX with evaluation, plots and the model card."""
     from training.anomaly.card import package_model
-    from training.cli import _plain_errors
+    from training.cli_errors import plain_errors as _plain_errors
 
     with _plain_errors():
         es = _eval_set(eval_root, eval_good, eval_defects, eval_masks)
@@ -194,7 +194,7 @@ def evaluate_cmd(
     from training.anomaly.card import held_out_paths
     from training.anomaly.evaluate import evaluate_anomaly
     from training.anomaly.images import list_images
-    from training.cli import _plain_errors
+    from training.cli_errors import plain_errors as _plain_errors
 
     with _plain_errors():
         es = _eval_set(eval_root, eval_good, eval_defects, eval_masks)
@@ -227,7 +227,7 @@ def good_from_archive_cmd(
     """Copy the raw images of a line's archived OK parts (archive.ok_sample_rate > 0) into a folder of good
     images to train on."""
     from training.anomaly.archive_good import collect_good
-    from training.cli import _plain_errors
+    from training.cli_errors import plain_errors as _plain_errors
 
     with _plain_errors():
         copies = collect_good(archive, dst, line, camera, limit)
