@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import escape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -29,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from contract.login_throttle import LoginThrottle, is_loopback
+from contract.web import public, signed_token
 from hub.auth import Sessions, Users, role_at_least, session_secret
 from hub.commands import Commands
 from hub.config import HubConfig
@@ -39,7 +41,6 @@ from hub.store import HubStore
 
 HERE = Path(__file__).parent
 COOKIE = "hub_session"
-_UNSET = object()
 log = logging.getLogger(__name__)
 
 
@@ -90,34 +91,34 @@ class Dashboard:
 
     def routes(self) -> list[Route | Mount]:
         return [
-            Route("/login", self.login, methods=["GET", "POST"]),
-            Route("/logout", self.logout, methods=["POST", "GET"]),
+            Route("/login", public(self.login), methods=["GET", "POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
             Route("/", self.programme),
             Route("/company/{name}", self.company),
             Route("/line/{site}/{line}", self.line),
             Route("/image/{site}/{line}/{result_id}", self.image),
             Route("/rollouts", self.rollouts_page, methods=["GET"]),
             Route("/rollouts/{id:int}/{action}", self.rollout_action, methods=["POST"]),
-            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+            Mount("/static", public(StaticFiles(directory=HERE / "static")), name="static"),
         ]
 
-    # -- sessions -------------------------------------------------------------------------------
-    async def _user(self, request: Request) -> dict[str, str] | None:
-        """The logged-in user with the role stored *now* (read on every request), or None."""
-        found = getattr(request.state, "hub_user", _UNSET)
-        if found is _UNSET:
-            session = self.sessions.read(request.cookies.get(COOKIE))
-            found = None if session is None else await run_in_threadpool(self.users.session_user, session)
-            request.state.hub_user = found
-        return found  # type: ignore[return-value]
+    # -- sessions (the login check itself is `contract.web.WebGuard`'s, see hub.app) ------------------
+    def identify(self, request: Request) -> dict[str, str] | None:
+        """The logged-in user with the role stored *now* (read on every request), or None. Blocking."""
+        session = self.sessions.read(request.cookies.get(COOKIE))
+        return None if session is None else self.users.session_user(session)
+
+    def csrf_of(self, request: Request, user: Any = None) -> str | None:
+        """The CSRF token of this browser's session: bound to its cookie, so no other site can know it."""
+        cookie = request.cookies.get(COOKIE)
+        return signed_token(self.sessions.secret, cookie) if cookie else None
 
     def _render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        user = getattr(request.state, "hub_user", None)
-        html = self.env.get_template(template).render(user=user, now=time.time(), **context)
+        user = getattr(request.state, "user", None)
+        html = self.env.get_template(template).render(
+            user=user, csrf=self.csrf_of(request), now=time.time(), **context
+        )
         return HTMLResponse(html, status_code=status)
-
-    def _need_login(self, request: Request) -> RedirectResponse:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
     async def login(self, request: Request) -> Response:
         nxt = request.query_params.get("next", "/")
@@ -164,15 +165,11 @@ class Dashboard:
 
     # -- pages ----------------------------------------------------------------------------------
     async def programme(self, request: Request) -> Response:
-        if await self._user(request) is None:
-            return self._need_login(request)
         data = await run_in_threadpool(self.overview.programme)
         agents = await run_in_threadpool(self.registry.agents)
         return self._render(request, "programme.html", data=data, agents=agents)
 
     async def company(self, request: Request) -> Response:
-        if await self._user(request) is None:
-            return self._need_login(request)
         name = request.path_params["name"]
         rows = await run_in_threadpool(self.overview.company, name)
         if not rows:
@@ -186,8 +183,6 @@ class Dashboard:
         return self._render(request, "company.html", name=name, lines=rows)
 
     async def line(self, request: Request) -> Response:
-        if await self._user(request) is None:
-            return self._need_login(request)
         site, line = request.path_params["site"], request.path_params["line"]
 
         def gather() -> dict[str, Any]:
@@ -225,8 +220,6 @@ class Dashboard:
 
     async def image(self, request: Request) -> Response:
         """An NG image, fetched from the agent on demand (cached here); the agent answers its long poll."""
-        if await self._user(request) is None:
-            return Response(status_code=401)
         site, line, result_id = (request.path_params[k] for k in ("site", "line", "result_id"))
         cached = self.images_dir / f"{result_id}.img"
         if cached.is_file():
@@ -275,8 +268,6 @@ class Dashboard:
         return FileResponse(cached, media_type=c["result"]["content_type"])
 
     async def rollouts_page(self, request: Request) -> Response:
-        if await self._user(request) is None:
-            return self._need_login(request)
         def gather() -> list[dict[str, Any]]:
             rows = self.rollouts.list()
             for r in rows:
@@ -289,10 +280,7 @@ class Dashboard:
         return self._render(request, "rollouts.html", rollouts=rows, message=request.query_params.get("msg"))
 
     async def rollout_action(self, request: Request) -> Response:
-        user = await self._user(request)
-        if user is None:
-            return self._need_login(request)
-        if not role_at_least(user.get("role"), "ml"):
+        if not role_at_least(request.state.user.get("role"), "ml"):
             return self._render(
                 request,
                 "message.html",
@@ -319,13 +307,9 @@ def _placeholder(text: str, status: int) -> Response:
     svg = (
         '<svg xmlns="http://www.w3.org/2000/svg" width="320" height="200"><rect width="100%" height="100%" '
         'fill="#eee"/><text x="50%" y="50%" font-size="16" text-anchor="middle" font-family="sans-serif">'
-        f"{_xml(text[:60])}</text></svg>"
+        f"{escape(text[:60])}</text></svg>"
     )
     return Response(svg, status_code=status, media_type="image/svg+xml")
-
-
-def _xml(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _bars(
@@ -344,7 +328,7 @@ def _bars(
         h_bad = height * p[bad] / top
         parts.append(
             f'<rect x="{x + 1:.1f}" y="{height - h_all:.1f}" width="{bar_w - 2:.1f}" height="{h_all:.1f}" '
-            f'class="ok"><title>{_xml(str(p[label]))}: {p[total]} parts, {p[bad]} NG</title></rect>'
+            f'class="ok"><title>{escape(p[label])}: {p[total]} parts, {p[bad]} NG</title></rect>'
         )
         if h_bad > 0:
             parts.append(
@@ -359,7 +343,7 @@ def _bars(
             elif i == n - 1:
                 tx, anchor = x + bar_w - 1, "end"
             parts.append(
-                f'<text x="{tx:.1f}" y="{height + 24}" text-anchor="{anchor}">{_xml(str(p[label]))}</text>'
+                f'<text x="{tx:.1f}" y="{height + 24}" text-anchor="{anchor}">{escape(p[label])}</text>'
             )
     parts.append(f'<text x="4" y="16" class="axis">{top} parts</text></svg>')
     return "".join(parts)

@@ -257,6 +257,8 @@ def test_dashboard_overview_drilldown_images_and_roles(hub_with_agent):
     driver.get(base + "/rollouts")
     assert not driver.find_elements(By.CSS_SELECTOR, "button.rollback")
     status = driver.execute_script(
-        "return fetch('/rollouts/1/promote', {method: 'POST'}).then(r => r.status)"
+        "const csrf = document.querySelector('meta[name=csrf]').content;"
+        "return fetch('/rollouts/1/promote', {method: 'POST', headers: {'X-CSRF-Token': csrf}})"
+        ".then(r => r.status)"
     )
     assert status == 403

@@ -6,6 +6,7 @@ from (real clients on 127.0.0.1 and 127.0.0.2), never the account. `sqlite:///` 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,9 @@ def _login(c: httpx.Client, user: str, password: str) -> httpx.Response:
 
 def _can_roll_back(c: httpx.Client) -> bool:
     """POST a rollback (of a rollout that does not exist): `ml` is told "refused: no rollout", others 403."""
-    r = c.post("/rollouts/999/rollback")
+    page = c.get("/rollouts")
+    token = re.search(r'<meta name="csrf" content="([^"]+)"', page.text) if page.status_code == 200 else None
+    r = c.post("/rollouts/999/rollback", data={"csrf": token.group(1) if token else ""})
     if r.status_code == 303 and r.headers["location"].startswith("/rollouts?msg="):
         return True
     assert r.status_code in (303, 403), r.text[:300]

@@ -1,0 +1,187 @@
+"""The hub's web layer (`contract.web.WebGuard`) under attack, on a real hub (uvicorn, SQLite):
+
+- plain HTTP clients (httpx): every route of the app, enumerated from the app itself so a new route cannot
+  forget, answers 303-to-login / 401 without a session unless it is marked public; a POST without or with
+  a wrong CSRF token is refused, so is one from a foreign Origin; GET /logout does not log out;
+- a real browser (Debian chromium + chromedriver): a page on another site (a second small server on
+  another port and host name) that posts a form to the hub's rollback and logout does not act, while the
+  hub's own buttons do.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from hub_browser import make_driver, quit_driver, why_no_browser
+from hub_support import hub_config
+from starlette.routing import Mount, Route
+
+from contract.model_signing import generate_signing_key
+from contract.web import SECURITY_HEADERS, is_public
+from hub.app import build_app
+from hub.auth import Users
+from hub.rollout import Rollouts
+from hub.server import HubServer
+from hub.store import HubStore
+
+PUBLIC_PATHS = {"/login", "/healthz", "/static"}  # and the agents' API (bearer token): /api/v1/...
+
+
+@pytest.fixture()
+def hub(tmp_path: Path):
+    config = hub_config(tmp_path, f"sqlite:///{tmp_path}/hub.sqlite")
+    server = HubServer(config)
+    server.start()
+    users = Users(server.web_store.db)
+    users.set("ana", "ana-password-1", "ml")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _login(c: httpx.Client) -> str:
+    r = c.post("/login", data={"user": "ana", "password": "ana-password-1"})
+    assert r.status_code == 303, r.text[:300]
+    page = c.get("/rollouts")
+    assert page.status_code == 200
+    return re.search(r'<meta name="csrf" content="([^"]+)"', page.text).group(1)
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_route_needs_a_session_unless_public(hub: HubServer, tmp_path: Path) -> None:
+    store = HubStore.open(hub.config.store)
+    try:
+        app = build_app(hub.config, store)
+    finally:
+        store.close()
+    checked = 0
+    with httpx.Client(base_url=hub.http_url, follow_redirects=False, timeout=30) as c:
+        for route in app.routes:
+            if isinstance(route, Mount):
+                assert is_public(route.app) and route.path in PUBLIC_PATHS, route.path
+                continue
+            assert isinstance(route, Route)
+            if is_public(route.endpoint):
+                assert route.path in PUBLIC_PATHS or route.path.startswith("/api/v1/"), route.path
+                continue
+            for method in sorted(route.methods - {"HEAD"}):
+                r = c.request(method, _concrete(route.path))
+                assert r.status_code in (303, 401), (method, route.path, r.status_code)
+                if r.status_code == 303:
+                    assert r.headers["location"].startswith("/login?next="), route.path
+                for header in SECURITY_HEADERS:
+                    assert header in r.headers, (route.path, header)
+                checked += 1
+    assert checked >= 7  # the dashboard's pages and actions, logout included
+
+
+def test_writes_need_the_csrf_token_and_this_origin(hub: HubServer) -> None:
+    with httpx.Client(base_url=hub.http_url, follow_redirects=False, timeout=30) as c:
+        token = _login(c)
+        for sent in ({}, {"csrf": ""}, {"csrf": "forged" + token[6:]}):
+            r = c.post("/rollouts/999/rollback", data=sent)
+            assert r.status_code == 403 and "CSRF" in r.text, (sent, r.status_code)
+        r = c.post("/rollouts/999/rollback", data={"csrf": token}, headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and "evil.example" in r.text
+        r = c.post("/logout", data={"csrf": token}, headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and c.get("/").status_code == 200
+        r = c.post("/login", data={"user": "ana", "password": "ana-password-1"},
+                   headers={"Origin": "http://evil.example"})  # login CSRF
+        assert r.status_code == 403
+        # with the token and from this origin the hub acts: "refused: no rollout 999" is the hub's answer
+        r = c.post("/rollouts/999/rollback", data={"csrf": token}, headers={"Origin": hub.http_url})
+        assert r.status_code == 303 and r.headers["location"].startswith("/rollouts?msg=refused")
+        r = c.post("/rollouts/999/rollback", headers={"X-CSRF-Token": token})
+        assert r.status_code == 303 and r.headers["location"].startswith("/rollouts?msg=")
+
+
+def test_logout_only_by_post(hub: HubServer) -> None:
+    with httpx.Client(base_url=hub.http_url, follow_redirects=False, timeout=30) as c:
+        token = _login(c)
+        assert c.get("/logout").status_code == 405
+        assert c.get("/").status_code == 200  # still logged in
+        assert c.post("/logout").status_code == 403  # no token: refused, still logged in
+        assert c.get("/").status_code == 200
+        r = c.post("/logout", data={"csrf": token})
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert c.get("/").status_code == 303
+
+
+class _AttackerPage(BaseHTTPRequestHandler):
+    """Another site's page: forms that post to the hub at once (the classic CSRF)."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        html = (
+            "<!doctype html><html><body>"
+            f'<form id="rb" method="post" action="{self.target}/rollouts/{self.path.strip("/")}/rollback" '
+            'target="f1"><input name="csrf" value="guessed"></form>'
+            f'<form id="lo" method="post" action="{self.target}/logout" target="f2"></form>'
+            '<iframe name="f1"></iframe><iframe name="f2"></iframe>'
+            "<script>document.getElementById('rb').submit();document.getElementById('lo').submit();"
+            "document.title='sent'</script></body></html>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(html)))
+        self.end_headers()
+        self.wfile.write(html)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_cross_site_form_in_a_real_browser_does_not_act(
+    hub: HubServer, tmp_path: Path, tiny_detect_onnx: Path
+) -> None:
+    why = why_no_browser()
+    if why:
+        pytest.skip(why)
+    keys = generate_signing_key(tmp_path / "keys", "ml")
+    rollouts = Rollouts(hub.web_store.db, hub.config.data_dir)
+    rid = rollouts.publish(
+        tiny_detect_onnx, {"name": "tiny", "version": "9"}, ["acme/press"], keys.private_file
+    )
+    _AttackerPage.target = hub.http_url
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    driver = make_driver()
+    try:
+        driver.get(hub.http_url + "/login")
+        driver.find_element("name", "user").send_keys("ana")
+        driver.find_element("name", "password").send_keys("ana-password-1")
+        driver.find_element("id", "login").click()
+        driver.get(hub.http_url + "/rollouts")
+        assert driver.find_elements("css selector", "button.rollback")
+        # another origin and another site: "localhost" is not the hub's "127.0.0.1"
+        driver.get(f"http://localhost:{attacker.server_address[1]}/{rid}")
+        for _ in range(100):
+            if driver.title == "sent":
+                break
+            time.sleep(0.1)
+        assert driver.title == "sent"  # the attacker's page ran and submitted both forms
+        time.sleep(1.5)  # the two posts have gone out and been answered
+        assert rollouts.get(rid)["stage"] != "rolled_back"
+        driver.get(hub.http_url + "/rollouts")
+        assert driver.find_elements("css selector", "button.rollback"), "the cross-site post logged out"
+        # the hub's own button, same browser, same session: acts
+        driver.find_element("css selector", f"tr[data-rollout='{rid}'] button.rollback").click()
+        for _ in range(50):
+            if rollouts.get(rid)["stage"] == "rolled_back":
+                break
+            time.sleep(0.1)
+        assert rollouts.get(rid)["stage"] == "rolled_back"
+    finally:
+        quit_driver(driver)
+        attacker.shutdown()
