@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 import secrets
@@ -25,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from contract.login_throttle import LoginThrottle, is_loopback
+from contract.web import same_token
 from edge_agent.console.settings import ConsoleConfig, Role, role_allows
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class Auth:
 
     @staticmethod
     def csrf_ok(session: Session, sent: str | None) -> bool:
-        return bool(sent) and hmac.compare_digest(session.csrf.encode(), str(sent).encode())
+        return same_token(session.csrf, sent)
 
 
 def host_is_local(host_header: str | None) -> bool:

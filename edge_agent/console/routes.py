@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -30,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from contract.result import InspectionResult
+from contract.web import WebGuard, public
 from edge_agent.console.auth import COOKIE, LoginRefused
 from edge_agent.console.setup import (
     RecipeSetup,
@@ -859,8 +861,14 @@ def build_app(console: Any) -> Starlette:
         Route("/api/setup/{line}/preview", api_setup_preview, methods=["POST"]),
         Route("/api/setup/{line}/save", api_setup_save, methods=["POST"]),
         Route("/api/setup/{line}/restore", api_setup_restore, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        Mount("/static", public(StaticFiles(directory=str(STATIC))), name="static"),
     ]
-    app = Starlette(routes=routes)
+    def identify(request: Request) -> object:
+        """The guard's question: a session, or (auth: none, localhost) the anonymous visitor."""
+        found = console.auth.session(request.cookies.get(COOKIE))
+        return found or (None if console.auth.login_required else "anonymous")
+
+    guard = Middleware(WebGuard, routes=routes, identify=identify)  # CSRF and roles: `access` per route
+    app = Starlette(routes=routes, middleware=[guard])
     app.state.console = console
     return app

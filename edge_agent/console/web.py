@@ -8,13 +8,13 @@ import inspect
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from contract.web import public, wants_json
 from edge_agent.console.auth import COOKIE, Session, host_is_local
 from edge_agent.console.settings import Role
 
@@ -22,19 +22,6 @@ if TYPE_CHECKING:
     from edge_agent.console.server import Console
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-SECURITY_HEADERS = {
-    # own scripts and styles only; images from this origin (and canvases' data URLs)
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-
 
 class HttpError(Exception):
     """An answer in plain words: raised anywhere in a route, turned into JSON or a page."""
@@ -48,10 +35,6 @@ class HttpError(Exception):
 
 def console_of(request: Request) -> Console:
     return request.app.state.console
-
-
-def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
 
 
 def error_response(request: Request, exc: HttpError) -> Response:
@@ -87,8 +70,10 @@ Endpoint = Callable[..., Any]
 def access(
     needed: Role | None, write: bool = False
 ) -> Callable[[Endpoint], Callable[[Request], Awaitable[Response]]]:
-    """Wrap a route: find the session, require role `needed` (None: anybody, e.g. the login page),
-    require the CSRF token on writes, turn HttpError into an answer. Sync routes run in a worker thread."""
+    """Wrap a route: find the session, require role `needed` (None: anybody, e.g. the login page: the
+    route is then `contract.web.public`), require the CSRF token on writes, turn HttpError into an answer.
+    Sync routes run in a worker thread. `contract.web.WebGuard` stands in front of every route (login
+    unless public, foreign origins refused, security headers), so a route without `access` is closed."""
 
     def wrap(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         is_async = inspect.iscoroutinefunction(fn)
@@ -103,14 +88,6 @@ def access(
                     raise HttpError(
                         421, "this console has no login and answers only to localhost (Host header refused)"
                     )
-                origin = request.headers.get("origin")
-                if (
-                    request.method == "POST"
-                    and origin
-                    and urlsplit(origin).netloc != request.headers.get("host")
-                ):
-                    # another site's page posting here (login CSRF included): refused whatever it carries
-                    raise HttpError(403, f"a request from {origin} may not change anything here")
                 session = auth.session(request.cookies.get(COOKIE))
                 if session is None and not auth.login_required:
                     session = new_session = auth.anonymous_session()
@@ -140,11 +117,9 @@ def access(
                 response = error_response(request, exc)
             if new_session is not None:
                 set_session_cookie(response, new_session, console.tls, console.config.session_hours * 3600)
-            for key, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(key, value)
             return response
 
-        return endpoint
+        return public(endpoint) if needed is None else endpoint
 
     return wrap
 
