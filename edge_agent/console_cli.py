@@ -106,11 +106,13 @@ def from_reviews(
 ) -> None:
     """Write every reviewed result's archived images with the reviewer's boxes as YOLO labels.
 
-    A false reject becomes an image with an empty label file (a good part); an escape with drawn boxes
-    becomes the missed defects. Reviews whose boxes contradict their decision (a false reject that kept
+    Labels follow `contract.yolo_labels` (as `hub collect`'s do): boxes clipped to the image; a false
+    reject becomes an image with an empty label file (a good part); an escape with drawn boxes becomes
+    the missed defects. Reviews whose boxes contradict their decision (a false reject that kept
     boxes, an escape or confirmed NG without one) are refused with a message; NG parts marked 'not
     localised' are left out (no box to learn from). Results whose images are no longer in the archive
     are listed and skipped."""
+    from contract.yolo_labels import label_text, review_labels
     from edge_agent.archive import archived_image
     from edge_agent.journal import ResultJournal
     from edge_agent.reviews import export_problem
@@ -171,20 +173,14 @@ def from_reviews(
                     continue
                 stem = f"{result.line}_{seq:010d}_{frame.camera}"
                 shutil.copyfile(image, dst / "images" / f"{stem}{image.suffix}")
-                rows = []
                 for box in review["boxes"]:
-                    if box["camera"] != frame.camera:
-                        continue
-                    if box["class"] not in by_name:
+                    if box["camera"] == frame.camera and box["class"] not in by_name:
                         typer.echo(f"error: class {box['class']!r} (#{seq}) is not in --classes", err=True)
                         raise typer.Exit(2)
-                    x1, y1, x2, y2 = box["xyxy"]
-                    w, h = frame.width, frame.height
-                    cx, cy = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h
-                    rows.append(
-                        f"{by_name[box['class']]} {cx:.6f} {cy:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-                    )
-                (dst / "labels" / f"{stem}.txt").write_text("".join(r + "\n" for r in rows))
+                rows = review_labels(
+                    review, frame.camera, frame.width, frame.height, lambda box: by_name[box["class"]]
+                )
+                (dst / "labels" / f"{stem}.txt").write_text(label_text(rows))
                 manifest.write(
                     json.dumps(
                         {

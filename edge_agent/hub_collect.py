@@ -3,9 +3,10 @@
 Selections (any combination):
 
 - `reviewed`: parts a person reviewed on the line console (journal reviews). Labels are the reviewer's
-  boxes; a false reject becomes a background image (no boxes), an escape gets the boxes drawn by the
-  reviewer. Reviews whose boxes contradict their decision, and NG parts marked "not localised", are not
-  sent (missing.jsonl says why: `edge_agent.reviews.export_problem`). Needs the console's reviews in the
+  boxes, written by `contract.yolo_labels` as `dataset from-reviews` writes them (clipped to the image);
+  a false reject becomes a background image (no boxes), an escape gets the boxes drawn by the reviewer.
+  Reviews whose boxes contradict their decision, and NG parts marked "not localised", are not sent
+  (missing.jsonl says why: `edge_agent.reviews.export_problem`). Needs the console's reviews in the
   journal (`ResultJournal.current_reviews`).
 - `uncertain`: parts the model was unsure about, kept by the capture archive (`capture:` in the site
   file; sidecar `*.capture.json` with reason `uncertain`). Labels are the model's boxes, to be checked.
@@ -24,19 +25,12 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contract.yolo_labels import label_text, review_labels
+
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
 SELECTIONS = ("reviewed", "uncertain", "ng")
-
-
-def _yolo_line(class_id: int, xyxy: list[float], width: int, height: int) -> str:
-    x1, y1, x2, y2 = (max(0.0, float(v)) for v in xyxy)
-    x2, y2 = min(x2, width), min(y2, height)
-    return (
-        f"{class_id} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-        f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
-    )
 
 
 class _Zip:
@@ -57,7 +51,7 @@ class _Zip:
             return
         self.seen.add(stem)
         self.zip.write(image, f"images/{stem}{image.suffix}")
-        self.zip.writestr(f"labels/{stem}.txt", "\n".join(labels) + ("\n" if labels else ""))
+        self.zip.writestr(f"labels/{stem}.txt", label_text(labels))
         self.items.append(
             {
                 "image": f"images/{stem}{image.suffix}",
@@ -144,18 +138,18 @@ def _add_result(
             continue
         width, height = sizes[camera]
         if boxes is None:  # the model's boxes that made the verdict
-            chosen = [
-                (d.class_id, d.class_name, d.xyxy)
+            boxes_here = [
+                {"camera": camera, "class": d.class_name, "class_id": d.class_id, "xyxy": d.xyxy}
                 for d in result.defects
                 if d.camera == camera and d.counts_for_verdict
             ]
+            labelled = {"decision": "model", "boxes": boxes_here}
         else:
-            chosen = [
-                (int(b["class_id"]), str(b["class"]), b["xyxy"]) for b in boxes if b["camera"] == camera
-            ]
-        for class_id, class_name, _ in chosen:
-            out.classes.setdefault(class_id, class_name)
-        labels = [_yolo_line(cid, xyxy, width, height) for cid, _, xyxy in chosen]
+            boxes_here = [b for b in boxes if b["camera"] == camera]
+            labelled = {"decision": review, "boxes": boxes_here}
+        for b in boxes_here:
+            out.classes.setdefault(int(b["class_id"]), str(b["class"]))
+        labels = review_labels(labelled, camera, width, height)
         out.add(
             result.line,
             result.seq,
@@ -241,11 +235,14 @@ def _add_uncertain(out: _Zip, agent: Agent, line: str, limit: int) -> None:
             image = sidecar.parent / str(cam.get("file", ""))
             if not image.is_file():
                 continue
-            labels = [
-                _yolo_line(ids.get(d["class"], 0), d["xyxy"], int(cam["width"]), int(cam["height"]))
+            found = [
+                {"camera": camera, "class": d["class"], "class_id": ids[d["class"]], "xyxy": d["xyxy"]}
                 for d in cam.get("detections", [])
                 if d.get("class") in ids
             ]
+            labels = review_labels(
+                {"decision": "model", "boxes": found}, camera, int(cam["width"]), int(cam["height"])
+            )
             out.add(
                 line,
                 int(meta.get("seq", 0)),

@@ -38,7 +38,7 @@ CLI_MODULES = {"vision.cli", "opcua.cli", "training.cli", "training.runtime_cli"
 KNOWN_CYCLES: set[frozenset[str]] = {
     # vision's runtimes: model <-> openvino_session <-> anomaly (lazy imports inside functions)
     frozenset({"vision.anomaly", "vision.model", "vision.openvino_session"}),
-    # importers of labelling formats reuse datasets' private helpers (issue 26, smaller items)
+    # importers of labelling formats use datasets' raw records (RawBox, RawImage, index_images), lazily
     frozenset({"training.datasets", "training.formats.cvat", "training.formats.label_studio"}),
     frozenset({"training.anomaly.gate", "training.registry"}),
 }

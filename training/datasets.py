@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 import yaml
 
+from contract.yolo_labels import clip_box, label_text, yolo_line
 from training.errors import TrainingInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -117,17 +118,17 @@ class ImportReport:
 
 # ----------------------------------------------------------------------------------------------- parsing
 @dataclass
-class _RawBox:
+class RawBox:
     label: str | int  # class name (VOC, COCO) or id (YOLO)
     xyxy: tuple[float, float, float, float]  # pixels, or normalised for YOLO until the size is known
     normalised: bool = False
 
 
 @dataclass
-class _RawImage:
+class RawImage:
     image: Path | None  # None when the label's image could not be found
     label_file: Path | None
-    boxes: list[_RawBox]
+    boxes: list[RawBox]
     declared_size: tuple[int, int] | None = None  # (w, h) the annotation claims
     split: str | None = None  # the source's split (train/val/test) when its folders say so
 
@@ -154,7 +155,7 @@ def _source_split(src: Path, image: Path) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _index_images(root: Path) -> dict[str, list[Path]]:
+def index_images(root: Path) -> dict[str, list[Path]]:
     """All images under root, keyed by lower-case file name and by lower-case stem."""
     index: dict[str, list[Path]] = defaultdict(list)
     for p in sorted(root.rglob("*")):
@@ -164,12 +165,12 @@ def _index_images(root: Path) -> dict[str, list[Path]]:
     return index
 
 
-def _parse_voc(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[str]]:
+def _parse_voc(src: Path, report: ImportReport) -> tuple[list[RawImage], list[str]]:
     xml_files = sorted(src.rglob("*.xml"))
     if not xml_files:
         raise TrainingInputError(f"{src}: no Pascal VOC .xml annotation files found")
-    index = _index_images(src)
-    items: list[_RawImage] = []
+    index = index_images(src)
+    items: list[RawImage] = []
     names: list[str] = []
     matched: set[Path] = set()
     for xml_file in xml_files:
@@ -202,16 +203,16 @@ def _parse_voc(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[s
             except (AttributeError, TypeError, ValueError):
                 report.add(xml_file, "bad_box", f"object {name!r} has no valid <bndbox>", "box dropped")
                 continue
-            boxes.append(_RawBox(name, xyxy))  # type: ignore[arg-type]
+            boxes.append(RawBox(name, xyxy))  # type: ignore[arg-type]
             if name and name not in names:
                 names.append(name)
-        items.append(_RawImage(image, xml_file, boxes, declared))
+        items.append(RawImage(image, xml_file, boxes, declared))
     for key, paths in index.items():
         if key.startswith("stem:"):
             continue
         for p in paths:
             if p not in matched:
-                items.append(_RawImage(p, None, []))
+                items.append(RawImage(p, None, []))
     return items, sorted(names)
 
 
@@ -229,7 +230,7 @@ def _find_coco_json(src: Path) -> Path:
 
 def _parse_coco(
     src: Path, report: ImportReport, images_dir: Path | None
-) -> tuple[list[_RawImage], list[str]]:
+) -> tuple[list[RawImage], list[str]]:
     json_path = _find_coco_json(src)
     try:
         coco = json.loads(json_path.read_text())
@@ -244,7 +245,7 @@ def _parse_coco(
         if images_dir
         else [json_path.parent, json_path.parent / "images", json_path.parent.parent / "images"]
     )
-    by_id: dict[int, _RawImage] = {}
+    by_id: dict[int, RawImage] = {}
     for img in coco["images"]:
         rel = str(img.get("file_name", ""))
         path = next((r / rel for r in roots if r is not None and (r / rel).is_file()), None)
@@ -256,7 +257,7 @@ def _parse_coco(
                 "image skipped",
             )
         declared = (int(img.get("width", 0)), int(img.get("height", 0)))
-        by_id[int(img["id"])] = _RawImage(path, json_path, [], declared)
+        by_id[int(img["id"])] = RawImage(path, json_path, [], declared)
     for ann in coco["annotations"]:
         image_id = int(ann.get("image_id", -1))
         where = f"{json_path.name} annotation id {ann.get('id')}"
@@ -275,7 +276,7 @@ def _parse_coco(
         except (KeyError, TypeError, ValueError):
             report.add(where, "bad_box", "no valid 'bbox' [x, y, w, h]", "box dropped")
             continue
-        by_id[image_id].boxes.append(_RawBox(name, (x, y, x + w, y + h)))
+        by_id[image_id].boxes.append(RawBox(name, (x, y, x + w, y + h)))
     items = list(by_id.values())
     for item in items:
         if item.image is None and item.boxes:
@@ -301,7 +302,7 @@ def _yolo_names(src: Path) -> list[str]:
     raise TrainingInputError(f"{src}: YOLO dataset needs class names in data.yaml ('names') or classes.txt")
 
 
-def _parse_yolo(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[str]]:
+def _parse_yolo(src: Path, report: ImportReport) -> tuple[list[RawImage], list[str]]:
     names = _yolo_names(src)
     images = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     labels = {p.resolve() for p in src.rglob("*.txt") if "labels" in p.parts}
@@ -314,7 +315,7 @@ def _parse_yolo(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[
             if idx is not None
             else (image.with_suffix(".txt"))
         )
-        boxes: list[_RawBox] = []
+        boxes: list[RawBox] = []
         if label.is_file():
             labels.discard(label.resolve())
             for n, line in enumerate(label.read_text().splitlines(), 1):
@@ -338,10 +339,10 @@ def _parse_yolo(src: Path, report: ImportReport) -> tuple[list[_RawImage], list[
                     )
                 label_name: str | int = names[cid] if 0 <= cid < len(names) else cid
                 boxes.append(
-                    _RawBox(label_name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), normalised=True)
+                    RawBox(label_name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), normalised=True)
                 )
         items.append(
-            _RawImage(image, label if label.is_file() else None, boxes, split=_source_split(src, image))
+            RawImage(image, label if label.is_file() else None, boxes, split=_source_split(src, image))
         )
     for orphan in sorted(labels):
         report.add(
@@ -456,8 +457,8 @@ def import_dataset(
                 x1, x2, y1, y2 = x1 * w, x2 * w, y1 * h, y2 * h
             x1, x2 = sorted((x1, x2))
             y1, y2 = sorted((y1, y2))
-            cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
-            if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
+            clipped = clip_box((x1, y1, x2, y2), w, h)
+            if clipped is None:
                 report.add(
                     where,
                     "zero_area_box",
@@ -466,7 +467,8 @@ def import_dataset(
                     "box dropped",
                 )
                 continue
-            if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            cx1, cy1, cx2, cy2 = clipped
+            if clipped != (x1, y1, x2, y2):
                 report.add(
                     where,
                     "box_outside_image",
@@ -474,10 +476,7 @@ def import_dataset(
                     f"extends outside the {w}x{h} image",
                     f"box clipped to ({cx1:.1f}, {cy1:.1f}, {cx2:.1f}, {cy2:.1f})",
                 )
-            lines.append(
-                f"{class_index[box.label]} {(cx1 + cx2) / 2 / w:.6f} {(cy1 + cy2) / 2 / h:.6f} "
-                f"{(cx2 - cx1) / w:.6f} {(cy2 - cy1) / h:.6f}"
-            )
+            lines.append(str(yolo_line(class_index[box.label], clipped, w, h)))
             per_class[box.label] += 1
         if item.label_file is None and fmt not in _ONE_FILE_FORMATS:
             report.add(
@@ -496,7 +495,7 @@ def import_dataset(
             suffix = ".png"
             cv2.imwrite(str(dst / "images" / f"{stem}.png"), img)
         split_lists[item.split or ""].append(f"./images/{stem}{suffix}")
-        (dst / "labels" / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+        (dst / "labels" / f"{stem}.txt").write_text(label_text(lines))
         report.images_imported += 1
         report.boxes_imported += len(lines)
     report.boxes_per_class = {n: per_class.get(n, 0) for n in names}

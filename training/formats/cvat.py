@@ -117,7 +117,7 @@ def _envelope(x1: float, y1: float, x2: float, y2: float, angle: float) -> tuple
 
 def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], list[str]]:
     """CVAT for images 1.1 XML -> the importer's raw records and the class names (the task's order)."""
-    from training.datasets import _index_images, _RawBox, _RawImage
+    from training.datasets import RawBox, RawImage, index_images
 
     xml_path = _find_xml(src)
     try:
@@ -132,10 +132,10 @@ def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], l
     if version and version != "1.1":
         report.add(xml_path, "format_version", f"CVAT XML version {version}, read as 1.1", "imported")
     search = images_dir or xml_path.parent
-    index = _index_images(search)
+    index = index_images(search)
     names = _meta_labels(root)
     found_names: list[str] = []
-    items: list[_RawImage] = []
+    items: list[RawImage] = []
     for image in root.iter("image"):
         name = image.get("name") or ""
         direct = search / name
@@ -168,8 +168,8 @@ def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], l
                 report.add(
                     path, "rotated_box", f"{label} rotated {angle:g} deg", "axis-aligned envelope used"
                 )
-            boxes.append(_RawBox(label, (x1, y1, x2, y2)))
+            boxes.append(RawBox(label, (x1, y1, x2, y2)))
             if label not in found_names:
                 found_names.append(label)
-        items.append(_RawImage(path, xml_path, boxes, declared))
+        items.append(RawImage(path, xml_path, boxes, declared))
     return items, names or sorted(found_names)

@@ -145,7 +145,7 @@ def config_classes(json_path: Path) -> list[str] | None:
 
 def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], list[str]]:
     """Label Studio JSON export -> the importer's raw records and the class names found."""
-    from training.datasets import _index_images, _RawBox, _RawImage
+    from training.datasets import RawBox, RawImage, index_images
 
     json_path = src if src.is_file() else _single_json(src)
     try:
@@ -156,8 +156,8 @@ def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], l
         tasks = [tasks]
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise TrainingInputError(f"{json_path}: expected Label Studio's JSON export (a list of tasks)")
-    index = _index_images(images_dir or json_path.parent)
-    items: list[_RawImage] = []
+    index = index_images(images_dir or json_path.parent)
+    items: list[RawImage] = []
     names: list[str] = []
     for n, task in enumerate(tasks):
         where = f"{json_path.name} task {task.get('id', n)}"
@@ -207,10 +207,10 @@ def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], l
                     f"{labels[0]} rotated {angle:g} deg",
                     "axis-aligned envelope used",
                 )
-            boxes.append(_RawBox(str(labels[0]), xyxy, normalised=True))
+            boxes.append(RawBox(str(labels[0]), xyxy, normalised=True))
             if str(labels[0]) not in names:
                 names.append(str(labels[0]))
-        items.append(_RawImage(found[0], json_path, boxes, declared))
+        items.append(RawImage(found[0], json_path, boxes, declared))
     return items, config_classes(json_path) or sorted(names)
 
 
