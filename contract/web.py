@@ -43,6 +43,7 @@ import base64
 import hashlib
 import hmac
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -88,6 +89,35 @@ def route_endpoint(routes: Sequence[BaseRoute], scope: Scope) -> Any:
         if match == Match.FULL:
             return getattr(route, "endpoint", None) or getattr(route, "app", None)
     return None
+
+
+def set_session_cookie(response: Response, name: str, value: str, secure: bool, max_age_s: float) -> None:
+    """A session cookie as both apps set it: HttpOnly (no script reads it), SameSite=Strict (no other
+    site's request carries it), Secure under TLS."""
+    response.set_cookie(
+        name, value, max_age=int(max_age_s), httponly=True, samesite="strict", secure=secure, path="/"
+    )
+
+
+def split_routes(routes: Sequence[BaseRoute]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the paths that opted out of the login, every (method, path) behind it), path parameters filled
+    with "1": what the security tests knock on, so a new route is checked without being listed.
+
+        >>> from starlette.routing import Route
+        >>> split_routes([Route("/a/{id:int}", lambda r: None, methods=["POST"]),
+        ...               Route("/login", public(lambda r: None))])
+        (['/login'], [('POST', '/a/1')])
+    """
+    opted_out, guarded = [], []
+    for route in routes:
+        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+        path = str(getattr(route, "path", ""))
+        if is_public(endpoint):
+            opted_out.append(path)
+            continue
+        methods = sorted((getattr(route, "methods", None) or {"GET"}) - {"HEAD"})
+        guarded += [(method, re.sub(r"\{[^}]+\}", "1", path)) for method in methods]
+    return opted_out, guarded
 
 
 def same_token(expected: str | None, sent: str | None) -> bool:
@@ -219,4 +249,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
-

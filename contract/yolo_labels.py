@@ -28,9 +28,7 @@ from typing import Any
 GOOD_PART_DECISIONS = ("false_reject", "confirmed_ok")
 
 
-def clip_box(
-    xyxy: Sequence[float], width: float, height: float
-) -> tuple[float, float, float, float] | None:
+def clip_box(xyxy: Sequence[float], width: float, height: float) -> tuple[float, float, float, float] | None:
     """The box (pixels, corners in any order) clipped to the image, or None when no area is left."""
     x1, x2 = sorted((float(xyxy[0]), float(xyxy[2])))
     y1, y2 = sorted((float(xyxy[1]), float(xyxy[3])))

@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from contract.login_throttle import LoginThrottle, is_loopback
-from contract.web import public, signed_token
+from contract.web import public, set_session_cookie, signed_token
 from hub.auth import Sessions, Users, role_at_least, session_secret
 from hub.commands import Commands
 from hub.config import HubConfig
@@ -148,13 +148,12 @@ class Dashboard:
         self.throttle.succeeded(client)
         stamp = await run_in_threadpool(self.users.stamp, name)
         response = RedirectResponse(nxt, status_code=303)
-        response.set_cookie(
+        set_session_cookie(
+            response,
             COOKIE,
             self.sessions.issue(name, stamp),
-            httponly=True,
-            samesite="strict",
-            secure=self.config.http.secure_cookies,
-            max_age=int(self.config.http.session_hours * 3600),
+            self.config.http.secure_cookies,
+            self.config.http.session_hours * 3600,
         )
         return response
 

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.templating import Jinja2Templates
 
 from contract.web import public, wants_json
+from contract.web import set_session_cookie as shared_set_cookie
 from edge_agent.console.auth import COOKIE, Session, host_is_local
 from edge_agent.console.settings import Role
 
@@ -53,15 +54,7 @@ def error_response(request: Request, exc: HttpError) -> Response:
 
 
 def set_session_cookie(response: Response, session: Session, secure: bool, max_age_s: float) -> None:
-    response.set_cookie(
-        COOKIE,
-        session.token,
-        max_age=int(max_age_s),
-        httponly=True,
-        samesite="strict",
-        secure=secure,
-        path="/",
-    )
+    shared_set_cookie(response, COOKIE, session.token, secure, max_age_s)
 
 
 Endpoint = Callable[..., Any]
