@@ -7,6 +7,10 @@ waits: its first `free_attempts` failures cost nothing, each further one doubles
 from an address clears that address. An address is forgotten `forget_after_s` after its last failure;
 at most `max_addresses` are remembered (the least recent go first), so a scan cannot grow it forever.
 
+`LoginThrottle.attempt(address, verify)` is the one login procedure of the console and the hub: refused
+at once (with the seconds to wait) while the address waits, else the password is checked, and the
+outcome counted.
+
 Example:
     >>> t = LoginThrottle(free_attempts=2, first_delay_s=1, max_delay_s=8)
     >>> [t.failed("10.0.0.9", now=100.0) for _ in range(4)]  # the wait each failure imposes
@@ -17,15 +21,30 @@ Example:
     0.0
     >>> t.succeeded("10.0.0.9"); t.wait_s("10.0.0.9", now=100.0)
     0.0
+    >>> t.attempt("10.0.0.7", lambda: "viewer")  # what `verify` found: the user's role, a session ...
+    'viewer'
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class LoginRefused(Exception):
+    """A login turned down: wrong user or password (401), or an address that must wait (429)."""
+
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -89,6 +108,23 @@ class LoginThrottle:
     def succeeded(self, address: str) -> None:
         with self._lock:
             self._by_address.pop(address, None)
+
+    def attempt(self, address: str, verify: Callable[[], T | None]) -> T:
+        """One login from `address`: refused without calling `verify` while the address waits; else
+        `verify()` (checks the password; None = wrong) decides, and the outcome is counted. Blocking
+        (a password hash takes ~50 ms): call it from a worker thread. Raises LoginRefused."""
+        wait = self.wait_s(address)
+        if wait:
+            seconds = math.ceil(wait)
+            raise LoginRefused(
+                f"too many failed logins from {address}; try again in {seconds} s", retry_after_s=seconds
+            )
+        found = verify()
+        if found is None:
+            self.failed(address)
+            raise LoginRefused("wrong user or password")
+        self.succeeded(address)
+        return found
 
 
 def is_loopback(host: str) -> bool:

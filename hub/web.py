@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from contract.login_throttle import LoginThrottle, is_loopback
+from contract.login_throttle import LoginRefused, LoginThrottle, is_loopback
 from contract.web import public, set_session_cookie, signed_token
 from hub.auth import Sessions, Users, role_at_least, session_secret
 from hub.commands import Commands
@@ -127,25 +126,17 @@ class Dashboard:
         if request.method == "GET":
             return self._render(request, "login.html", next=nxt, error=None)
         client = request.client.host if request.client else "?"
-        wait = self.throttle.wait_s(client)
-        if wait:  # refused without looking at the password: guessing on from this address gets nowhere
-            seconds = math.ceil(wait)
-            response = self._render(
-                request,
-                "login.html",
-                status=429,
-                next=nxt,
-                error=f"too many failed logins from {client}; try again in {seconds} s",
-            )
-            response.headers["Retry-After"] = str(seconds)
-            return response
         form = await request.form()
         name, password = str(form.get("user", "")), str(form.get("password", ""))
-        role = await run_in_threadpool(self.users.check, name, password)
-        if role is None:
-            self.throttle.failed(client)
-            return self._render(request, "login.html", status=401, next=nxt, error="wrong user or password")
-        self.throttle.succeeded(client)
+        try:  # while the address waits, refused without looking at the password
+            await run_in_threadpool(self.throttle.attempt, client, lambda: self.users.check(name, password))
+        except LoginRefused as exc:
+            response = self._render(
+                request, "login.html", status=429 if exc.retry_after_s else 401, next=nxt, error=str(exc)
+            )
+            if exc.retry_after_s:
+                response.headers["Retry-After"] = str(exc.retry_after_s)
+            return response
         stamp = await run_in_threadpool(self.users.stamp, name)
         response = RedirectResponse(nxt, status_code=303)
         set_session_cookie(

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import threading
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 
 from contract.login_throttle import LoginThrottle, is_loopback
 from contract.web import same_token
-from edge_agent.console.settings import ConsoleConfig, Role, role_allows
+from edge_agent.console.settings import ConsoleConfig, ConsoleUser, Role, role_allows
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,6 @@ class Session:
 
     def allows(self, needed: Role) -> bool:
         return role_allows(self.role, needed)
-
-
-class LoginRefused(Exception):
-    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class Auth:
@@ -104,18 +97,12 @@ class Auth:
         """Check a user's password (scrypt, ~50 ms: call from a worker thread). Raises LoginRefused."""
         from contract.passwords import verify_password
 
-        wait = self.throttle.wait_s(client)
-        if wait:
-            seconds = math.ceil(wait)
-            raise LoginRefused(
-                f"too many failed logins from {client}; try again in {seconds} s", retry_after_s=seconds
-            )
-        user = self.users.get(name)
-        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
-        if user is None or not ok:
-            self.throttle.failed(client)
-            raise LoginRefused("unknown user or wrong password")
-        self.throttle.succeeded(client)
+        def verify() -> ConsoleUser | None:
+            user = self.users.get(name)
+            ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+            return user if user is not None and ok else None
+
+        user = self.throttle.attempt(client, verify)
         return self._new_session(user.name, user.role)
 
     def logout(self, token: str | None) -> None:

@@ -30,9 +30,10 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from contract.login_throttle import LoginRefused
 from contract.result import InspectionResult
 from contract.web import WebGuard, public
-from edge_agent.console.auth import COOKIE, LoginRefused
+from edge_agent.console.auth import COOKIE
 from edge_agent.console.setup import (
     RecipeSetup,
     SetupError,
