@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import yaml
 
+from contract.yolo_labels import yolo_line
+
 CLASSES: tuple[str, ...] = ("scratch", "pit", "crack", "stain")
 SURFACES: tuple[str, ...] = ("metal", "plastic", "fabric", "cast", "painted")
 
@@ -255,10 +257,8 @@ def make_sample(
 
 
 def yolo_label_lines(boxes: Sequence[Box], w: int, h: int) -> list[str]:
-    return [
-        f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-        for c, x1, y1, x2, y2 in boxes
-    ]
+    """The boxes' label lines, through the one label writer (`contract.yolo_labels`)."""
+    return [line for c, *xyxy in boxes if (line := yolo_line(c, xyxy, w, h)) is not None]
 
 
 def write_dataset(
