@@ -109,10 +109,13 @@ class LoginThrottle:
         with self._lock:
             self._by_address.pop(address, None)
 
-    def attempt(self, address: str, verify: Callable[[], T | None]) -> T:
+    def attempt(
+        self, address: str, verify: Callable[[], T | None], wrong: str = "wrong user or password"
+    ) -> T:
         """One login from `address`: refused without calling `verify` while the address waits; else
-        `verify()` (checks the password; None = wrong) decides, and the outcome is counted. Blocking
-        (a password hash takes ~50 ms): call it from a worker thread. Raises LoginRefused."""
+        `verify()` (checks the password; None = wrong: refused with `wrong`) decides, and the outcome is
+        counted. Blocking (a password hash takes ~50 ms): call it from a worker thread. Raises
+        LoginRefused."""
         wait = self.wait_s(address)
         if wait:
             seconds = math.ceil(wait)
@@ -122,7 +125,7 @@ class LoginThrottle:
         found = verify()
         if found is None:
             self.failed(address)
-            raise LoginRefused("wrong user or password")
+            raise LoginRefused(wrong)
         self.succeeded(address)
         return found
 

@@ -102,7 +102,7 @@ class Auth:
             ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
             return user if user is not None and ok else None
 
-        user = self.throttle.attempt(client, verify)
+        user = self.throttle.attempt(client, verify, wrong="unknown user or wrong password")
         return self._new_session(user.name, user.role)
 
     def logout(self, token: str | None) -> None:
