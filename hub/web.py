@@ -1,6 +1,7 @@
 """The programme dashboard: server-rendered pages (Jinja2), inline SVG charts, no build step, nothing
-from the internet. Logins with roles (`hub.auth`): every page needs a login; promoting or rolling
-back a rollout needs `ml`.
+from the internet. Logins with roles (`hub.auth`): every page needs a login (`contract.web.WebGuard`,
+see hub.app: only `public` routes opt out; every POST carries the CSRF token `csrf_of`, logout is a
+POST); promoting or rolling back a rollout needs `ml`. Charts escape their text with markupsafe.
 
 Pages: `/` (all companies), `/company/<name>`, `/line/<site>/<line>` (30-day and 24-hour charts, NG by
 class, drift, model history, recent NG images fetched from the agent on demand), `/rollouts`.
