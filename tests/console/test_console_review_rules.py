@@ -231,7 +231,12 @@ def test_what_if_without_a_change_after_a_save_reports_no_change(console_agent) 
     """The baseline is re-judged with the running rules: results journaled under the older rules do not
     show up as changes when nothing is changed."""
     agent = console_agent()
-    wait_until(lambda: agent.journal.query(verdict="NG", limit=1), timeout=60)
+    # enough parts journaled with their frames (the what-if judges those) and at least one NG among them
+    wait_until(
+        lambda: sum(1 for r in agent.journal.query(limit=50) if r.frames) >= 6
+        and agent.journal.query(verdict="NG", limit=1),
+        timeout=60,
+    )
     tiny = [[0, 0], [3, 0], [3, 3]]  # an ROI no defect centre lies in: every part turns OK
     roi_in_a_corner = {"recipe": "standard", "camera_roi": {"top": {"include": [tiny]}}}
     with client(agent) as c:
