@@ -31,7 +31,7 @@ from training.errors import TrainingInputError
 
 SETTINGS = (
     "imgsz", "crop", "width", "pool", "defects", "max_defects", "defect_probability", "batch", "lr", "hours",
-    "max_steps", "seed", "held_out", "flips", "ng", "ng_masks", "real_share", "threads",
+    "max_steps", "seed", "held_out", "flips", "ng", "ng_masks", "real_share", "threads", "jpeg_quality",
 )  # fmt: skip
 
 

@@ -66,6 +66,7 @@ class AnomalyTrainConfig:
     ng: str | None = None  # reviewed NG parts: real defect examples
     ng_masks: str | None = None  # their masks (else beside them as <stem>_mask.png); none: image-level only
     real_share: float = 0.25  # share of defect examples taken from `ng` when there are some
+    jpeg_quality: tuple[int, int] | None = None  # re-encode every example as JPEG (painted and good alike)
     threads: int | None = None  # torch threads (default: torch's)
     save_every_s: float = 60.0
     log_every_s: float = 10.0
@@ -140,6 +141,14 @@ def _augment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, flips:
     return img, np.ascontiguousarray(mask)
 
 
+def _jpeg(rng: np.random.Generator, img: np.ndarray, quality: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    q = int(rng.integers(quality[0], quality[1] + 1))
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img), [cv2.IMWRITE_JPEG_QUALITY, q])
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(img.shape) if ok else img
+
+
 def make_batch(
     rng: np.random.Generator,
     cfg: AnomalyTrainConfig,
@@ -167,6 +176,8 @@ def make_batch(
             if rng.random() < cfg.defect_probability:
                 img, mask = synthesise(rng, np.ascontiguousarray(img), specs, cfg.max_defects)
         img, mask = _augment(rng, img, mask, cfg.flips)
+        if cfg.jpeg_quality is not None:  # painted defects get the compression the real texture has
+            img = _jpeg(rng, img, cfg.jpeg_quality)
         if not known and cfg.crop is not None and img.shape[:2] != cfg.crop:  # image-level only: shrink whole
             import cv2
 
