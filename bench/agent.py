@@ -237,11 +237,12 @@ def _runtime_keys(runtime: str | None) -> dict:
 
 def _loop_worker(model_path: str, runtime: str, files: list[str], seconds: float, out: object) -> None:
     """One core's share of the shortest loop (a process): imread → letterbox → run (1 thread) → NMS."""
-    from vision.model import _parse_imgsz, _parse_names, open_session
+    from vision.model import _parse_imgsz, _parse_names
     from vision.onnx_meta import read_onnx_metadata
     from vision.postprocess import decode_nms_head
     from vision.preprocess import letterbox, to_input_tensor
     from vision.runtime import Runtime
+    from vision.session import open_session
 
     r = Runtime.parse(runtime)
     session = open_session(

@@ -41,7 +41,7 @@ def main() -> None:
     from training.export import _cpu_name as cpu_name
     from training.synth import make_sample
     from vision import load_model
-    from vision.anomaly import anomaly_input_tensor
+    from vision.preprocess import anomaly_input_tensor
 
     model = load_model(args.model, providers="cpu", threads=args.threads)
     so = ort.SessionOptions()

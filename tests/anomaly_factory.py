@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from training.synth import surface
-from vision.anomaly import anomaly_input_tensor
+from vision.preprocess import anomaly_input_tensor
 
 IMGSZ = (48, 64)  # (h, w) of the model input
 PART_SIZE = (96, 128)  # (h, w) of the camera images: twice the input, so the map is resized back

@@ -34,14 +34,9 @@ ALLOWED: dict[str, set[str]] = {
 FRONT_DOOR = "edge_agent.cli"
 CLI_MODULES = {"vision.cli", "opcua.cli", "training.cli", "training.runtime_cli", "hub.cli"}
 
-#: runtime cycles inside a package that are still to be taken apart (see the module docstring)
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # vision's runtimes: model <-> openvino_session <-> anomaly (lazy imports inside functions)
-    frozenset({"vision.anomaly", "vision.model", "vision.openvino_session"}),
-    # importers of labelling formats use datasets' raw records (RawBox, RawImage, index_images), lazily
-    frozenset({"training.datasets", "training.formats.cvat", "training.formats.label_studio"}),
-    frozenset({"training.anomaly.gate", "training.registry"}),
-}
+#: runtime cycles inside a package that are still to be taken apart (see the module docstring); issue 26
+#: took the last ones apart, so any runtime cycle now fails
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 @dataclass(frozen=True)

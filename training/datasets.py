@@ -42,8 +42,8 @@ import yaml
 
 from contract.yolo_labels import clip_box, label_text, yolo_line
 from training.errors import TrainingInputError
+from training.raw_labels import IMAGE_SUFFIXES, RawBox, RawImage, index_images
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 Format = Literal["voc", "coco", "yolo", "label-studio", "cvat"]
 _ONE_FILE_FORMATS = ("coco", "label-studio", "cvat")  # all labels in one file: reports name the image
 SPLITS = ("train", "val", "test")
@@ -117,22 +117,6 @@ class ImportReport:
 
 
 # ----------------------------------------------------------------------------------------------- parsing
-@dataclass
-class RawBox:
-    label: str | int  # class name (VOC, COCO) or id (YOLO)
-    xyxy: tuple[float, float, float, float]  # pixels, or normalised for YOLO until the size is known
-    normalised: bool = False
-
-
-@dataclass
-class RawImage:
-    image: Path | None  # None when the label's image could not be found
-    label_file: Path | None
-    boxes: list[RawBox]
-    declared_size: tuple[int, int] | None = None  # (w, h) the annotation claims
-    split: str | None = None  # the source's split (train/val/test) when its folders say so
-
-
 #: folder names that mark a source's split (Ultralytics, Roboflow, CVAT exports)
 _SPLIT_FOLDERS = {
     "train": "train",
@@ -153,16 +137,6 @@ def _source_split(src: Path, image: Path) -> str | None:
         return None
     found = {_SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in _SPLIT_FOLDERS}
     return found.pop() if len(found) == 1 else None
-
-
-def index_images(root: Path) -> dict[str, list[Path]]:
-    """All images under root, keyed by lower-case file name and by lower-case stem."""
-    index: dict[str, list[Path]] = defaultdict(list)
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-            index[p.name.lower()].append(p)
-            index["stem:" + p.stem.lower()].append(p)
-    return index
 
 
 def _parse_voc(src: Path, report: ImportReport) -> tuple[list[RawImage], list[str]]:

@@ -362,7 +362,7 @@ def build_card(
         "promotions": [],
     }
     if int8_path is not None:
-        from vision.model import file_sha256
+        from vision.digest import file_sha256
 
         card["files"]["int8"] = {
             "file": int8_path.name,

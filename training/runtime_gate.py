@@ -98,7 +98,7 @@ def gate_runtime(
     Detectors: `data` (data.yaml; default the card's `dataset.data_yaml`) and `split` (default its
     `eval_split`). Anomaly models: `eval_good` and `eval_defects` image lists.
     """
-    from vision.model import file_sha256
+    from vision.digest import file_sha256
     from vision.runtime import REFERENCE, Runtime, cpu_identity
     from vision.runtime_gate import CARD_KEY, card_path, judge, read_card, variant_file
 

@@ -21,10 +21,14 @@ __all__ = [
 
 
 def __getattr__(name: str):  # lazy: `import vision` stays cheap
-    if name in ("Model", "Prediction", "load_model"):
+    if name in ("Model", "Prediction"):
         from vision import model
 
         return getattr(model, name)
+    if name == "load_model":
+        from vision.loading import load_model
+
+        return load_model
     if name == "read_image":
         from vision.images import read_image
 

@@ -42,11 +42,13 @@ import numpy as np
 import onnxruntime as ort
 
 from vision.detections import Detections
+from vision.digest import file_sha256
 from vision.errors import ModelLoadError
 from vision.images import to_bgr8
-from vision.model import Prediction, _literal, _parse_imgsz, file_sha256, open_session, set_stage_timings
-from vision.preprocess import _UNIT_LUT
+from vision.model import Prediction, _literal, _parse_imgsz, set_stage_timings
+from vision.preprocess import anomaly_input_tensor
 from vision.providers import Optimization
+from vision.session import open_session
 
 log = logging.getLogger(__name__)
 
@@ -182,31 +184,6 @@ def read_card(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{card_path}: unreadable model card ({exc})") from exc
     return card if isinstance(card, dict) and card.get("task") == "anomaly" else None
-
-
-def _resize_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if frame.shape[:2] == (h, w):
-        return frame
-    # shrinking: INTER_AREA (no aliasing, as torchvision's antialiased resize); enlarging: bilinear
-    smaller = frame.shape[0] * frame.shape[1] > h * w
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
-
-
-def anomaly_input_tensor(frames: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """8-bit BGR frames → float32 NCHW RGB in [0, 1], each resized to `size` (h, w): the layout of
-    anomalib's exports (and ours).
-
-    >>> anomaly_input_tensor([np.full((10, 12, 3), 255, np.uint8)], (8, 8)).shape
-    (1, 3, 8, 8)
-    """
-    h, w = size
-    tensor = np.empty((len(frames), 3, h, w), np.float32)
-    for plane, frame in zip(tensor, frames, strict=True):
-        resized = _resize_input(frame, size)
-        for c in range(3):  # BGR → RGB while dividing by 255 (a table lookup, as the detector's input)
-            cv2.LUT(resized[:, :, 2 - c], _UNIT_LUT, dst=plane[c])
-    return tensor
 
 
 class AnomalyModel:

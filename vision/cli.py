@@ -56,7 +56,7 @@ def infer(
     from vision.draw import annotate, heat_overlay
     from vision.errors import VisionError
     from vision.images import read_image
-    from vision.model import load_model
+    from vision.loading import load_model
     from vision.runtime import Runtime
 
     grid = _parse_tile(tile)

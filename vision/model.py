@@ -10,38 +10,34 @@ Example (with any detection model exported by Ultralytics):
 from __future__ import annotations
 
 import ast
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from vision.detections import Detections
+from vision.digest import file_sha256
 from vision.errors import ModelLoadError
 from vision.images import to_bgr8
 from vision.postprocess import MAX_DET, decode_end2end_head, decode_nms_head, masks_to_original, nms
 from vision.preprocess import Letterbox, classify_crop, letterbox_tensor, to_input_tensor
-from vision.providers import Optimization, resolve_providers, session_options
-from vision.runtime import Runtime, ort_int8_path
+from vision.providers import Optimization
+from vision.session import open_session, runtime_of
 from vision.tiling import tile_windows
 
 if TYPE_CHECKING:
-    from vision.anomaly import Anomaly, AnomalyModel
+    from vision.anomaly import Anomaly
     from vision.openvino_session import OpenVINOSession
 
 log = logging.getLogger(__name__)
 
 TASKS = ("detect", "segment", "classify")
-#: `load_model` / `Model` options that choose and configure the session (the rest configure the model)
-SESSION_OPTIONS = (
-    "providers", "threads", "optimization", "spinning", "backend", "device", "precision", "cache_dir"
-)
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -72,14 +68,6 @@ def set_stage_timings(predictions: Sequence[Prediction], marks: Sequence[float])
         p.timing_ms = dict(timing)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _literal(value: object) -> object:
     """Metadata values are Python literals written as strings (Ultralytics' export); None if unreadable."""
     if not isinstance(value, str):
@@ -107,101 +95,6 @@ def _parse_imgsz(value: str | int | Sequence[int] | None) -> tuple[int, int] | N
         return (value, value)
     seq = list(value)  # type: ignore[arg-type]
     return (int(seq[0]), int(seq[-1]))
-
-
-def open_session(
-    path: Path,
-    providers: str | Sequence[str] = "auto",
-    threads: int | None = None,
-    optimization: Optimization = "all",
-    spinning: bool = True,
-    *,
-    backend: str = "onnxruntime",
-    device: str = "CPU",
-    precision: str = "f32",
-    cache_dir: str | Path | bool | None = None,
-) -> ort.InferenceSession | OpenVINOSession:
-    """A session on `path` with our options; `ModelLoadError` naming the file.
-
-    `backend="onnxruntime"` (default): an ONNX Runtime session with `providers`; `precision="int8"` opens
-    the INT8 file beside it (`<stem>.int8.onnx`). `backend="openvino"`: the same file compiled by OpenVINO
-    for `device` at `precision` (`vision.openvino_session`; `providers`, `optimization` and `spinning` do
-    not apply), with its compiled-model cache in `cache_dir`.
-    """
-    try:
-        runtime = Runtime(backend, device, precision)
-    except ValueError as exc:
-        raise ModelLoadError(f"{path}: {exc}") from exc
-    if runtime.backend == "openvino":
-        from vision.openvino_session import OpenVINOSession
-
-        return OpenVINOSession(path, device=device, precision=precision, threads=threads, cache_dir=cache_dir)
-    if runtime.precision == "int8":
-        int8 = ort_int8_path(path)
-        if not int8.is_file():
-            raise ModelLoadError(
-                f"{path}: no ONNX Runtime INT8 file ({int8.name}); "
-                "export one with `edge-inspect export --int8`"
-            )
-        path = int8
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such model file")
-    chosen = resolve_providers(providers)
-    options = session_options(threads, optimization, spinning)
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
-    except Exception as exc:  # ORT raises several types for corrupt/truncated/invalid graphs
-        raise ModelLoadError(f"{path}: not a loadable ONNX model ({exc})") from exc
-    running = session.get_providers()
-    if running[0] != chosen[0]:
-        log.warning("%s: %s could not start; running on %s", path, chosen[0], running[0])
-    log.info("%s: execution providers %s", path.name, running)
-    return session
-
-
-def load_model(path: str | Path, **options: Any) -> Model | AnomalyModel:
-    """The one way to load any model kind: a detector/segmenter/classifier as `Model`, an anomaly model
-    (ours, or an anomalib export: outputs `pred_score` + `anomaly_map`) as `vision.anomaly.AnomalyModel`.
-
-    `options` are those of the chosen class. `conf`, `iou`, `max_det` are ignored for an anomaly model (its
-    thresholds do that job); anomaly-only options (`image_threshold`, `pixel_threshold`, `min_region_area`)
-    given for another kind are an error, as `names` for an anomaly model. `backend`, `device`, `precision`
-    and `cache_dir` choose the runtime for every kind (`open_session`; the model's `runtime` says which).
-
-    >>> load_model("models/demo/model.onnx", providers="cpu").task    # doctest: +SKIP
-    'detect'
-    >>> load_model("models/demo/model.onnx", backend="openvino", precision="bf16").runtime  # doctest: +SKIP
-    Runtime(backend='openvino', device='CPU', precision='bf16')
-    """
-    from vision.anomaly import ANOMALY_ONLY_OPTIONS, AnomalyModel, is_anomaly_session
-
-    path = Path(path)
-    session = open_session(path, **{k: options.pop(k) for k in SESSION_OPTIONS if k in options})
-    runtime = runtime_of(session)
-    task = options.pop("task", None)
-    if task == "anomaly" or (task is None and is_anomaly_session(session)):
-        if options.pop("names", None) is not None:
-            raise ModelLoadError(f"{path}: names= does not apply to an anomaly model (one class, 'anomaly')")
-        for key in ("conf", "iou", "max_det"):  # detection thresholds: the anomaly thresholds do that job
-            options.pop(key, None)
-        anomaly = AnomalyModel(path, session=session, **options)
-        anomaly.runtime = runtime  # type: ignore[attr-defined]
-        return anomaly
-    for key in ANOMALY_ONLY_OPTIONS:
-        if options.pop(key, None) is not None:
-            raise ModelLoadError(f"{path}: {key}= applies to anomaly models only; this one is not")
-    return Model(path, session=session, task=task, **options)
-
-
-def runtime_of(session: Any) -> Runtime:
-    """The `Runtime` an opened session runs (an OpenVINO session knows it; ORT: CPU f32, or int8 when it
-    was opened on the INT8 file)."""
-    from vision.openvino_session import OpenVINOSession
-
-    if isinstance(session, OpenVINOSession):
-        return Runtime("openvino", session.device, session.precision)
-    path = str(getattr(session, "_model_path", "") or "")
-    return Runtime("onnxruntime", "CPU", "int8" if path.endswith(".int8.onnx") else "f32")
 
 
 class Model:

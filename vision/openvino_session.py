@@ -2,7 +2,7 @@
 
 `OpenVINOSession` has the part of `onnxruntime.InferenceSession` that `vision.Model` and
 `vision.anomaly.AnomalyModel` use (`get_inputs`, `get_outputs`, `get_modelmeta`, `get_providers`, `run`),
-so every model kind keeps its pre-processing, decoding and `Detections`; `vision.model.open_session(...,
+so every model kind keeps its pre-processing, decoding and `Detections`; `vision.session.open_session(...,
 backend="openvino")` opens one. What OpenVINO adds:
 
 - devices `CPU`, `GPU` (integrated graphics), `NPU`, `AUTO` (OpenVINO picks);
@@ -239,7 +239,7 @@ def _int8_record(ir: Path) -> Path:
 def check_int8_ir(onnx_path: Path, ir: Path) -> dict[str, Any]:
     """The INT8 IR's record, after checking it was made from this very ONNX file; `ModelLoadError` with
     the command that makes it otherwise."""
-    from vision.model import file_sha256
+    from vision.digest import file_sha256
 
     make = f"edge-inspect model quantize-openvino {onnx_path} --calib IMAGES"
     record_path = _int8_record(ir)
@@ -280,7 +280,7 @@ def quantize_int8(
     """OpenVINO post-training INT8 (NNCF, MIXED preset) of `onnx_path`, calibrated on `tensors` (model
     inputs, preprocessed as `vision` does at inference); writes `<stem>.ov-int8.xml/.bin` and the record
     `<stem>.ov-int8.json` (ONNX sha256, calibration) beside the ONNX file, or at `out`."""
-    from vision.model import file_sha256
+    from vision.digest import file_sha256
 
     ov = _openvino()
     try:
@@ -323,14 +323,12 @@ def calibration_tensors(model: Any, images: Iterable[np.ndarray]) -> list[np.nda
     """Model inputs (1, 3, H, W) float32 for `images` (BGR), preprocessed as `model` (a `vision.Model` or
     `AnomalyModel`) does at inference, at its full input size: what INT8 calibration must see."""
     from vision.images import to_bgr8
-    from vision.preprocess import classify_crop, letterbox_tensor, to_input_tensor
+    from vision.preprocess import anomaly_input_tensor, classify_crop, letterbox_tensor, to_input_tensor
 
     out = []
     for image in images:
         frame = to_bgr8(image)
         if model.task == "anomaly":
-            from vision.anomaly import anomaly_input_tensor
-
             out.append(anomaly_input_tensor([frame], model.imgsz))
         elif model.task == "classify":
             out.append(to_input_tensor([classify_crop(frame, model.imgsz)]))

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -153,3 +154,28 @@ def classify_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     top = round((nh - th) / 2.0)
     left = round((nw - tw) / 2.0)
     return np.ascontiguousarray(resized[top : top + th, left : left + tw])
+
+
+def _resize_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if frame.shape[:2] == (h, w):
+        return frame
+    # shrinking: INTER_AREA (no aliasing, as torchvision's antialiased resize); enlarging: bilinear
+    smaller = frame.shape[0] * frame.shape[1] > h * w
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
+
+
+def anomaly_input_tensor(frames: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """8-bit BGR frames → float32 NCHW RGB in [0, 1], each resized to `size` (h, w): the layout of
+    anomalib's exports (and ours).
+
+    >>> anomaly_input_tensor([np.full((10, 12, 3), 255, np.uint8)], (8, 8)).shape
+    (1, 3, 8, 8)
+    """
+    h, w = size
+    tensor = np.empty((len(frames), 3, h, w), np.float32)
+    for plane, frame in zip(tensor, frames, strict=True):
+        resized = _resize_input(frame, size)
+        for c in range(3):  # BGR → RGB while dividing by 255 (a table lookup, as the detector's input)
+            cv2.LUT(resized[:, :, 2 - c], _UNIT_LUT, dst=plane[c])
+    return tensor

@@ -118,7 +118,7 @@ def check_runtime(
     model_path: str | Path, runtime: Runtime, cpu: dict[str, Any] | None = None
 ) -> GateDecision:
     """The gate for one model file and runtime on this CPU type (ONNX Runtime FP32 always passes)."""
-    from vision.model import file_sha256
+    from vision.digest import file_sha256
 
     if runtime == REFERENCE:
         return GateDecision(runtime, True, "the reference runtime")

@@ -88,7 +88,8 @@ def tune(
 ) -> TuneResult:
     """The fastest of `candidates` for `model_path` on this machine (about `seconds` of timing each),
     from the cache when it holds this model, CPU type, candidate set and thread count (unless `refresh`)."""
-    from vision.model import file_sha256, load_model
+    from vision.digest import file_sha256
+    from vision.loading import load_model
     from vision.openvino_session import default_cache_dir
 
     if not candidates:

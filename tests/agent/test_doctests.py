@@ -14,6 +14,8 @@ MODULES = [
     "edge_agent.metrics",
     "edge_agent.publishers.feed",
     "edge_agent.publishers.registry",
+    "training.promotion",
+    "training.raw_labels",
     "vision.rules",
 ]
 

@@ -197,7 +197,7 @@ def test_export_follows_the_contract_and_matches_torch(tiny: dict) -> None:
         card["task"] == "anomaly"
         and card["operating_point"]["image_threshold"] == card["thresholds"]["image"]
     )
-    from vision.model import file_sha256
+    from vision.digest import file_sha256
 
     assert card["files"]["fp32"]["sha256"] == file_sha256(onnx_path)
 

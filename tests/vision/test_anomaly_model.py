@@ -20,9 +20,10 @@ from tests.anomaly_factory import (
     reference_scores,
 )
 from vision import ModelLoadError, load_model
-from vision.anomaly import AnomalyModel, anomaly_input_tensor
+from vision.anomaly import AnomalyModel
 from vision.model import Model
 from vision.postprocess import box_iou
+from vision.preprocess import anomaly_input_tensor
 
 pytest.importorskip("onnx")
 

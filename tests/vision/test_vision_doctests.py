@@ -11,6 +11,7 @@ import pytest
 MODULES = [
     "vision.anomaly",
     "vision.detections",
+    "vision.digest",
     "vision.draw",
     "vision.images",
     "vision.postprocess",

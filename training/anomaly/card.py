@@ -49,7 +49,7 @@ def build_card(
     citation: str = "",
     version: str | None = None,
 ) -> dict[str, Any]:
-    from vision.model import file_sha256
+    from vision.digest import file_sha256
 
     _, cfg, info = load_net(run)
     now = dt.datetime.now(dt.timezone.utc)
@@ -146,7 +146,7 @@ def package_model(
         },
     )
     # the metadata changed the file: its hash in the card must be the final file's
-    from vision.model import file_sha256
+    from vision.digest import file_sha256
 
     card["files"]["fp32"].update(sha256=file_sha256(onnx_path), bytes=onnx_path.stat().st_size)
     card_path = out / "model.json"

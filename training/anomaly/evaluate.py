@@ -45,9 +45,9 @@ class Scored:
 
 def score_images(model: Any, paths: list[Path], keep_maps: bool = True) -> Scored:
     """Each image through `vision` at batch 1 (as on the line): score and map; unreadable files skipped."""
-    from vision.anomaly import anomaly_input_tensor
     from vision.errors import ImageError
     from vision.images import read_image
+    from vision.preprocess import anomaly_input_tensor
 
     kept, scores, maps, run_s = [], [], [], 0.0
     for p in paths:

@@ -162,7 +162,7 @@ def promote_anomaly(
     tolerance: GateTolerance | None = None,
 ) -> Any:
     """Put the anomaly model `candidate` (a `registry.RegisteredModel`) on the line, gated (module doc)."""
-    from training.registry import PromotionRefused, PromotionResult, edit_line_text, read_line, text_diff
+    from training.promotion import PromotionRefused, PromotionResult, edit_line_text, read_line, text_diff
     from vision import load_model
 
     tol = tolerance or GateTolerance()

@@ -64,7 +64,7 @@ def dataset_sources(data: str | Path, split: str = "all") -> tuple[list[BatchSou
 
 
 def folder_sources(folder: str | Path) -> list[BatchSource]:
-    from training.datasets import IMAGE_SUFFIXES
+    from training.raw_labels import IMAGE_SUFFIXES
 
     root = Path(folder)
     if not root.is_dir():

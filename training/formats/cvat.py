@@ -21,6 +21,7 @@ from typing import Any
 
 from training.errors import TrainingInputError
 from training.formats import BatchImage
+from training.raw_labels import RawBox, RawImage, index_images
 
 NON_BOX_SHAPES = ("polygon", "polyline", "points", "mask", "ellipse", "cuboid", "skeleton", "tag")
 _PALETTE = ("#fa3253", "#33ddff", "#ffcc33", "#34d1b7", "#ff6037", "#b83df5", "#aaf0d1", "#ff007c")
@@ -117,8 +118,6 @@ def _envelope(x1: float, y1: float, x2: float, y2: float, angle: float) -> tuple
 
 def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], list[str]]:
     """CVAT for images 1.1 XML -> the importer's raw records and the class names (the task's order)."""
-    from training.datasets import RawBox, RawImage, index_images
-
     xml_path = _find_xml(src)
     try:
         root = ET.parse(xml_path).getroot()

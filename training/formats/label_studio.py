@@ -25,6 +25,7 @@ from xml.sax.saxutils import quoteattr
 
 from training.errors import TrainingInputError
 from training.formats import BatchBox, BatchImage
+from training.raw_labels import RawBox, RawImage, index_images
 
 FROM_NAME = "label"  # the RectangleLabels control in `label_config`
 TO_NAME = "image"  # the Image object
@@ -145,8 +146,6 @@ def config_classes(json_path: Path) -> list[str] | None:
 
 def parse(src: Path, report: Any, images_dir: Path | None) -> tuple[list[Any], list[str]]:
     """Label Studio JSON export -> the importer's raw records and the class names found."""
-    from training.datasets import RawBox, RawImage, index_images
-
     json_path = src if src.is_file() else _single_json(src)
     try:
         tasks = json.loads(json_path.read_text())

@@ -124,7 +124,7 @@ def write_line_thresholds(line: Path, thresholds: dict[str, float]) -> None:
     """The operating point into the line's active recipe (what `model promote` does for a new model)."""
     import yaml
 
-    from training.registry import edit_line_text, target_recipe, text_diff
+    from training.promotion import edit_line_text, target_recipe, text_diff
 
     before = line.read_text()
     doc = yaml.safe_load(before)
