@@ -102,9 +102,7 @@ def _load(
                 path, backend=runtime.backend, device=runtime.device, precision=runtime.precision,
                 force=runtime.force, threads=threads, cache_dir=runtime.cache_dir,
             )
-        except RuntimeRefused as exc:
-            raise InspectorLoadError(f"{path}: {exc}", (*key, "backend")) from exc
-        except (VisionError, RuntimeError, ValueError) as exc:  # auto: no candidate could run
+        except (RuntimeRefused, VisionError, RuntimeError, ValueError) as exc:  # refused, or no candidate ran
             raise InspectorLoadError(f"{path}: {exc}", (*key, "backend")) from exc
         r = choice.runtime
         options.update(backend=r.backend, device=r.device, precision=r.precision, cache_dir=runtime.cache_dir)
