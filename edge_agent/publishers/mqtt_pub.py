@@ -606,10 +606,11 @@ class _Session:
     # -- called from other threads -----------------------------------------------------------------
     def post(self, kind: str, item: Any = None) -> None:
         self.events.append((kind, item))
-        self.wake()
+        self.wake(always=True)
 
-    def wake(self) -> None:
-        if self.wake_pending:  # one byte is enough until the session thread has read it
+    def wake(self, always: bool = False) -> None:
+        """A result was journaled (or, with `always`, an event posted or a stop asked for)."""
+        if self.wake_pending and not always:  # a journal read is due anyway and will find the result
             return
         self.wake_pending = True
         with contextlib.suppress(OSError):  # buffer full: wake-ups are pending anyway
@@ -708,9 +709,9 @@ class _Session:
             with contextlib.suppress(OSError):
                 while self.wake_r.recv(4096):
                     pass
-            # After the drain: a notify() from now on sends a byte again. One that came in between sent
-            # none, but its result is journaled already, so the read below (fill_due) finds it.
-            self.wake_pending = False
+            # wake_pending stays set until the journal read that is now due (_fill_window clears it
+            # just before reading): results journaled until then are found by that read, so their
+            # notify() need not wake this thread again (at 1,000/s that was a wake-up per result).
             if self.fill_due is None:  # batch what arrives in the next batch_wait_s
                 self.fill_due = time.monotonic() + self.config.batch_wait_s
         if client is not None and self.client is client:
@@ -929,9 +930,10 @@ class _Session:
     def _fill_window(self) -> None:
         assert self.reader is not None
         free = self.config.window - len(self.in_flight)
-        if free <= 0:
-            return
         self.fill_due = None
+        if free <= 0:
+            return  # the window is full, so the last read filled it: _advance reads on as acks free room
+        self.wake_pending = False  # from here on a notify() wakes us again: this read may miss its result
         batch = self.flavour.read(self.reader, self.next_seq, free)
         self.more_owed = len(batch) == free
         if not batch or self.client is None:
@@ -1030,7 +1032,8 @@ class MqttPublisher(Publisher):
         """Give unacknowledged results `timeout` seconds; then a clean DISCONNECT (no will is sent)."""
         self.deadline = time.monotonic() + timeout
         self.stopping.set()
-        self.wake()
+        for session in self.sessions:
+            session.wake(always=True)
         for session in self.sessions:
             session.thread.join(timeout + 2.0)
             if session.reader is not None:
