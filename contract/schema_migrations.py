@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,74 @@ def split_statements(sql: str) -> list[str]:
     """The statements of a `;`-separated DDL script (run one by one: sqlite3's executescript would
     commit the upgrade's transaction)."""
     return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def sqlite_version(db: sqlite3.Connection) -> int:
+    """The schema version an SQLite file keeps in itself (`PRAGMA user_version`; 0: new or unversioned)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def upgrade_sqlite(
+    db: sqlite3.Connection,
+    path: Path,
+    steps: Sequence[Migration],
+    what: str,
+    released: tuple[str, set[str]],
+    not_ours: str,
+) -> int:
+    """Bring the SQLite file at `path` (open as `db`, autocommit) to the newest of `steps`, its version
+    kept in `PRAGMA user_version`; returns the version it had (0 for a new file). The agent's journal and
+    the reference MES store upgrade by it.
+
+    A file without a version whose table `released[0]` has at least the columns `released[1]` is taken
+    for the layout of step 1 (every file written before versions were kept) and runs step 1 again (its
+    statements must be idempotent: they add what an unreleased build had not made yet); one without them
+    is refused (`not_ours` says what to do). Before an upgrade the file is copied (`backup_sqlite`), then
+    the steps run in one transaction under the write lock: another process opening the file meanwhile
+    waits, then finds it done. Raises `SchemaTooNewError` (newer than the code) or `MigrationError` (a
+    step failed: rolled back), in both cases with nothing changed.
+
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "t.sqlite"
+        >>> db = sqlite3.connect(path, isolation_level=None)
+        >>> steps = [Migration(1, "t", lambda c: c.execute("CREATE TABLE IF NOT EXISTS t (a)"))]
+        >>> upgrade_sqlite(db, path, steps, "test", ("t", {"a"}), ""), sqlite_version(db)
+        (0, 1)
+        >>> db.close()
+    """
+    latest = latest_version(steps)
+    found = sqlite_version(db)
+    if found > latest:
+        raise too_new(f"{what} {path}", found, latest, sqlite_way_back(path, latest))
+    if found == latest:
+        return found
+    db.execute("BEGIN IMMEDIATE")  # the writer lock: another process opening it waits, then finds it done
+    if sqlite_version(db) >= latest:  # that process upgraded it while this one waited
+        db.execute("ROLLBACK")
+        return upgrade_sqlite(db, path, steps, what, released, not_ours)
+    backup: Path | None = None
+    try:
+        found = sqlite_version(db)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        adopted = found == 0 and bool(tables)
+        if adopted:
+            table, columns = released
+            if not {r[1] for r in db.execute(f"PRAGMA table_info({table})")} >= columns:
+                raise MigrationError(
+                    f"{path} is not an edge-inspect {what} (its tables: {', '.join(sorted(tables))}); "
+                    + not_ours
+                )
+            found = 1  # written before versions were kept: the released layout
+        if tables and found < latest:
+            backup = backup_sqlite(path, found)
+        # a file taken as version 1 runs step 1 too (idempotent): it creates a table it may lack
+        run_steps(steps[0 if adopted else found :], db, f"{what} {path}", found, backup)
+        db.execute(f"PRAGMA user_version = {latest}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if tables:
+        log.warning("%s %s: upgraded from schema version %d to %d (copy kept: %s)", what, path, found, latest,
+                    backup)
+    return found

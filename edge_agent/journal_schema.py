@@ -20,23 +20,17 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 from contract.schema_migrations import (
     Migration,
-    MigrationError,
-    backup_sqlite,
     latest_version,
-    run_steps,
     split_statements,
-    sqlite_way_back,
-    too_new,
+    sqlite_version,
+    upgrade_sqlite,
 )
-
-log = logging.getLogger(__name__)
 
 # Release 62433ff, as it created a journal (results, publisher cursors, the journal's id, reviews, audit).
 _RELEASED_LAYOUT = """
@@ -117,7 +111,7 @@ JOURNAL_VERSION = latest_version(JOURNAL_MIGRATIONS)
 
 def journal_version(db: sqlite3.Connection) -> int:
     """The journal's schema version (0: new, or written before versions were kept)."""
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
+    return sqlite_version(db)
 
 
 def migrate_journal(
@@ -127,40 +121,11 @@ def migrate_journal(
     it had (0 for a new journal). Raises `SchemaTooNewError` (newer than the code) or `MigrationError` (a
     step failed: rolled back, the journal as it was), both from `contract.schema_migrations`, in both
     cases with nothing changed."""
-    latest = latest_version(steps)
-    found = journal_version(db)
-    if found > latest:
-        raise too_new(f"journal {path}", found, latest, sqlite_way_back(path, latest))
-    if found == latest:
-        return found
-    db.execute("BEGIN IMMEDIATE")  # the writer lock: another process opening it waits, then finds it done
-    if journal_version(db) >= latest:  # that process upgraded it while this one waited
-        db.execute("ROLLBACK")
-        return migrate_journal(db, path, steps)
-    backup: Path | None = None
-    try:
-        found = journal_version(db)
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        adopted = found == 0 and bool(tables)
-        if adopted:
-            columns = {r[1] for r in db.execute("PRAGMA table_info(results)")}
-            if not columns >= _RELEASED_RESULTS_COLUMNS:
-                raise MigrationError(
-                    f"{path} is not an edge-inspect journal (its tables: {', '.join(sorted(tables))}); "
-                    "point journal.path at the journal, or at a new file"
-                )
-            found = 1  # written before versions were kept: the released layout
-        if tables and found < latest:
-            backup = backup_sqlite(path, found)
-        # a journal taken as version 1 runs step 1 too (idempotent): it creates a table it may lack
-        run_steps(steps[0 if adopted else found :], db, f"journal {path}", found, backup)
-        db.execute(f"PRAGMA user_version = {latest}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    if tables:
-        log.warning(
-            "journal %s: upgraded from schema version %d to %d (copy kept: %s)", path, found, latest, backup
-        )
-    return found
+    return upgrade_sqlite(
+        db,
+        path,
+        steps,
+        "journal",
+        ("results", _RELEASED_RESULTS_COLUMNS),
+        "point journal.path at the journal, or at a new file",
+    )

@@ -1,5 +1,11 @@
 """`ResultStore`: the reference MES receiver's SQLite table, one row per `result_id`, ever.
 
+The layout is versioned like the agent's journal and the hub (`contract.schema_migrations`): the version
+lives in the file (`PRAGMA user_version`), the steps in `MES_MIGRATIONS` (step 1: the layout of release
+62433ff, the first with versions; append a step for each later change, never edit a released one). At
+open, a file without a version that holds the released layout is version 1; an older file is copied to
+`<file>.v<N>.bak` and upgraded in one transaction; a file newer than the code is refused unchanged.
+
 Example:
     >>> import tempfile, pathlib
     >>> from contract.result import InspectionResult, ModelInfo
@@ -20,15 +26,18 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from contract.result import InspectionResult
+from contract.schema_migrations import Migration, latest_version, split_statements, upgrade_sqlite
 
 StoreStatus = Literal["stored", "duplicate", "rejected"]
 
-_SCHEMA = """
+# Release 62433ff, as its receiver created the store (IF NOT EXISTS: idempotent, see upgrade_sqlite).
+_RELEASED_LAYOUT = """
 CREATE TABLE IF NOT EXISTS results (
     result_id   TEXT PRIMARY KEY,
     site        TEXT NOT NULL,
@@ -49,8 +58,34 @@ CREATE TABLE IF NOT EXISTS rejected (
     error       TEXT NOT NULL,
     header      BLOB,
     body        BLOB
-);
+)
 """
+
+
+def _released_layout(db: sqlite3.Connection) -> None:
+    for statement in split_statements(_RELEASED_LAYOUT):
+        db.execute(statement)
+
+
+#: every layout change, oldest first
+MES_MIGRATIONS: tuple[Migration, ...] = (Migration(1, "layout of release 62433ff", _released_layout),)
+MES_VERSION = latest_version(MES_MIGRATIONS)
+_RELEASED_RESULTS_COLUMNS = {"result_id", "site", "line", "seq", "part_id", "verdict", "ts", "body"}
+
+
+def migrate_mes_store(
+    db: sqlite3.Connection, path: Path, steps: Sequence[Migration] = MES_MIGRATIONS
+) -> int:
+    """Bring the store at `path` (open as `db`, autocommit) to the newest layout; returns the version it
+    had (0: new). Raises `SchemaTooNewError` / `MigrationError` with the file unchanged."""
+    return upgrade_sqlite(
+        db,
+        path,
+        steps,
+        "MES result store",
+        ("results", _RELEASED_RESULTS_COLUMNS),
+        "give the receiver its own store file (--store)",
+    )
 
 
 @dataclass(frozen=True)
@@ -74,7 +109,11 @@ class ResultStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
+        try:
+            migrate_mes_store(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
 
     def store_batch(self, items: list[StoreItem]) -> list[StoreStatus]:
         """Store all items in one committed transaction; returns one status per item."""
