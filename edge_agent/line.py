@@ -664,10 +664,19 @@ class LineRuntime:
         self._settle(self._workers - 1)
 
     def _settle(self, limit: int) -> None:
-        """Queue the results of finished parts in order; wait for the oldest while more than `limit` run."""
-        while self._inflight and (len(self._inflight) > limit or self._inflight[0].done.done()):
-            self._finish(self._inflight[0])
-            self._inflight.popleft()
+        """Queue the results of finished parts in the order they were taken; while more than `limit` parts
+        are in inference, wait for any one of them (not the oldest: a worker that finished first takes the
+        next part at once instead of idling behind a slower one). Finished parts waiting behind an unfinished
+        older one are bounded too (`limit + workers`), so a stuck part cannot pile results up."""
+        while True:
+            while self._inflight and self._inflight[0].done.done():
+                # finished, then dropped from the deque: in between the part is never in neither place
+                self._finish(self._inflight[0])
+                self._inflight.popleft()
+            running = [p.done for p in self._inflight if not p.done.done()]
+            if len(running) <= limit and len(self._inflight) <= limit + self._workers:
+                return
+            concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
 
     def _finish(self, part: _InFlight) -> None:
         try:

@@ -4,6 +4,7 @@ the threads, so several lines on a small PC take turns on the cores instead of f
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import numpy as np
 import pytest
@@ -120,3 +121,28 @@ def test_auto_concurrency_runs_two_parts_only_where_a_line_runs_free(
     runtime = agent.lines["a"]
     assert (budget.concurrent, budget.threads_per_model) == expected
     assert runtime._inspector.model.session.get_session_options().intra_op_num_threads == expected[1]
+
+
+def test_a_worker_that_finishes_first_takes_the_next_part_and_results_stay_in_order() -> None:
+    """`_settle`: with two parts in inference, the newer one finishing first frees its worker at once
+    (no wait behind the older one), while results are still queued in the order the parts were taken."""
+    import concurrent.futures
+
+    from edge_agent.line import LineRuntime, _InFlight
+
+    line = LineRuntime.__new__(LineRuntime)  # only the in-flight bookkeeping is exercised
+    queued: list[str] = []
+    line._workers = 2
+    line._inflight = deque()
+    line._finish = lambda part: queued.append(part.part_id)  # type: ignore[method-assign]
+    older, newer = concurrent.futures.Future(), concurrent.futures.Future()
+    line._inflight.extend(_InFlight(f, pid, "r", {}, None) for f, pid in ((older, "p1"), (newer, "p2")))
+
+    threading.Timer(0.2, newer.set_result, args=(None,)).start()
+    line._settle(1)  # returns once either part is done: the newer one
+    assert newer.done() and not older.done()
+    assert queued == [] and len(line._inflight) == 2  # p2 waits behind p1: order is kept
+
+    threading.Timer(0.2, older.set_result, args=(None,)).start()
+    line._settle(0)
+    assert queued == ["p1", "p2"] and not line._inflight
