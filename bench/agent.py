@@ -318,6 +318,10 @@ def runtime_rows(args: argparse.Namespace, tmp: Path, frames: Path, model: Path,
             f"{lo:>5.3f}-{hi:<6.3f} {loop_cpu:>18.2f} {run['cpu_ms_per_part']:>6.2f} "
             f"{loop_cpu / run['cpu_ms_per_part']:>10.3f} {restart:>9.2f}"
         )
+        # where the agent's CPU per part goes, beside the loop's whole: the model's workers (decode of the
+        # next frame is the capture thread's) against the journal, publishing, archive and hand-overs
+        split = ", ".join(f"{name} {ms:.2f}" for name, ms in run["thread_cpu_ms_per_part"].items())
+        print(f"{'':<22} agent CPU ms/part by thread: {split}")
     base = rows.get("onnxruntime:CPU:f32")
     if base:
         for runtime, row in rows.items():
