@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -115,6 +116,101 @@ def encode_payload(metrics: Iterable[Metric], *, seq: int | None, timestamp_ms: 
     return payload.SerializeToString()
 
 
+# -- DDATA of a result, from a template ------------------------------------------------------------------
+# A line's DDATA carries the same metric names and datatypes for every result: their bytes are encoded
+# once (protobuf wire format), a result adds only its values. The bytes equal what the protobuf runtime
+# writes for the same metrics (tests compare them); building a protobuf message per result cost more than
+# the rest of a DDATA's work together.
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+
+
+def _unsigned(value: Any, limit: int) -> int:
+    n = int(value)
+    if not 0 <= n <= limit:
+        raise ValueError(f"{value!r} is outside the Sparkplug datatype's range")
+    return n
+
+
+def _string_field(value: Any) -> bytes:
+    data = str(value).encode()
+    return b"\x7a" + _varint(len(data)) + data  # string_value 15
+
+
+_PACK_FLOAT, _PACK_DOUBLE = struct.Struct("<f").pack, struct.Struct("<d").pack
+# datatype -> the Metric's value field: int_value 10, long_value 11, float_value 12, double_value 13,
+# boolean_value 14, string_value 15 (as in _VALUE_FIELDS)
+_VALUE_BYTES: dict[int, Any] = {
+    INT32: lambda v: b"\x50" + _varint(int(v) & 0xFFFFFFFF),
+    UINT32: lambda v: b"\x50" + _varint(_unsigned(v, 0xFFFFFFFF)),
+    INT64: lambda v: b"\x58" + _varint(int(v) & 0xFFFFFFFFFFFFFFFF),
+    UINT64: lambda v: b"\x58" + _varint(_unsigned(v, 0xFFFFFFFFFFFFFFFF)),
+    DATETIME: lambda v: b"\x58" + _varint(_unsigned(v, 0xFFFFFFFFFFFFFFFF)),
+    FLOAT: lambda v: b"\x65" + _PACK_FLOAT(float(v)),
+    DOUBLE: lambda v: b"\x69" + _PACK_DOUBLE(float(v)),
+    BOOLEAN: lambda v: b"\x70\x01" if v else b"\x70\x00",
+    STRING: _string_field,
+}
+_NULL = b"\x38\x01"  # is_null 7
+
+
+class PayloadTemplate:
+    """Payloads of fixed metrics (names and datatypes) whose values, metric timestamp and historical flag
+    change: `encode(values, ...)` equals `encode_payload([Metric(name, datatype, value, metric_ms,
+    historical) ...], seq=seq, timestamp_ms=timestamp_ms)`.
+
+    >>> t = PayloadTemplate([("Result/Verdict", STRING), ("Result/Defect Count", UINT32)])
+    >>> m = [Metric("Result/Verdict", STRING, "NG", 5), Metric("Result/Defect Count", UINT32, 2, 5)]
+    >>> t.encode(["NG", 2], metric_ms=5, seq=3, timestamp_ms=9) == encode_payload(m, seq=3, timestamp_ms=9)
+    True
+    """
+
+    def __init__(self, metrics: Sequence[tuple[str, int]]) -> None:
+        self.metrics = list(metrics)
+        self._parts: list[tuple[bytes, bytes, Any]] = []  # per metric: name 1, datatype 4, value encoder
+        for name, datatype in self.metrics:
+            if datatype not in _VALUE_BYTES:
+                raise ValueError(f"unsupported Sparkplug datatype {datatype}")
+            data = name.encode()
+            self._parts.append(
+                (b"\x0a" + _varint(len(data)) + data, b"\x20" + _varint(datatype), _VALUE_BYTES[datatype])
+            )
+
+    def encode(
+        self,
+        values: Sequence[Any],
+        *,
+        metric_ms: int | None,
+        historical: bool = False,
+        seq: int | None,
+        timestamp_ms: int,
+    ) -> bytes:
+        if len(values) != len(self._parts):
+            raise ValueError(f"{len(values)} values for {len(self._parts)} metrics")
+        stamp = b"" if metric_ms is None else b"\x18" + _varint(metric_ms)  # timestamp 3
+        flag = b"\x28\x01" if historical else b""  # is_historical 5
+        out = [b"\x08", _varint(timestamp_ms)]  # Payload.timestamp 1
+        for (name, datatype, encode), value in zip(self._parts, values):  # lengths checked above
+            value_bytes = _NULL if value is None else encode(value)
+            size = len(name) + len(stamp) + len(datatype) + len(flag) + len(value_bytes)
+            out += (b"\x12", _varint(size), name, stamp, datatype, flag, value_bytes)  # Payload.metrics 2
+        if seq is not None:
+            out += (b"\x18", _varint(seq))  # Payload.seq 3
+        return b"".join(out)
+
+
 def decode_payload(data: bytes) -> Any:
     """The protobuf message of a payload (for NCMD handling and diagnostics)."""
     payload = pb.Payload()
@@ -165,6 +261,51 @@ def node_metrics(bd_seq: int, backlog: int, version: str) -> list[Metric]:
     ]
 
 
+def line_metric_types(classes: Sequence[str]) -> list[tuple[str, int]]:
+    """(name, datatype) of a line's result metrics, in the order `line_values` gives their values."""
+    return [
+        ("Result/Verdict", STRING),
+        ("Result/Part ID", STRING),
+        ("Result/Result ID", STRING),
+        ("Result/Journal Seq", UINT64),
+        ("Result/Defect Count", UINT32),
+        ("Result/Top Confidence", FLOAT),
+        ("Result/Reasons", STRING),
+        *((f"Result/Defects/{name}", UINT32) for name in classes),
+        ("Model/Name", STRING),
+        ("Model/Version", STRING),
+        ("Recipe", STRING),
+        ("Rates/Parts per Minute", DOUBLE),
+        ("Rates/NG Ratio", DOUBLE),
+    ]
+
+
+def line_values(result: InspectionResult | None, classes: Sequence[str], rates: LineRates) -> list[Any]:
+    """The values of `line_metric_types(classes)` for `result` (None before the first result: nulls).
+    A defect of a class not in `classes` counts in the defect count only (the caller rebirths first)."""
+    if result is None:
+        return [None] * (12 + len(classes))
+    per_class = dict.fromkeys(classes, 0)
+    for defect in result.defects:
+        if defect.class_name in per_class:
+            per_class[defect.class_name] += 1
+    return [
+        result.verdict,
+        result.part_id,
+        result.result_id,
+        result.seq,
+        len(result.defects),
+        max((d.confidence for d in result.defects), default=0.0),
+        "; ".join(result.reasons),
+        *per_class.values(),
+        result.model.name,
+        result.model.version,
+        result.recipe,
+        rates.parts_per_minute(),
+        rates.ng_ratio(),
+    ]
+
+
 def line_metrics(
     result: InspectionResult | None,
     classes: Sequence[str],
@@ -176,45 +317,11 @@ def line_metrics(
 
     The DDATA of each result carries all of them; the DBIRTH carries them plus `Line/State`."""
     at = ms(result.timestamp) if result is not None else None
-    if result is None:
-        per_class: dict[str, int | None] = dict.fromkeys(classes)
-        values: dict[str, Any] = {}
-    else:
-        per_class = dict.fromkeys(classes, 0)
-        for defect in result.defects:
-            per_class[defect.class_name] = (per_class.get(defect.class_name) or 0) + 1
-        values = {
-            "verdict": result.verdict,
-            "part": result.part_id,
-            "rid": result.result_id,
-            "seq": result.seq,
-            "count": len(result.defects),
-            "top": max((d.confidence for d in result.defects), default=0.0),
-            "reasons": "; ".join(result.reasons),
-            "model": result.model.name,
-            "version": result.model.version,
-            "recipe": result.recipe,
-            "ppm": rates.parts_per_minute(),
-            "ng": rates.ng_ratio(),
-        }
-
-    def metric(name: str, datatype: int, value: Any) -> Metric:
-        return Metric(name, datatype, value, at, historical)
-
     return [
-        metric("Result/Verdict", STRING, values.get("verdict")),
-        metric("Result/Part ID", STRING, values.get("part")),
-        metric("Result/Result ID", STRING, values.get("rid")),
-        metric("Result/Journal Seq", UINT64, values.get("seq")),
-        metric("Result/Defect Count", UINT32, values.get("count")),
-        metric("Result/Top Confidence", FLOAT, values.get("top")),
-        metric("Result/Reasons", STRING, values.get("reasons")),
-        *(metric(f"Result/Defects/{name}", UINT32, n) for name, n in per_class.items()),
-        metric("Model/Name", STRING, values.get("model")),
-        metric("Model/Version", STRING, values.get("version")),
-        metric("Recipe", STRING, values.get("recipe")),
-        metric("Rates/Parts per Minute", DOUBLE, values.get("ppm")),
-        metric("Rates/NG Ratio", DOUBLE, values.get("ng")),
+        Metric(name, datatype, value, at, historical)
+        for (name, datatype), value in zip(
+            line_metric_types(classes), line_values(result, classes, rates), strict=True
+        )
     ]
 
 
@@ -241,10 +348,13 @@ __all__ = [
     "REBIRTH",
     "LineRates",
     "Metric",
+    "PayloadTemplate",
     "birth_line_metrics",
     "decode_payload",
     "encode_payload",
+    "line_metric_types",
     "line_metrics",
+    "line_values",
     "ms",
     "next_seq",
     "node_metrics",
