@@ -49,9 +49,18 @@ def build_card(
     citation: str = "",
     version: str | None = None,
 ) -> dict[str, Any]:
+    from training.anomaly.statistics import is_statistics_run, load_statistics
     from vision.digest import file_sha256
 
-    _, cfg, info = load_net(run)
+    if is_statistics_run(run):
+        _, cfg, info = load_statistics(run)
+        method = (
+            f"statistics: per-pixel {cfg.centre} and spread of the aligned good images, line average "
+            f"{info['fit'].get('line', cfg.line)} px, polarity {cfg.polarity} (docs/anomaly.md)"
+        )
+    else:
+        _, cfg, info = load_net(run)
+        method = "segmentation network on good images with synthetic defects (docs/training.md)"
     now = dt.datetime.now(dt.timezone.utc)
     point = report.operating_point if report is not None else None
     card: dict[str, Any] = {
@@ -93,11 +102,13 @@ def build_card(
         },
         "training": {
             "run": str(run),
-            "method": "segmentation network on good images with synthetic defects (docs/training.md)",
+            "method": method,
             "steps": info["step"],
             "train_hours": round(info["train_s"] / 3600, 3),
             "cpu_hours": round(info["cpu_s"] / 3600, 3),
             "config": cfg.to_dict(),
+            "cpu_s": round(info["cpu_s"], 1),
+            **({"fit": info["fit"]} if "fit" in info else {}),
         },
         "versions": library_versions(),
         "created": now.isoformat(timespec="seconds"),

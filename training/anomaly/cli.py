@@ -100,12 +100,21 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(help="Continue the run in --run from its checkpoint.")] = False,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="network: segmentation network on painted defects (any part; torch). statistics: per-pixel "
+            "statistics of aligned good images (fixtured parts; seconds, numpy). Default: the config's, "
+            "else network."
+        ),
+    ] = None,
     description: Annotated[str, typer.Option(help="One line for the model card.")] = "",
     citation: Annotated[str, typer.Option(help="Dataset citation / licence for the card.")] = "",
 ) -> None:
-    """Train on good images with synthetic defects shaped like the expected ones, then export to --out:
-    model.onnx, model.json (thresholds from held-out good images for the target false-reject rate) and
-    evaluation plots. Progress is printed; a checkpoint is saved every minute (resume with --resume)."""
+    """Train on good images, then export to --out: model.onnx, model.json (thresholds from held-out good
+    images for the target false-reject rate) and evaluation plots. The network method trains on synthetic
+    defects shaped like the expected ones, prints progress and saves a checkpoint every minute (resume with
+    --resume); the statistics method fits in seconds."""
     from training.anomaly.card import package_model
     from training.anomaly.config_file import read_config_file
     from training.anomaly.train import AnomalyTrainConfig, train_anomaly
@@ -116,11 +125,20 @@ def train_cmd(
             raise typer.BadParameter("--out (the model folder to write) is required")
         run_dir = run or Path("runs/anomaly") / out.name
         es = _eval_set(eval_root, eval_good, eval_defects, eval_masks)
+        file_settings: dict[str, Any] = read_config_file(config) if config and not resume else {}
+        chosen = method or file_settings.pop("method", None) or "network"
+        file_settings.pop("method", None)
+        if chosen not in ("network", "statistics"):
+            raise typer.BadParameter(f"--method {chosen!r}: expected network or statistics")
+        if chosen == "statistics":
+            _fit_statistics(good, out, run_dir, es, file_settings, defects, imgsz, seed, resume,
+                            target_false_reject, description, citation)  # fmt: skip
+            return
         cfg = None
         if not resume:
             if good is None:
                 raise typer.BadParameter("the folder of good images is required (or --resume)")
-            settings: dict[str, Any] = read_config_file(config) if config else {}
+            settings = {k: v for k, v in file_settings.items() if k not in STATISTICS_ONLY}
             overrides = {
                 "defects": defects.split(",") if defects else None,
                 "imgsz": _pair(imgsz, "--imgsz"),
@@ -150,9 +168,48 @@ def train_cmd(
         typer.echo(f"Wrote {out / 'model.onnx'} and {card} (run folder {run_dir})")
 
 
+#: config keys of the statistics method only (the network's config ignores them)
+STATISTICS_ONLY = ("centre", "floor", "tolerance", "polarity", "line", "line_choices", "paintings",
+                   "target_false_reject")  # fmt: skip
+
+
+def _fit_statistics(
+    good: Path | None,
+    out: Path,
+    run_dir: Path,
+    es: Any,
+    settings: dict[str, Any],
+    defects: str | None,
+    imgsz: str | None,
+    seed: int | None,
+    resume: bool,
+    target_false_reject: float,
+    description: str,
+    citation: str,
+) -> None:
+    from training.anomaly.card import package_model
+    from training.anomaly.statistics import StatisticsConfig, fit_statistics
+
+    if resume:
+        raise typer.BadParameter("--resume applies to the network method (statistics fit in seconds)")
+    if good is None:
+        raise typer.BadParameter("the folder of good images is required")
+    known = set(StatisticsConfig.__dataclass_fields__)
+    cfg_values = {k: v for k, v in settings.items() if k in known}
+    overrides = {"defects": defects.split(",") if defects else None, "imgsz": _pair(imgsz, "--imgsz"),
+                 "seed": seed}  # fmt: skip
+    cfg_values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = StatisticsConfig(good=str(good), **cfg_values)
+    fit_statistics(cfg, run_dir, echo=lambda s: typer.echo(s, err=True))
+    card, report = package_model(run_dir, out, es, target_false_reject, description, citation)
+    if report is not None:
+        typer.echo(report.summary())
+    typer.echo(f"Wrote {out / 'model.onnx'} and {card} (run folder {run_dir})")
+
+
 @anomaly_app.command("export")
 def export_cmd(
-    run: Annotated[Path, typer.Argument(help="Anomaly run folder (holds checkpoint.pt).")],
+    run: Annotated[Path, typer.Argument(help="Anomaly run folder (checkpoint.pt or statistics.npz).")],
     out: Annotated[Path, typer.Option(help="Model folder to write.")],
     eval_root: EvalOpt = None,
     eval_good: EvalGoodOpt = None,

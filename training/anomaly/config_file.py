@@ -32,6 +32,9 @@ from training.errors import TrainingInputError
 SETTINGS = (
     "imgsz", "crop", "width", "pool", "defects", "max_defects", "defect_probability", "batch", "lr", "hours",
     "max_steps", "seed", "held_out", "flips", "ng", "ng_masks", "real_share", "threads", "jpeg_quality",
+    # the statistics method (training/anomaly/statistics.py)
+    "method", "centre", "floor", "tolerance", "polarity", "line", "line_choices", "paintings",
+    "target_false_reject",
 )  # fmt: skip
 
 

@@ -42,7 +42,27 @@ def export_onnx(
     image_threshold: float = 0.5,
     pixel_threshold: float = 0.5,
 ) -> Path:
-    """Write the run's network as the contract's ONNX file; thresholds can be set later (`set_metadata`)."""
+    """Write the run's model as the contract's ONNX file; thresholds can be set later (`set_metadata`).
+    A network run goes through torch; a statistics run (`training.anomaly.statistics`) is a graph of its
+    constants, built without torch."""
+    from training.anomaly.statistics import export_statistics_onnx, is_statistics_run
+
+    if is_statistics_run(run):
+        out, scfg = export_statistics_onnx(run, out_path)
+        h, w = scfg.imgsz
+        set_metadata(
+            out,
+            {
+                "edge_inspect_kind": KIND,
+                "image_threshold": repr(float(image_threshold)),
+                "pixel_threshold": repr(float(pixel_threshold)),
+                "imgsz": f"[{h}, {w}]",
+                "name": name,
+                "version": version,
+                "method": "statistics",
+            },
+        )
+        return out
     import torch
 
     from training.anomaly.net import ExportWrapper

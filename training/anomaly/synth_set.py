@@ -57,3 +57,48 @@ def write_anomaly_set(
                 mask = ((cover > 0.5) * 255).astype(np.uint8)
                 cv2.imwrite(str(root / "ground_truth/defect" / f"{stem}_{i:04d}_mask.png"), mask)
     return root
+
+
+def write_aligned_set(
+    dst: str | Path,
+    n_train: int = 60,
+    n_test_good: int = 20,
+    n_test_defect: int = 20,
+    size: tuple[int, int] = (96, 128),
+    seed: int = 0,
+    surface_kind: str = "metal",
+    defects: Sequence[str] = ("scratch", "crack", "pit", "stain"),
+) -> Path:
+    """An aligned part (the statistics method's case): one part from the generator, photographed again and
+    again in the same place (each picture: the generator's camera noise, a small gain and offset); defect
+    parts carry one or two defects of `defects` (the generator's shapes, `training.anomaly.defects`) with
+    their masks. Same MVTec layout as `write_anomaly_set`.
+
+    >>> import tempfile
+    >>> root = write_aligned_set(tempfile.mkdtemp(), n_train=2, n_test_good=1, n_test_defect=1, size=(32, 48))
+    >>> len(list(root.rglob("*.png")))
+    5
+    """
+    from training.anomaly.defects import parse_defects, synthesise
+    from training.synth import _camera, surface
+
+    root = Path(dst)
+    rng = np.random.default_rng(seed)
+    part = surface(rng, size[0], size[1], surface_kind)
+    specs = parse_defects(list(defects))
+
+    def photo() -> np.ndarray:
+        lit = part.astype(np.float32) * rng.uniform(0.95, 1.05) + rng.uniform(-4, 4)
+        return _camera(rng, np.clip(lit, 0, 255).astype(np.uint8))
+
+    for folder, count in (("train/good", n_train), ("test/good", n_test_good)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            cv2.imwrite(str(root / folder / f"good_{i:04d}.png"), photo())
+    (root / "test/defect").mkdir(parents=True, exist_ok=True)
+    (root / "ground_truth/defect").mkdir(parents=True, exist_ok=True)
+    for i in range(n_test_defect):
+        img, mask = synthesise(rng, photo(), specs, max_defects=2)
+        cv2.imwrite(str(root / "test/defect" / f"defect_{i:04d}.png"), img)
+        cv2.imwrite(str(root / "ground_truth/defect" / f"defect_{i:04d}_mask.png"), mask * 255)
+    return root
