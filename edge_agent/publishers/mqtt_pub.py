@@ -178,8 +178,13 @@ class _BatchingClient(mqtt.Client):
     and two PUBACKs each) those syscalls were a quarter of the publisher's CPU. Here one `recv()` takes
     what the kernel holds and paho's byte-wise reads are served from it, and `loop_write()` sends the
     queued packets with one `send()`. `publish()` only queues (an `on_socket_register_write` hook is
-    set): the session calls `loop_write()` after a batch. Only paho's two socket helpers are replaced;
-    packet parsing, state and callbacks stay paho's.
+    set): the session calls `loop_write()` after a batch.
+
+    A PUBACK (MQTT 3.1.1: just the message id) is handled here too: paho decodes each into MQTT 5
+    Properties and ReasonCode objects, logs it and signals a Condition per message, which cost more than
+    the rest of its work on a message together. Here the message leaves paho's table of unacknowledged
+    messages as in paho, and `on_publish` gets the message id (reason code and properties None: 3.1.1
+    has neither). Everything else (CONNECT, SUBSCRIBE, incoming PUBLISH, keep-alive) stays paho's.
     """
 
     READ_SIZE = 65536
@@ -208,6 +213,20 @@ class _BatchingClient(mqtt.Client):
         start = self._read_pos
         self._read_pos = start + bufsize
         return self._read_buffer[start : self._read_pos]
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> mqtt.MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol == mqtt.MQTTv5 or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)  # paho's own path (and its malformed-packet errors)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if self._out_messages.pop(mid, None) is None:
+                return mqtt.MQTT_ERR_SUCCESS  # not (or no longer) ours to acknowledge: as paho, ignored
+            self._inflight_messages -= 1
+        on_publish = self.on_publish
+        if on_publish is not None:
+            on_publish(self, self._userdata, mid, None, None)
+        return mqtt.MQTT_ERR_SUCCESS
 
     def _packet_write(self) -> mqtt.MQTTErrorCode:
         queue = self._out_packet

@@ -95,6 +95,16 @@ def test_broker_outage_loses_and_duplicates_nothing(
             10,
             "the first 40 acknowledged",
         )
+        # ... and received: a message the broker has not yet delivered to the recorder (or has no PUBACK
+        # for) when it stops is delivered again after the restart (MQTT's at-least-once to a persistent
+        # subscriber), which would read as the publisher's duplicate.
+        wait_for(
+            lambda: len(recorder.snapshot(RESULT_TOPIC)) == 40
+            and sum(k == "DDATA" for k, *_ in sparkplug_messages(recorder, "edge-inspect")) == 40,
+            10,
+            "the recorder's copies of the first 40",
+        )
+        time.sleep(0.2)  # its PUBACKs reach the broker
         broker.stop()
         during = _append(journal, publisher, 41, 120)
         time.sleep(1.5)
