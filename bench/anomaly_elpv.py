@@ -1,6 +1,6 @@
 """ELPV solar cells (image-level labels) laid out for anomaly training and evaluation, in the MVTec layout.
 
-    pip install elpv-dataset        # not a dependency of edge-inspect: only for this measurement
+    pip install -e ".[bench]"       # elpv-dataset: not needed to run edge-inspect, only for this measurement
     python bench/anomaly_elpv.py runs/data/elpv
     edge-inspect anomaly train runs/data/elpv --config configs/training/elpv-anomaly.yaml \\
         --out runs/models/elpv-anomaly --eval runs/data/elpv
@@ -32,7 +32,7 @@ def main() -> None:
     try:
         from elpv_dataset.utils import load_dataset
     except ImportError:
-        raise SystemExit("needs the ELPV package: pip install elpv-dataset") from None
+        raise SystemExit("needs the ELPV package: pip install -e '.[bench]' (elpv-dataset)") from None
 
     images, probs, types = load_dataset()
     keep = np.ones(len(images), bool) if args.type is None else types == args.type
