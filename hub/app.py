@@ -1,8 +1,8 @@
 """The hub's HTTP app: the agents' API (`/api/v1/...`, per-agent token) and the dashboard (logins).
 
 `contract.web.WebGuard` (the console's too) stands before every route: a login unless the route is
-`public` (login page, static files, health, the agents' API with its own token), CSRF on every write,
-foreign origins refused, security headers."""
+`public` (login page, static files, health, the agents' API with its own token), the role a route
+declares, CSRF on every write, foreign origins refused, security headers."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def build_app(config: HubConfig, store: HubStore) -> Starlette:
         public(route.endpoint)
     dashboard = Dashboard(config, store, registry, rollouts, commands)
     routes = [Route("/healthz", public(healthz)), *agent_api, *dashboard.routes()]
-    guard = Middleware(WebGuard, routes=routes, identify=dashboard.identify, csrf_of=dashboard.csrf_of)
+    guard = Middleware(WebGuard, routes=routes, logins=dashboard.logins, on_refusal=dashboard.refusal_page)
     app = Starlette(routes=routes, middleware=[guard])
     app.state.config = config
     app.state.store = store

@@ -11,6 +11,8 @@ seconds, `minute` epoch minutes, `day` epoch days, so one set of queries serves 
   rows they count (never twice: only newly inserted rows are counted). Dashboards read only these.
 - registry (`agents`, `lines`), rollout (`models`, `rollouts`, `assignments`, `line_history`), users,
   agent commands (image fetch, collect) and collect jobs.
+- `sessions`: dashboard logins (`contract.session_store`: a hash of each cookie's token, the user, the
+  stamp of their password and role, the expiry), shared by every hub process on the database.
 - `schema_version`: one row per migration applied (version, name, when); the highest is the version.
 
 Step 1 is the layout of release 62433ff (`schema_sql`), each later step what a later release added, so
@@ -38,6 +40,7 @@ from contract.schema_migrations import (
     sqlite_way_back,
     too_new,
 )
+from contract.session_store import SESSIONS_TABLE
 from hub.db import Database
 
 log = logging.getLogger(__name__)
@@ -187,11 +190,22 @@ def _add_column(table: str, column: str, kind: str):
     return apply
 
 
+def _statements(statements: Sequence[str]):
+    """A step of idempotent statements (IF NOT EXISTS), the same on SQLite and PostgreSQL."""
+
+    def apply(db: Database) -> None:
+        for statement in statements:
+            db.execute(statement)
+
+    return apply
+
+
 #: every layout change, oldest first; append a step for each change (never edit a released one)
 HUB_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "layout of release 62433ff", _released_layout),
     Migration(2, "results.anomaly_score (the highest image score of the result's cameras)",
               _add_column("results", "anomaly_score", "REAL")),
+    Migration(3, "sessions (dashboard logins, contract.session_store)", _statements(SESSIONS_TABLE)),
 )
 
 HUB_SCHEMA_VERSION = latest_version(HUB_MIGRATIONS)

@@ -1,12 +1,13 @@
 """The programme dashboard: server-rendered pages (Jinja2), inline SVG charts, no build step, nothing
-from the internet. Logins with roles (`hub.auth`): every page needs a login (`contract.web.WebGuard`,
-see hub.app: only `public` routes opt out; every POST carries the CSRF token `csrf_of`, logout is a
-POST); promoting or rolling back a rollout needs `ml`. Charts escape their text with markupsafe.
+from the internet. Logins with roles (`hub.auth`) through the shared web layer (`contract.web`, the
+console's too): every page needs a login (`WebGuard`, see hub.app: only `public` routes opt out), every
+POST carries the session's CSRF token, logout is a POST (`Logins.logout`); promoting or rolling back a
+rollout is declared `requires("ml")`. Charts escape their text with markupsafe.
 
 Pages: `/` (all companies), `/company/<name>`, `/line/<site>/<line>` (30-day and 24-hour charts, NG by
 class, drift, model history, recent NG images fetched from the agent on demand), `/rollouts`.
 
-Every request reads the user's role from the store (`Users.session_user`): a removed or changed user is
+Every request reads the user's account from the store (`Users.account`): a removed or changed user is
 logged out at once. Failed logins slow down the address they come from, never the account
 (`contract.login_throttle`).
 """
@@ -30,8 +31,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from contract.login_throttle import LoginRefused, LoginThrottle, is_loopback
-from contract.web import public, set_session_cookie, signed_token
-from hub.auth import Sessions, Users, role_at_least, session_secret
+from contract.session_store import SqlSessionStore
+from contract.web import Logins, public, refusal, requires
+from hub.auth import ROLES, Users
 from hub.commands import Commands
 from hub.config import HubConfig
 from hub.overview import Overview
@@ -72,7 +74,11 @@ class Dashboard:
         self.rollouts = rollouts
         self.commands = commands
         self.users = Users(store.db)
-        self.sessions = Sessions(session_secret(config.data_dir), config.http.session_hours)
+        # in the hub's database (a migration makes the table): every hub process on it shares them
+        self.session_store = SqlSessionStore(store.db, config.http.session_hours)
+        self.logins = Logins(
+            self.session_store, self.users.account, ROLES, COOKIE, secure=config.http.secure_cookies
+        )
         self.throttle = LoginThrottle(
             free_attempts=config.http.login_attempts, max_delay_s=config.http.login_max_delay_s
         )
@@ -92,31 +98,26 @@ class Dashboard:
     def routes(self) -> list[Route | Mount]:
         return [
             Route("/login", public(self.login), methods=["GET", "POST"]),
-            Route("/logout", self.logout, methods=["POST"]),
+            Route("/logout", self.logins.logout, methods=["POST"]),
             Route("/", self.programme),
             Route("/company/{name}", self.company),
             Route("/line/{site}/{line}", self.line),
             Route("/image/{site}/{line}/{result_id}", self.image),
             Route("/rollouts", self.rollouts_page, methods=["GET"]),
-            Route("/rollouts/{id:int}/{action}", self.rollout_action, methods=["POST"]),
+            Route("/rollouts/{id:int}/{action}", requires("ml")(self.rollout_action), methods=["POST"]),
             Mount("/static", public(StaticFiles(directory=HERE / "static")), name="static"),
         ]
 
-    # -- sessions (the login check itself is `contract.web.WebGuard`'s, see hub.app) ------------------
-    def identify(self, request: Request) -> dict[str, str] | None:
-        """The logged-in user with the role stored *now* (read on every request), or None. Blocking."""
-        session = self.sessions.read(request.cookies.get(COOKIE))
-        return None if session is None else self.users.session_user(session)
-
-    def csrf_of(self, request: Request, user: Any = None) -> str | None:
-        """The CSRF token of this browser's session: bound to its cookie, so no other site can know it."""
-        cookie = request.cookies.get(COOKIE)
-        return signed_token(self.sessions.secret, cookie) if cookie else None
+    def refusal_page(self, request: Request, status: int, message: str) -> Response:
+        """How the guard's refusals (no role, no CSRF token, another site) look on the dashboard."""
+        if request.url.path.startswith("/api/"):
+            return refusal(request, status, message)
+        return self._render(request, "message.html", status=status, title="Not allowed", message=message)
 
     def _render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         user = getattr(request.state, "user", None)
         html = self.env.get_template(template).render(
-            user=user, csrf=self.csrf_of(request), now=time.time(), **context
+            user=user, csrf=user.csrf if user else None, now=time.time(), **context
         )
         return HTMLResponse(html, status_code=status)
 
@@ -138,20 +139,10 @@ class Dashboard:
             if exc.retry_after_s:
                 response.headers["Retry-After"] = str(exc.retry_after_s)
             return response
-        stamp = await run_in_threadpool(self.users.stamp, name)
+        account = await run_in_threadpool(self.users.account, name)
         response = RedirectResponse(nxt, status_code=303)
-        set_session_cookie(
-            response,
-            COOKIE,
-            self.sessions.issue(name, stamp),
-            self.config.http.secure_cookies,
-            self.config.http.session_hours * 3600,
-        )
-        return response
-
-    async def logout(self, request: Request) -> Response:
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
+        if account is not None:  # None: removed between the password check and now
+            await run_in_threadpool(self.logins.start, response, account)
         return response
 
     # -- pages ----------------------------------------------------------------------------------
@@ -271,14 +262,7 @@ class Dashboard:
         return self._render(request, "rollouts.html", rollouts=rows, message=request.query_params.get("msg"))
 
     async def rollout_action(self, request: Request) -> Response:
-        if not role_at_least(request.state.user.get("role"), "ml"):
-            return self._render(
-                request,
-                "message.html",
-                status=403,
-                title="Not allowed",
-                message="Promoting and rolling back need the 'ml' role.",
-            )
+        """Promote or roll back (the route needs `ml`, see `routes`)."""
         rollout_id, action = int(request.path_params["id"]), request.path_params["action"]
         try:
             if action == "promote":

@@ -1,12 +1,14 @@
-"""Who may do what on the console: sessions, roles, CSRF, login rate limiting.
+"""Who may log in to the console: users and roles from the site file, the login itself (throttled).
 
+Sessions, roles per route, CSRF and the localhost rule live in the shared web layer (`contract.web`):
 - `auth: login` (anywhere but a localhost demo): users with roles and scrypt password hashes (the same
-  format as OPC UA's users). A login gets a random session token in an HttpOnly, SameSite=Strict cookie
-  (Secure under TLS); sessions live in memory, so an agent restart logs everybody out.
+  format as OPC UA's users). A login gets a session (`contract.web.Logins`): a random token in an
+  HttpOnly, SameSite=Strict cookie (Secure under TLS), kept in `console-sessions.sqlite` beside the
+  journal, so an agent restart logs nobody out. A user whose password hash or role changes in the site
+  file is logged out at the next click once the agent has reloaded it.
 - `auth: none` (only on localhost, saying so on every page): each browser gets an anonymous integrator
-  session, so the CSRF check below still guards every write, and requests whose Host is not localhost
-  are refused (a web page elsewhere cannot reach the console through DNS rebinding).
-- every write (POST) carries the session's CSRF token (header `X-CSRF-Token` or form field `csrf`).
+  session, so the CSRF check still guards every write, and requests whose Host is not localhost are
+  refused (a web page elsewhere cannot reach the console through DNS rebinding).
 - failed logins slow down the *address* they come from, never the account (`contract.login_throttle`):
   after `login_attempts` failures each further one doubles that address's wait, up to `login_window_s`;
   the same user logs in from anywhere else at once, so nobody can lock the integrator out.
@@ -17,83 +19,52 @@
 from __future__ import annotations
 
 import logging
-import secrets
-import threading
-import time
-from dataclasses import dataclass
+from pathlib import Path
 
 from contract.login_throttle import LoginThrottle, is_loopback
-from contract.web import same_token
-from edge_agent.console.settings import ConsoleConfig, ConsoleUser, Role, role_allows
+from contract.session_store import SqlSessionStore
+from contract.web import Account, Logins, account_stamp
+from edge_agent.console.settings import ROLE_ORDER, ConsoleConfig, ConsoleUser
 
 log = logging.getLogger(__name__)
 
 COOKIE = "ei_session"
-MAX_SESSIONS = 5000
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+#: the visitor of a console without a login (`auth: none`, localhost only): may do everything
+NO_LOGIN = Account("local", "integrator", "auth: none")
 # A hash that no password matches, checked for unknown users so a login takes as long either way.
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 
-@dataclass
-class Session:
-    token: str
-    user: str
-    role: Role
-    csrf: str
-    expires: float
-    anonymous: bool = False
-
-    def allows(self, needed: Role) -> bool:
-        return role_allows(self.role, needed)
+def account_of(user: ConsoleUser) -> Account:
+    return Account(user.name, user.role, account_stamp(user.password_hash, user.role))
 
 
 class Auth:
-    def __init__(self, config: ConsoleConfig) -> None:
+    """The console's users (`accounts`), its login procedure, and its sessions (`logins`)."""
+
+    def __init__(self, config: ConsoleConfig, sessions_file: Path) -> None:
         self.config = config
         self.login_required = config.auth == "login"
         self.users = {u.name: u for u in config.users}
         self.throttle = LoginThrottle(free_attempts=config.login_attempts, max_delay_s=config.login_window_s)
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+        self.store = SqlSessionStore.in_file(sessions_file, config.session_hours)
+        self.logins = Logins(
+            self.store,
+            self.account,
+            ROLE_ORDER,
+            COOKIE,
+            secure=config.tls is not None,
+            anonymous=None if self.login_required else NO_LOGIN,
+        )
         warning = plain_http_warning(config)
         if warning:
             log.warning(warning)
 
-    def _new_session(self, user: str, role: Role, anonymous: bool = False) -> Session:
-        session = Session(
-            token=secrets.token_urlsafe(32),
-            user=user,
-            role=role,
-            csrf=secrets.token_urlsafe(32),
-            expires=time.time() + self.config.session_hours * 3600,
-            anonymous=anonymous,
-        )
-        with self._lock:
-            now = time.time()
-            for token in [t for t, s in self._sessions.items() if s.expires < now]:
-                del self._sessions[token]
-            while len(self._sessions) >= MAX_SESSIONS:  # a script without cookies must not grow this forever
-                del self._sessions[min(self._sessions, key=lambda t: self._sessions[t].expires)]
-            self._sessions[session.token] = session
-        return session
+    def account(self, name: str) -> Account | None:
+        user = self.users.get(name) if self.login_required else None
+        return account_of(user) if user is not None else None
 
-    def anonymous_session(self) -> Session:
-        """auth: none: the localhost demo's visitor may do everything; CSRF still applies."""
-        return self._new_session("local", "integrator", anonymous=True)
-
-    def session(self, token: str | None) -> Session | None:
-        if not token:
-            return None
-        with self._lock:
-            session = self._sessions.get(token)
-        if session is None or session.expires < time.time():
-            return None
-        if self.login_required and session.anonymous:
-            return None
-        return session
-
-    def login(self, name: str, password: str, client: str) -> Session:
+    def login(self, name: str, password: str, client: str) -> Account:
         """Check a user's password (scrypt, ~50 ms: call from a worker thread). Raises LoginRefused."""
         from contract.passwords import verify_password
 
@@ -103,27 +74,10 @@ class Auth:
             return user if user is not None and ok else None
 
         user = self.throttle.attempt(client, verify, wrong="unknown user or wrong password")
-        return self._new_session(user.name, user.role)
+        return account_of(user)
 
-    def logout(self, token: str | None) -> None:
-        if token:
-            with self._lock:
-                self._sessions.pop(token, None)
-
-    @staticmethod
-    def csrf_ok(session: Session, sent: str | None) -> bool:
-        return same_token(session.csrf, sent)
-
-
-def host_is_local(host_header: str | None) -> bool:
-    if not host_header:
-        return False
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        host = host[: host.find("]") + 1]
-    else:
-        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return host in LOCAL_HOSTS
+    def close(self) -> None:
+        self.store.close()
 
 
 def plain_http_warning(config: ConsoleConfig) -> str | None:

@@ -1,7 +1,8 @@
 """The console's routes: pages (server-rendered Jinja2), JSON, live events (SSE) and image files.
 
-Roles: viewer reads everything; operator also reviews results; integrator also changes the setup.
-Every POST needs the session's CSRF token (see `web.access`).
+Roles: viewer reads everything; operator also reviews results; integrator also changes the setup; the
+site file's `line_control_role` stops/starts a line. Each route declares its role once (`web.access`);
+`contract.web.WebGuard` checks the login, that role, and the session's CSRF token on every write.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from starlette.staticfiles import StaticFiles
 from contract.login_throttle import LoginRefused
 from contract.result import InspectionResult
 from contract.web import WebGuard, public
-from edge_agent.console.auth import COOKIE
 from edge_agent.console.setup import (
     RecipeSetup,
     SetupError,
@@ -51,7 +51,7 @@ from edge_agent.console.web import (
     console_of,
     int_param,
     not_found,
-    set_session_cookie,
+    refusal_page,
 )
 from edge_agent.inspector import with_anomaly_rule
 from edge_agent.reviews import DECISIONS, ReviewInput
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 def _page(request: Request, name: str, **context: Any) -> Response:
     console = console_of(request)
     return TEMPLATES.TemplateResponse(
-        request, name, {**console.page_context(request, request.state.session), **context}
+        request, name, {**console.page_context(request, request.state.user), **context}
     )
 
 
@@ -163,7 +163,7 @@ def operator_page(request: Request) -> Response:
         op_lines=lines,
         rules_json=json.dumps({ln["name"]: ln["rules"] for ln in lines}),
         stale_after_s=console.config.stale_after_s,
-        can_control=request.state.session.allows(console.config.line_control_role),
+        can_control=request.state.user.allows(console.config.line_control_role),
     )
 
 
@@ -277,7 +277,7 @@ def result_page(request: Request) -> Response:
         review_json=json.dumps(history[-1] if history else None),
         names_json=json.dumps({str(k): v for k, v in sorted(names.items())}),
         decisions=DECISIONS,
-        can_review=request.state.session.allows("operator"),
+        can_review=request.state.user.allows("operator"),
         queue=request.query_params.get("queue")
         if request.query_params.get("queue") == "uncertain"
         else "none",
@@ -387,7 +387,7 @@ async def login_submit(request: Request) -> Response:
     nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
     client = request.client.host if request.client else "?"
     try:
-        session = await asyncio.to_thread(console.auth.login, name, password, client)
+        account = await asyncio.to_thread(console.auth.login, name, password, client)
     except LoginRefused as exc:
         if console.agent.journal is not None:
             await asyncio.to_thread(
@@ -400,19 +400,10 @@ async def login_submit(request: Request) -> Response:
         return response
     if console.agent.journal is not None:
         await asyncio.to_thread(
-            console.agent.journal.add_audit, session.user, "login", "console", {"client": client}
+            console.agent.journal.add_audit, account.name, "login", "console", {"client": client}
         )
     response = RedirectResponse(nxt, status_code=303)
-    set_session_cookie(response, session, console.tls, console.config.session_hours * 3600)
-    return response
-
-
-@access("viewer", write=True)
-def logout(request: Request) -> Response:
-    console = console_of(request)
-    console.auth.logout(request.cookies.get(COOKIE))
-    response = RedirectResponse("/login" if console.auth.login_required else "/", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    await asyncio.to_thread(console.auth.logins.start, response, account)
     return response
 
 
@@ -526,36 +517,28 @@ def api_reference(request: Request) -> Response:
 
 
 # -- operator: shift handover, stop/start -------------------------------------------------------------------
-def _may_control(request: Request) -> None:
-    console = console_of(request)
-    session = request.state.session
-    role = console.config.line_control_role
-    if not session.allows(role):
-        raise HttpError(
-            403,
-            f"stopping, starting and handing over needs the {role} role; {session.user} is {session.role}",
-        )
+def line_control_role(request: Request) -> str:
+    """Who may stop and start a line and hand a shift over: the site file says (`line_control_role`)."""
+    return console_of(request).config.line_control_role
 
 
-@access("viewer", write=True)
+@access(line_control_role)
 async def api_shift_handover(request: Request) -> Response:
     """End this shift's counters on a line now (a handover); the counts handed over go to the audit log."""
     console = console_of(request)
-    _may_control(request)
     name = _line(request)
     ended = console.hub.handover(name)
     console._overview_cache = None
     detail = {k: ended[k] for k in ("since", "parts", "ok", "ng", "yield")}
-    user = request.state.session.user
+    user = request.state.user.user
     await asyncio.to_thread(console.agent.journal.add_audit, user, "shift.handover", name, detail)
     return JSONResponse({"line": name, "handed_over": detail})
 
 
-@access("viewer", write=True)
+@access(line_control_role)
 async def api_line_control(request: Request) -> Response:
     """{"action": "stop"} pauses the line (no new parts inspected; cameras stay open), "start" resumes it."""
     console = console_of(request)
-    _may_control(request)
     name = _line(request)
     body = await _json_body(request)
     action = body.get("action") if isinstance(body, dict) else None
@@ -569,7 +552,7 @@ async def api_line_control(request: Request) -> Response:
     else:
         line.resume()
     console._overview_cache = None
-    user = request.state.session.user
+    user = request.state.user.user
     await asyncio.to_thread(console.agent.journal.add_audit, user, f"line.{action}", name, {})
     return JSONResponse({"line": name, "state": line.state})
 
@@ -639,7 +622,7 @@ def result_thumb(request: Request) -> Response:
 
 
 # -- reviews -------------------------------------------------------------------------------------------------
-@access("operator", write=True)
+@access("operator")
 async def api_review(request: Request) -> Response:
     console = console_of(request)
     result = await asyncio.to_thread(_result, request)
@@ -669,7 +652,7 @@ async def api_review(request: Request) -> Response:
         raise HttpError(400, "the review is not valid", problems)
     journal = console.agent.journal
     assert journal is not None
-    session = request.state.session
+    session = request.state.user
     previous = await asyncio.to_thread(journal.current_review, result.seq)
     try:
         stored = await asyncio.to_thread(
@@ -752,7 +735,7 @@ def _proposal(console: Any, name: str, body: Any) -> dict[str, Any]:
     }
 
 
-@access("integrator", write=True)
+@access("integrator")
 async def api_setup_preview(request: Request) -> Response:
     console = console_of(request)
     name = _line(request)
@@ -771,7 +754,7 @@ def _reload(console: Any, name: str) -> dict[str, Any]:
     }
 
 
-@access("integrator", write=True)
+@access("integrator")
 async def api_setup_save(request: Request) -> Response:
     console = console_of(request)
     name = _line(request)
@@ -787,7 +770,7 @@ async def api_setup_save(request: Request) -> Response:
             raise HttpError(400, "nothing to save: the change leaves the file as it is")
         write_atomically(p["path"], p["after"])
         version = console.agent.journal.add_audit(
-            request.state.session.user,
+            request.state.user.user,
             "setup.save",
             name,
             {"file": str(p["path"]), "recipe": p["recipe"], "diff": p["diff"], "before": p["before"]},
@@ -797,7 +780,7 @@ async def api_setup_save(request: Request) -> Response:
     return JSONResponse(await asyncio.to_thread(save))
 
 
-@access("integrator", write=True)
+@access("integrator")
 async def api_setup_restore(request: Request) -> Response:
     console = console_of(request)
     name = _line(request)
@@ -820,7 +803,7 @@ async def api_setup_restore(request: Request) -> Response:
         write_atomically(path, text)
         diff = unified_diff(current, text, path.name)
         new_version = console.agent.journal.add_audit(
-            request.state.session.user,
+            request.state.user.user,
             "setup.restore",
             name,
             {"file": str(path), "restored": version, "diff": diff, "before": current},
@@ -849,7 +832,7 @@ def build_app(console: Any) -> Starlette:
         Route("/model/{line}/plot/{variant}/{kind}", model_plot),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login_submit, methods=["POST"]),
-        Route("/logout", logout, methods=["POST"]),
+        Route("/logout", console.auth.logins.logout, methods=["POST"]),
         Route("/api/overview", api_overview),
         Route("/api/events", api_events),
         Route("/api/lines/{line}/frame/{camera}.jpg", api_frame),
@@ -864,12 +847,8 @@ def build_app(console: Any) -> Starlette:
         Route("/api/setup/{line}/restore", api_setup_restore, methods=["POST"]),
         Mount("/static", public(StaticFiles(directory=str(STATIC))), name="static"),
     ]
-    def identify(request: Request) -> object:
-        """The guard's question: a session, or (auth: none, localhost) the anonymous visitor."""
-        found = console.auth.session(request.cookies.get(COOKIE))
-        return found or (None if console.auth.login_required else "anonymous")
-
-    guard = Middleware(WebGuard, routes=routes, identify=identify)  # CSRF and roles: `access` per route
+    # the login, each route's role and the CSRF token of every write: checked here, for every route
+    guard = Middleware(WebGuard, routes=routes, logins=console.auth.logins, on_refusal=refusal_page)
     app = Starlette(routes=routes, middleware=[guard])
     app.state.console = console
     return app

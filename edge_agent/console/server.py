@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from contract.result import InspectionResult
+    from contract.web import Session
     from edge_agent.agent import Agent
-    from edge_agent.console.auth import Session
     from edge_agent.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ class Console:
         self.hub = ConsoleHub(site.journal.path, list(agent.lines), config.shift_starts)
         self.reader = JournalReader(site.journal.path)
         self.archive = ArchiveFiles(site.archive.path if site.archive.enabled else None)
-        self.auth = Auth(config)
+        # beside the journal: sessions outlive an agent restart (contract.session_store)
+        self.auth = Auth(config, Path(site.journal.path).parent / "console-sessions.sqlite")
         self.tls = config.tls is not None
         self.closing = False
         self._overview_cache: tuple[float, dict[str, Any]] | None = None
@@ -117,6 +118,7 @@ class Console:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self.auth.close()
 
     # -- what pages share --------------------------------------------------------------------------------
     def line_names(self) -> list[str]:

@@ -16,10 +16,6 @@ Role = Literal["viewer", "operator", "integrator"]
 ROLE_ORDER: tuple[Role, ...] = ("viewer", "operator", "integrator")
 
 
-def role_allows(role: str, needed: Role) -> bool:
-    return role in ROLE_ORDER and ROLE_ORDER.index(role) >= ROLE_ORDER.index(needed)  # type: ignore[arg-type]
-
-
 class ConsoleUser(BaseModel):
     """One login: viewer reads, operator also reviews results, integrator also changes the setup."""
 

@@ -1,5 +1,5 @@
-"""The glue every console route uses: who is asking (session, role, CSRF), errors in plain words,
-security headers, templates."""
+"""The glue every console route uses: the role a route needs (one declaration, checked by
+`contract.web.WebGuard` with the login and the CSRF token), errors in plain words, templates."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.templating import Jinja2Templates
 
-from contract.web import public, wants_json
-from contract.web import set_session_cookie as shared_set_cookie
-from edge_agent.console.auth import COOKIE, Session, host_is_local
-from edge_agent.console.settings import Role
+from contract.web import RoleOf, public, requires, wants_json
 
 if TYPE_CHECKING:
     from edge_agent.console.server import Console
@@ -48,71 +45,39 @@ def error_response(request: Request, exc: HttpError) -> Response:
     return TEMPLATES.TemplateResponse(
         request,
         "error.html",
-        {**console.page_context(request, getattr(request.state, "session", None)), "error": exc},
+        {**console.page_context(request, getattr(request.state, "user", None)), "error": exc},
         status_code=exc.status,
     )
 
 
-def set_session_cookie(response: Response, session: Session, secure: bool, max_age_s: float) -> None:
-    shared_set_cookie(response, COOKIE, session.token, secure, max_age_s)
+def refusal_page(request: Request, status: int, message: str) -> Response:
+    """How the guard's refusals look on the console: its own error page (JSON for API clients)."""
+    return error_response(request, HttpError(status, message))
 
 
 Endpoint = Callable[..., Any]
 
 
-def access(
-    needed: Role | None, write: bool = False
-) -> Callable[[Endpoint], Callable[[Request], Awaitable[Response]]]:
-    """Wrap a route: find the session, require role `needed` (None: anybody, e.g. the login page: the
-    route is then `contract.web.public`), require the CSRF token on writes, turn HttpError into an answer.
-    Sync routes run in a worker thread. `contract.web.WebGuard` stands in front of every route (login
-    unless public, foreign origins refused, security headers), so a route without `access` is closed."""
+def access(needed: RoleOf | None) -> Callable[[Endpoint], Callable[[Request], Awaitable[Response]]]:
+    """Wrap a route: the role it needs (`contract.web.requires`: a role name, a function of the request
+    for one the site file sets, or None for a page open to all, `contract.web.public`), HttpError turned
+    into an answer, sync routes run in a worker thread. The login, the role and the CSRF token of every
+    write are checked by `contract.web.WebGuard` before the route runs (see routes.build_app); the session
+    is `request.state.user`."""
 
     def wrap(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         is_async = inspect.iscoroutinefunction(fn)
 
         @functools.wraps(fn)
         async def endpoint(request: Request) -> Response:
-            console = console_of(request)
-            auth = console.auth
-            new_session = None
             try:
-                if not auth.login_required and not host_is_local(request.headers.get("host")):
-                    raise HttpError(
-                        421, "this console has no login and answers only to localhost (Host header refused)"
-                    )
-                session = auth.session(request.cookies.get(COOKIE))
-                if session is None and not auth.login_required:
-                    session = new_session = auth.anonymous_session()
-                request.state.session = session
-                if needed is not None:
-                    if session is None:
-                        if wants_json(request):
-                            raise HttpError(401, "log in first (POST /login)")
-                        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-                    if not session.allows(needed):
-                        raise HttpError(
-                            403, f"this needs the {needed} role; {session.user} is {session.role}"
-                        )
-                if write:
-                    sent = request.headers.get("x-csrf-token")
-                    if sent is None and request.headers.get("content-type", "").startswith(
-                        ("application/x-www-form-urlencoded", "multipart/form-data")
-                    ):
-                        sent = (await request.form()).get("csrf")
-                    if session is None or new_session is not None or not auth.csrf_ok(session, sent):
-                        raise HttpError(403, "missing or wrong CSRF token: reload the page and try again")
                 if is_async:
-                    response = await fn(request)
-                else:
-                    response = await run_in_threadpool(fn, request)
+                    return await fn(request)
+                return await run_in_threadpool(fn, request)
             except HttpError as exc:
-                response = error_response(request, exc)
-            if new_session is not None:
-                set_session_cookie(response, new_session, console.tls, console.config.session_hours * 3600)
-            return response
+                return error_response(request, exc)
 
-        return public(endpoint) if needed is None else endpoint
+        return public(endpoint) if needed is None else requires(needed)(endpoint)
 
     return wrap
 

@@ -253,8 +253,9 @@ def test_a_failing_step_leaves_the_hub_database_as_it_was(released_hub: str) -> 
         assert schema_version(db) == 0  # still the released, unversioned database
     finally:
         db.close()
-    assert "step 3 (breaks midway) failed: disk said no" in str(exc.value)
-    # all steps rolled back together: no schema_version, no anomaly_score (step 2), no half_done, agents kept
+    assert f"step {HUB_SCHEMA_VERSION + 1} (breaks midway) failed: disk said no" in str(exc.value)
+    # all steps rolled back together: no schema_version, no anomaly_score (step 2), no sessions (step 3),
+    # no half_done, agents kept
     assert layout(released_hub) == shape and content(released_hub) == before
     if released_hub.startswith("sqlite"):
         backup = Path(released_hub.removeprefix("sqlite:///")).with_name("hub.sqlite.v1.bak")

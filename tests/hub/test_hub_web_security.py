@@ -22,7 +22,7 @@ from hub_browser import make_driver, quit_driver, why_no_browser
 from hub_support import hub_config
 
 from contract.model_signing import generate_signing_key
-from contract.web import SECURITY_HEADERS, split_routes
+from contract.web import SECURITY_HEADERS, split_routes, write_routes
 from hub.app import build_app
 from hub.auth import Users
 from hub.rollout import Rollouts
@@ -53,13 +53,17 @@ def _login(c: httpx.Client) -> str:
     return re.search(r'<meta name="csrf" content="([^"]+)"', page.text).group(1)
 
 
-def test_every_route_needs_a_session_unless_public(hub: HubServer, tmp_path: Path) -> None:
+def _routes(hub: HubServer) -> list:
+    """The routes of the hub's app, as `hub serve` builds it."""
     store = HubStore.open(hub.config.store)
     try:
-        app = build_app(hub.config, store)
+        return build_app(hub.config, store).routes
     finally:
         store.close()
-    opted_out, guarded = split_routes(app.routes)
+
+
+def test_every_route_needs_a_session_unless_public(hub: HubServer, tmp_path: Path) -> None:
+    opted_out, guarded = split_routes(_routes(hub))
     assert {p for p in opted_out if not p.startswith("/api/v1/")} == PUBLIC_PATHS
     with httpx.Client(base_url=hub.http_url, follow_redirects=False, timeout=30) as c:
         for method, path in guarded:
@@ -92,6 +96,25 @@ def test_writes_need_the_csrf_token_and_this_origin(hub: HubServer) -> None:
         assert r.status_code == 303 and r.headers["location"].startswith("/rollouts?msg=refused")
         r = c.post("/rollouts/999/rollback", headers={"X-CSRF-Token": token})
         assert r.status_code == 303 and r.headers["location"].startswith("/rollouts?msg=")
+
+
+def test_every_unsafe_route_is_csrf_checked_by_the_guard(hub: HubServer) -> None:
+    """Every POST/PUT/PATCH/DELETE route of the app, enumerated from it: without the session's token
+    refused by `WebGuard` (403), with it past the check (the route's own answer). Only the login and the
+    agents' API (a bearer token, no cookie a browser would send) opt out."""
+    public_writes, unsafe = write_routes(_routes(hub))
+    assert {p for _, p in public_writes if not p.startswith("/api/v1/")} == {"/login"}
+    assert ("POST", "/logout") in unsafe and ("POST", "/rollouts/1/1") in unsafe
+    unsafe.sort(key=lambda mp: mp[1] == "/logout")  # logging out last
+    with httpx.Client(base_url=hub.http_url, follow_redirects=False, timeout=30) as c:
+        token = _login(c)
+        for method, path in unsafe:
+            for sent in ({}, {"X-CSRF-Token": "x" + token[1:]}):
+                r = c.request(method, path, headers=sent)
+                assert r.status_code == 403 and "CSRF" in r.text, (method, path, sent, r.status_code)
+            r = c.request(method, path, headers={"X-CSRF-Token": token})
+            assert r.status_code != 403 and "CSRF" not in r.text, (method, path, r.status_code, r.text[:200])
+        assert c.get("/").status_code == 303  # the last one, POST /logout with the token, logged out
 
 
 def test_logout_only_by_post(hub: HubServer) -> None:
