@@ -175,10 +175,10 @@ class _BatchingClient(mqtt.Client):
 
     Stock paho reads each incoming packet with two or three `recv()`s (command byte, length bytes, the
     rest) and writes each outgoing packet with its own `send()`: at 1,000 results/s (two QoS 1 messages
-    and two PUBACKs each) those syscalls were a quarter of the publisher's CPU. Here one `recv()` takes
-    what the kernel holds and paho's byte-wise reads are served from it, and `loop_write()` sends the
-    queued packets with one `send()`. `publish()` only queues (an `on_socket_register_write` hook is
-    set): the session calls `loop_write()` after a batch.
+    and two PUBACKs each) those calls were about a quarter of the publisher's profile. Here one `recv()`
+    takes what the kernel holds and paho's byte-wise reads are served from it, and `loop_write()` sends
+    the queued packets with one `send()`. `publish()` only queues (an `on_socket_register_write` hook
+    is set): the session calls `loop_write()` after a batch.
 
     A PUBACK (MQTT 3.1.1: just the message id) is handled here too: paho decodes each into MQTT 5
     Properties and ReasonCode objects, logs it and signals a Condition per message, which cost more than

@@ -99,8 +99,10 @@ def test_broker_outage_loses_and_duplicates_nothing(
         # for) when it stops is delivered again after the restart (MQTT's at-least-once to a persistent
         # subscriber), which would read as the publisher's duplicate.
         wait_for(
-            lambda: len(recorder.snapshot(RESULT_TOPIC)) == 40
-            and sum(k == "DDATA" for k, *_ in sparkplug_messages(recorder, "edge-inspect")) == 40,
+            lambda: (
+                len(recorder.snapshot(RESULT_TOPIC)) == 40
+                and sum(k == "DDATA" for k, *_ in sparkplug_messages(recorder, "edge-inspect")) == 40
+            ),
             10,
             "the recorder's copies of the first 40",
         )
