@@ -11,6 +11,13 @@
   k (how much smoothing of the map helps).
 - `train`: the segmentation network with a given set of synthetic defects for a fixed number of steps (equal
   compute for every candidate), the image AUROC on the test set printed every `--eval-every` seconds.
+- `fuse`: a statistics run and a network run at the same input size, their maps fused: each divided by the
+  median image score of the held-out good images, then w x statistics + (1 - w) x network, image score = the
+  max of the fused map. w is chosen on the held-out good images and the same images with the network run's
+  painted defects (never on the test set); the test figures of every w are printed for the record.
+
+    python bench/anomaly_candidates.py fuse runs/anomaly/kolektorsdd-statistics-640 \
+        runs/anomaly/kolektor-final ../shared/datasets/kolektorsdd
 Image AUROC on test/good + test/<defect>; pixel AUROC where masks exist.
 """
 
@@ -111,6 +118,68 @@ def train(args: argparse.Namespace) -> None:
     print(f"{time.perf_counter() - t:.0f} s wall, {time.process_time() - c:.0f} s CPU")
 
 
+def fuse(args: argparse.Namespace) -> None:
+    import torch
+
+    from training.anomaly.card import held_out_paths
+    from training.anomaly.defects import parse_defects, synthesise
+    from training.anomaly.images import read_many
+    from training.anomaly.metrics import auroc
+    from training.anomaly.statistics import load_statistics, score_maps
+    from training.anomaly.train import load_net
+
+    stats, scfg, _ = load_statistics(args.stats)
+    net, ncfg, info = load_net(args.net)
+    if tuple(scfg.imgsz) != tuple(ncfg.imgsz):
+        raise SystemExit(f"input sizes differ: {scfg.imgsz} vs {ncfg.imgsz}")
+    held_paths = held_out_paths(args.stats)
+    if sorted(p.resolve() for p in held_paths) != sorted(p.resolve() for p in held_out_paths(args.net)):
+        raise SystemExit(
+            "the two runs held out different good images: the weight would be chosen on trained ones"
+        )
+    _, held = read_many(held_paths, scfg.imgsz)
+    rng = np.random.default_rng(0)
+    specs = parse_defects(ncfg.defects)
+    painted = np.stack(
+        [synthesise(rng, np.ascontiguousarray(im), specs, 3)[0] for im in held for _ in range(3)]
+    )
+    good, bad, masks = _test_arrays(args.data, scfg.imgsz)
+
+    def net_maps(images: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), 4):
+                x = torch.from_numpy(images[i : i + 4].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+                out.append(torch.sigmoid(net(x))[:, 0].numpy())
+        return np.concatenate(out)
+
+    t, c = time.perf_counter(), time.process_time()
+    maps = {name: (score_maps(stats, a)[1], net_maps(a)) for name, a in
+            (("held", held), ("painted", painted), ("good", good), ("bad", bad))}  # fmt: skip
+    # each map in units of its held-out good parts' median image score
+    s_unit = float(np.median(maps["held"][0].reshape(len(held), -1).max(1)))
+    n_unit = float(np.median(maps["held"][1].reshape(len(held), -1).max(1)))
+
+    def fused(name: str, w: float) -> np.ndarray:
+        s_map, n_map = maps[name]
+        return w * s_map / s_unit + (1 - w) * n_map / n_unit
+
+    def image_scores(m: np.ndarray) -> np.ndarray:
+        return m.reshape(len(m), -1).max(1)
+
+    print(f"{args.net}: {info['step']} steps; {len(held)} held-out good, {len(painted)} painted")
+    chosen, best = None, -1.0
+    for w in args.weights:
+        sh, sp = image_scores(fused("held", w)), image_scores(fused("painted", w))
+        held_auc = auroc(np.r_[sh, sp], np.r_[np.zeros(len(sh)), np.ones(len(sp))])
+        if held_auc > best + 1e-9:
+            chosen, best = w, held_auc
+        print(f"  w {w:.2f}: held-out + painted AUROC {held_auc:.3f}")
+        _report(f"    test set, w {w:.2f}", fused("good", w), fused("bad", w), masks, 1)
+    print(f"chosen on held-out + painted: w {chosen:.2f}; {time.perf_counter() - t:.0f} s wall, "
+          f"{time.process_time() - c:.0f} s CPU")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -130,8 +199,15 @@ def main() -> None:
     t.add_argument("--crop", type=_pair, default=(256, 256))
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--eval-every", type=float, default=150.0)
+    f = sub.add_parser("fuse")
+    f.add_argument("stats", type=Path, help="statistics run folder")
+    f.add_argument("net", type=Path, help="network run folder (same input size, same held-out images)")
+    f.add_argument("data", type=Path)
+    f.add_argument(
+        "--weights", type=lambda s: [float(v) for v in s.split(",")], default=[0, 0.25, 0.5, 0.75, 1]
+    )
     args = ap.parse_args()
-    {"meanstd": meanstd, "pool": pool, "train": train}[args.cmd](args)
+    {"meanstd": meanstd, "pool": pool, "train": train, "fuse": fuse}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -47,21 +47,10 @@ def export_onnx(
     constants, built without torch."""
     from training.anomaly.statistics import export_statistics_onnx, is_statistics_run
 
+    thresholds = (image_threshold, pixel_threshold)
     if is_statistics_run(run):
         out, scfg = export_statistics_onnx(run, out_path)
-        h, w = scfg.imgsz
-        set_metadata(
-            out,
-            {
-                "edge_inspect_kind": KIND,
-                "image_threshold": repr(float(image_threshold)),
-                "pixel_threshold": repr(float(pixel_threshold)),
-                "imgsz": f"[{h}, {w}]",
-                "name": name,
-                "version": version,
-                "method": "statistics",
-            },
-        )
+        _contract_metadata(out, scfg.imgsz, name, version, thresholds, {"method": "statistics"})
         return out
     import torch
 
@@ -84,16 +73,26 @@ def export_onnx(
             opset_version=OPSET,
             dynamo=False,
         )
-    set_metadata(
-        out,
-        {
-            "edge_inspect_kind": KIND,
-            "image_threshold": repr(float(image_threshold)),
-            "pixel_threshold": repr(float(pixel_threshold)),
-            "imgsz": f"[{h}, {w}]",
-            "name": name,
-            "version": version,
-            "pool": str(cfg.pool),
-        },
-    )
+    _contract_metadata(out, (h, w), name, version, thresholds, {"method": "network", "pool": str(cfg.pool)})
     return out
+
+
+def _contract_metadata(
+    path: Path,
+    imgsz: tuple[int, int],
+    name: str,
+    version: str,
+    thresholds: tuple[float, float],
+    extra: dict[str, str],
+) -> None:
+    """The metadata every anomaly export of ours carries (docs/anomaly.md), plus the method's own keys."""
+    h, w = imgsz
+    values = {
+        "edge_inspect_kind": KIND,
+        "image_threshold": repr(float(thresholds[0])),
+        "pixel_threshold": repr(float(thresholds[1])),
+        "imgsz": f"[{h}, {w}]",
+        "name": name,
+        "version": version,
+    }
+    set_metadata(path, {**values, **extra})

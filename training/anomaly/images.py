@@ -198,3 +198,16 @@ def split_held_out(paths: list[Path], fraction: float, seed: int) -> tuple[list[
     held = sorted(paths[i] for i in order[:n_out])
     train = sorted(paths[i] for i in order[n_out:])
     return train, held
+
+
+def split_run_images(
+    good: str | Path, held_out: float, seed: int, run: Path
+) -> tuple[list[Path], list[Path]]:
+    """(train, held out) good images of a training run, the held-out list written to `run/held_out.txt` (the
+    operating point is set on them); at least 2 good images or a TrainingInputError."""
+    all_good = list_images(training_folder(good))
+    if len(all_good) < 2:
+        raise TrainingInputError(f"{good}: need at least 2 good images, found {len(all_good)}")
+    train, held = split_held_out(all_good, held_out, seed)
+    (run / "held_out.txt").write_text("".join(f"{p}\n" for p in held))
+    return train, held

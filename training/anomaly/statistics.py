@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from training.anomaly.defects import parse_defects, synthesise
-from training.anomaly.images import list_images, read_many, split_held_out, training_folder
+from training.anomaly.images import read_many, split_run_images
 from training.anomaly.metrics import auroc, escape_at_false_reject
 from training.errors import TrainingInputError
 
@@ -231,11 +231,7 @@ def fit_statistics(cfg: StatisticsConfig, run_dir: str | Path, echo: Any = None)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    all_good = list_images(training_folder(cfg.good))
-    if len(all_good) < 2:
-        raise TrainingInputError(f"{cfg.good}: need at least 2 good images, found {len(all_good)}")
-    train_paths, held_paths = split_held_out(all_good, cfg.held_out, cfg.seed)
-    (run / "held_out.txt").write_text("".join(f"{p}\n" for p in held_paths))
+    train_paths, held_paths = split_run_images(cfg.good, cfg.held_out, cfg.seed, run)
     _, good = read_many(train_paths, cfg.imgsz)
     say(
         f"statistics of {len(good)} good images ({len(held_paths)} held out for the operating point) "

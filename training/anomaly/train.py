@@ -33,8 +33,7 @@ from training.anomaly.images import (
     list_images,
     read_many,
     read_mask,
-    split_held_out,
-    training_folder,
+    split_run_images,
 )
 from training.errors import TrainingInputError
 
@@ -293,11 +292,7 @@ def train_anomaly(
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    all_good = list_images(training_folder(cfg.good))
-    if len(all_good) < 2:
-        raise TrainingInputError(f"{cfg.good}: need at least 2 good images, found {len(all_good)}")
-    train_paths, held = split_held_out(all_good, cfg.held_out, cfg.seed)
-    (run / "held_out.txt").write_text("".join(f"{p}\n" for p in held))
+    train_paths, held = split_run_images(cfg.good, cfg.held_out, cfg.seed, run)
     _, good = read_many(train_paths, cfg.imgsz)
     if not len(good):
         raise TrainingInputError(f"{cfg.good}: no readable good images")
