@@ -1048,9 +1048,10 @@ class _Session:
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self._handle_events()
                     return
-                if msg.qos > 0:  # QoS 0 (Sparkplug's default) has no PUBACK: written is all we get
-                    entry.waiting += 1
-                    self.by_mid[info.mid] = result.seq
+                # QoS 1: on_publish comes with the PUBACK. QoS 0 (Sparkplug's default) has none: paho
+                # calls on_publish once the message is written to the socket, which is all we get.
+                entry.waiting += 1
+                self.by_mid[info.mid] = result.seq
             self.next_seq = result.seq
             self.counters["sent"] += 1
             last = result

@@ -136,3 +136,29 @@ def test_births_data_seq_wrap_rebirth_and_new_class(
         recorder.stop()
     assert journal.cursor("mqtt/sparkplug") == crack.seq
     assert journal.cursor("mqtt") == crack.seq
+
+
+def test_qos0_cursor_moves_once_written(broker, journal: ResultJournal, context: PublisherContext):
+    """`sparkplug.qos: 0` (the specification's QoS): without PUBACKs the cursor still reaches the last
+    result (it moves as paho writes each message), and every result arrives as a DDATA, in order."""
+    recorder = Recorder(broker.port, [f"spBv1.0/{GROUP}/#"], client_id="qos0-recorder").start()
+    config = MqttPublisherConfig(port=broker.port, plain=False, sparkplug={"group_id": GROUP, "qos": 0})
+    publisher = MqttPublisher(config, context)
+    publisher.start(journal)
+    try:
+        wait_for(lambda: publisher.stats()["sparkplug_connected"], 10, "connected")
+        appended = [journal.append(make_result(n)) for n in range(1, 61)]
+        for result in appended:
+            publisher.notify(result)
+        wait_for(lambda: publisher.stats()["sparkplug_cursor"] == 60, 10, "the cursor at the last result")
+        wait_for(
+            lambda: sum(k == "DDATA" for k, *_ in sparkplug_messages(recorder, GROUP)) >= 60, 10, "60 DDATA"
+        )
+        messages = sparkplug_messages(recorder, GROUP)
+        check_seq_continuity(messages)
+        ids = [p.by_name()["Result/Result ID"].value for k, _d, p, _r in messages if k == "DDATA"]
+        assert ids == [r.result_id for r in appended]
+    finally:
+        publisher.stop()
+        recorder.stop()
+    assert journal.cursor("mqtt/sparkplug") == 60
