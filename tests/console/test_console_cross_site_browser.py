@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import html
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from console_browser import find_binaries
 from console_helpers import wait_until
 from test_console_api import _users
+
+from tests.attacker_site import serve_page
 
 if find_binaries() is None:
     pytest.skip(
@@ -33,42 +33,30 @@ STOP = {"action": "stop"}
 FORM_NAME, FORM_VALUE = '{"action": "stop", "pad": "', '"}'
 
 
-class _AttackerPage(BaseHTTPRequestHandler):
+def _attacker_page(target: str) -> str:
     """Another site's page: posts to the console as soon as it loads."""
-
-    target = ""
-
-    def do_GET(self) -> None:
-        t = html.escape(self.target, quote=True)
-        page = (
-            "<!doctype html><html><body>"
-            f'<form id="stop" method="post" enctype="text/plain" action="{t}/api/lines/demo/control" '
-            f'target="f1"><input name="{html.escape(FORM_NAME, quote=True)}" '
-            f'value="{html.escape(FORM_VALUE, quote=True)}"></form>'
-            f'<form id="out" method="post" action="{t}/logout" target="f2">'
-            '<input name="csrf" value="guessed"></form>'
-            '<iframe name="f1"></iframe><iframe name="f2"></iframe>'
-            "<script>"
-            f"const target = {json.dumps(self.target)};"
-            "const sent = [];"
-            "for (const path of ['/api/lines/demo/control', '/api/lines/demo/shift/handover']) {"
-            "  sent.push(fetch(target + path, {method: 'POST', mode: 'no-cors', credentials: 'include',"
-            f"    headers: {{'Content-Type': 'text/plain'}}, body: {json.dumps(json.dumps(STOP))}}})"
-            "    .catch(() => null));"
-            "}"
-            "document.getElementById('stop').submit();"
-            "document.getElementById('out').submit();"
-            "Promise.all(sent).then(() => { document.title = 'sent'; });"
-            "</script></body></html>"
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
-
-    def log_message(self, *args) -> None:
-        pass
+    t = html.escape(target, quote=True)
+    return (
+        "<!doctype html><html><body>"
+        f'<form id="stop" method="post" enctype="text/plain" action="{t}/api/lines/demo/control" '
+        f'target="f1"><input name="{html.escape(FORM_NAME, quote=True)}" '
+        f'value="{html.escape(FORM_VALUE, quote=True)}"></form>'
+        f'<form id="out" method="post" action="{t}/logout" target="f2">'
+        '<input name="csrf" value="guessed"></form>'
+        '<iframe name="f1"></iframe><iframe name="f2"></iframe>'
+        "<script>"
+        f"const target = {json.dumps(target)};"
+        "const sent = [];"
+        "for (const path of ['/api/lines/demo/control', '/api/lines/demo/shift/handover']) {"
+        "  sent.push(fetch(target + path, {method: 'POST', mode: 'no-cors', credentials: 'include',"
+        f"    headers: {{'Content-Type': 'text/plain'}}, body: {json.dumps(json.dumps(STOP))}}})"
+        "    .catch(() => null));"
+        "}"
+        "document.getElementById('stop').submit();"
+        "document.getElementById('out').submit();"
+        "Promise.all(sent).then(() => { document.title = 'sent'; });"
+        "</script></body></html>"
+    )
 
 
 def _line_actions(agent) -> list[tuple[str, str]]:
@@ -82,9 +70,7 @@ def _line_actions(agent) -> list[tuple[str, str]]:
 def test_a_cross_site_post_in_a_real_browser_does_not_act(console_agent, driver) -> None:
     agent = console_agent(console={"auth": "login", "users": _users()})
     base = agent.console.url  # http://127.0.0.1:PORT
-    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
-    _AttackerPage.target = base
-    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    attacker, attacker_url = serve_page(lambda path: _attacker_page(base))
     try:
         driver.delete_all_cookies()
         driver.get(base + "/login?next=/operator")
@@ -94,7 +80,7 @@ def test_a_cross_site_post_in_a_real_browser_does_not_act(console_agent, driver)
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "button.line-toggle"), timeout=30)
         assert agent.lines["demo"].state == "running"
 
-        driver.get(f"http://localhost:{attacker.server_address[1]}/")
+        driver.get(attacker_url + "/")
         wait_until(lambda: driver.title == "sent", timeout=20)  # the page ran and every post went out
         time.sleep(1.5)  # the form posts have been answered too
         assert agent.lines["demo"].state == "running", "a cross-site post stopped the line"

@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -28,6 +26,7 @@ from hub.auth import Users
 from hub.rollout import Rollouts
 from hub.server import HubServer
 from hub.store import HubStore
+from tests.attacker_site import serve_page
 
 PUBLIC_PATHS = {"/login", "/healthz", "/static"}  # and the agents' API (bearer token): /api/v1/...
 
@@ -129,29 +128,17 @@ def test_logout_only_by_post(hub: HubServer) -> None:
         assert c.get("/").status_code == 303
 
 
-class _AttackerPage(BaseHTTPRequestHandler):
-    """Another site's page: forms that post to the hub at once (the classic CSRF)."""
-
-    target = ""
-
-    def do_GET(self) -> None:
-        html = (
-            "<!doctype html><html><body>"
-            f'<form id="rb" method="post" action="{self.target}/rollouts/{self.path.strip("/")}/rollback" '
-            'target="f1"><input name="csrf" value="guessed"></form>'
-            f'<form id="lo" method="post" action="{self.target}/logout" target="f2"></form>'
-            '<iframe name="f1"></iframe><iframe name="f2"></iframe>'
-            "<script>document.getElementById('rb').submit();document.getElementById('lo').submit();"
-            "document.title='sent'</script></body></html>"
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(html)))
-        self.end_headers()
-        self.wfile.write(html)
-
-    def log_message(self, *args) -> None:
-        pass
+def _attacker_page(target: str, path: str) -> str:
+    """Another site's page: forms that post to the hub at once (the classic CSRF); /<rid>: the rollout."""
+    return (
+        "<!doctype html><html><body>"
+        f'<form id="rb" method="post" action="{target}/rollouts/{path.strip("/")}/rollback" '
+        'target="f1"><input name="csrf" value="guessed"></form>'
+        f'<form id="lo" method="post" action="{target}/logout" target="f2"></form>'
+        '<iframe name="f1"></iframe><iframe name="f2"></iframe>'
+        "<script>document.getElementById('rb').submit();document.getElementById('lo').submit();"
+        "document.title='sent'</script></body></html>"
+    )
 
 
 def test_a_cross_site_form_in_a_real_browser_does_not_act(
@@ -165,19 +152,21 @@ def test_a_cross_site_form_in_a_real_browser_does_not_act(
     rid = rollouts.publish(
         tiny_detect_onnx, {"name": "tiny", "version": "9"}, ["acme/press"], keys.private_file
     )
-    _AttackerPage.target = hub.http_url
-    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
-    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    attacker, attacker_url = serve_page(lambda path: _attacker_page(hub.http_url, path))
     driver = make_driver()
     try:
         driver.get(hub.http_url + "/login")
         driver.find_element("name", "user").send_keys("ana")
         driver.find_element("name", "password").send_keys("ana-password-1")
         driver.find_element("id", "login").click()
+        for _ in range(100):  # the login's answer (and its cookie) before the next page
+            if "/login" not in driver.current_url:
+                break
+            time.sleep(0.1)
         driver.get(hub.http_url + "/rollouts")
         assert driver.find_elements("css selector", "button.rollback")
         # another origin and another site: "localhost" is not the hub's "127.0.0.1"
-        driver.get(f"http://localhost:{attacker.server_address[1]}/{rid}")
+        driver.get(f"{attacker_url}/{rid}")
         for _ in range(100):
             if driver.title == "sent":
                 break
