@@ -12,7 +12,9 @@
    one core (CPU time of its session threads over the run's wall time), with the load average after
    each run (the host is shared: give ranges). Goal: >= 1,000 results/s with < 25 % of a core.
 
-Prints measured numbers and the machine they ran on; nothing is asserted.
+Prints measured numbers and the machine they ran on; nothing is asserted. On a busy host a thread is
+woken late and finds several results at once, which hides per-wake-up costs; `chrt -f 10 python
+bench/mqtt.py --live-only` (root) runs the live row with prompt wake-ups, as on an idle host.
 """
 
 from __future__ import annotations
