@@ -119,8 +119,12 @@ def account_stamp(password_hash: str, role: str) -> str:
 class Roles:
     """Roles in order, each including the rights of those before it.
 
-        >>> Roles(("viewer", "operator", "integrator")).allows("integrator", "operator")
-        True
+        >>> roles = Roles(("viewer", "operator", "integrator"))
+        >>> roles.allows("integrator", "operator"), roles.allows("viewer", "operator")
+        (True, False)
+        >>> roles.allows("viewer", "opertor")
+        Traceback (most recent call last):
+        ValueError: unknown role 'opertor'; the roles are viewer, operator, integrator
     """
 
     def __init__(self, order: Sequence[str]) -> None:
@@ -130,6 +134,8 @@ class Roles:
     def allows(self, role: str | None, needed: str | None) -> bool:
         if needed is None:
             return True
+        if needed not in self._rank:  # a route's declaration with a typo: loud, never an open door
+            raise ValueError(f"unknown role {needed!r}; the roles are {', '.join(self.order)}")
         return role in self._rank and self._rank[role] >= self._rank[needed]  # type: ignore[index]
 
 

@@ -18,6 +18,9 @@ MODULES = [
     "hub.overview",
     "contract.model_signing",
     "contract.login_throttle",
+    "contract.web",
+    "contract.session_store",
+    "mes.store",
 ]
 
 
