@@ -184,7 +184,8 @@ class _BatchingClient(mqtt.Client):
     Properties and ReasonCode objects, logs it and signals a Condition per message, which cost more than
     the rest of its work on a message together. Here the message leaves paho's table of unacknowledged
     messages as in paho, and `on_publish` gets the message id (reason code and properties None: 3.1.1
-    has neither). Everything else (CONNECT, SUBSCRIBE, incoming PUBLISH, keep-alive) stays paho's.
+    has neither); `MQTTMessageInfo.wait_for_publish()` is not signalled (the session never waits on it).
+    Everything else (CONNECT, SUBSCRIBE, incoming PUBLISH, keep-alive) stays paho's.
     """
 
     READ_SIZE = 65536
