@@ -193,12 +193,10 @@ def score_maps(
     """(scores (N,), maps (N, H, W)) of images (N, H, W, 3) uint8 RGB at the model's size: the training
     side's own inference, what the exported graph computes."""
     n = stats.line if line is None else line
-    maps = (
-        np.stack([_line_max(z, n) for z in deviation_maps(stats, images)])
-        if len(images)
-        else np.zeros((0, *stats.imgsz), np.float32)
-    )
-    return maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.zeros(0, np.float32), maps
+    maps = np.zeros((len(images), *stats.imgsz), np.float32)
+    for i, z in enumerate(deviation_maps(stats, images)):
+        maps[i] = _line_max(z, n)
+    return maps.reshape(len(maps), -1).max(axis=1, initial=0.0), maps
 
 
 def choose_line(
