@@ -9,7 +9,9 @@ result when somebody asks (console, hub), so the line's CPU goes to inspection, 
 Writing happens on its own thread behind a bounded queue: a slow or full disk degrades archiving
 (images are skipped and counted, the first failure and the recovery are logged), never inspection. Beyond
 `quota_mb` the oldest images are deleted, oldest day folder first, down to 95 % of the quota (so the
-folder is listed once per 5 % of the quota, not once per image); the quota is enforced at start too.
+folder is listed once per 5 % of the quota, not once per image), on a thread of their own so that a pass
+over a day folder of tens of thousands of images never holds up writing; the quota is enforced at start
+and at stop too.
 Below `min_free_mb` of free disk nothing is written.
 
 Memory stays flat however many images are kept: the archive remembers bytes per day folder, not a
@@ -24,12 +26,14 @@ overlay is drawn again.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import queue
 import random
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +147,14 @@ class Archive:
         self._thread: threading.Thread | None = None
         # bytes kept per day folder (<line>/<day>): a handful of entries, whatever the number of images
         self._folder_bytes: dict[Path, int] = {}
+        self._files = 0  # files kept, all folders: the mean size tells the quota how many to take at once
+        # the quota's deletions run on their own thread, so a pass over a big day folder never holds up
+        # writing (it did: the queue of 64 parts filled, +18 MiB, and NG images were skipped); the lock
+        # keeps the byte counts and a file's write-then-count in step between the two threads
+        self._lock = threading.Lock()
+        self._over_quota = threading.Event()
+        self._stopping = False
+        self._quota_thread: threading.Thread | None = None
         self.last_error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -152,12 +164,17 @@ class Archive:
         self.root.mkdir(parents=True, exist_ok=True)
         for line_dir in _subfolders(self.root):
             for day_dir in _subfolders(line_dir):
-                size = sum(_file_sizes(day_dir))
+                sizes = _file_sizes(day_dir)
+                size = sum(sizes)
+                self._files += len(sizes)
                 self._folder_bytes[day_dir] = size
                 self.stats.bytes_used += size
         self._enforce_quota()  # a lowered quota takes effect now, not at the first NG part
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="archive", daemon=True)
         self._thread.start()
+        self._quota_thread = threading.Thread(target=self._run_quota, name="archive-quota", daemon=True)
+        self._quota_thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is None:
@@ -168,6 +185,12 @@ class Archive:
             log.warning("archive: queue still full at shutdown; %d images not written", self._queue.qsize())
         self._thread.join(timeout)
         self._thread = None
+        self._stopping = True
+        self._over_quota.set()
+        if self._quota_thread is not None:
+            self._quota_thread.join(timeout)
+            self._quota_thread = None
+        self._enforce_quota()  # what the last images added
 
     # -- feeding (from a line's journal thread; never blocks) --------------------------------------
     def wants(self, verdict: str) -> bool:
@@ -212,6 +235,17 @@ class Archive:
                 self.stats.write_errors += 1
                 self._degrade(str(exc))
 
+    def _run_quota(self) -> None:
+        while not self._stopping:
+            self._over_quota.wait()
+            self._over_quota.clear()
+            if self._stopping:
+                return
+            try:
+                self._enforce_quota()
+            except Exception as exc:  # never let one bad pass end the quota
+                self._degrade(f"quota: {exc}")
+
     def _free_mb(self) -> float:
         return shutil.disk_usage(self.root).free / 1e6
 
@@ -225,7 +259,6 @@ class Archive:
         result = outcome.result
         day = result.timestamp.strftime("%Y-%m-%d")
         folder, stem = part_location(self.root, result.line, day, result.seq, result.part_id, result.verdict)
-        folder.mkdir(parents=True, exist_ok=True)
         ext = "." + self.config.format
         params = [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality] if ext == ".jpg" else []
         for cam, frame in outcome.frames.items():
@@ -254,22 +287,26 @@ class Archive:
                     if not ok:
                         raise OSError(f"{path}: image encoding failed")
                     data = buf.tobytes()
-                try:
-                    path.write_bytes(data)
-                except OSError as exc:  # disk full / read-only: degrade, keep inspecting
-                    self.stats.write_errors += 1
-                    with contextlib.suppress(OSError):
-                        path.unlink(missing_ok=True)
-                    self._degrade(f"{path}: {exc.strerror or exc}")
-                    return
-                size = len(data)
-                self._folder_bytes[folder] = self._folder_bytes.get(folder, 0) + size
-                self.stats.bytes_used += size
-                self.stats.written += 1
+                with self._lock:  # written and counted at once: the quota thread sees both or neither
+                    try:
+                        folder.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(data)
+                    except OSError as exc:  # disk full / read-only: degrade, keep inspecting
+                        self.stats.write_errors += 1
+                        with contextlib.suppress(OSError):
+                            path.unlink(missing_ok=True)
+                        self._degrade(f"{path}: {exc.strerror or exc}")
+                        return
+                    size = len(data)
+                    self._folder_bytes[folder] = self._folder_bytes.get(folder, 0) + size
+                    self.stats.bytes_used += size
+                    self.stats.written += 1
+                    self._files += 1
         if self.stats.degraded:
             log.info("archive %s: writing again (%d images lost meanwhile in all)", self.root, self._lost())
         self.stats.degraded = False
-        self._enforce_quota()
+        if self.stats.bytes_used > self.config.quota_mb * 1e6:
+            self._over_quota.set()
 
     def _lost(self) -> int:
         return self.stats.write_errors + self.stats.skipped_disk
@@ -287,31 +324,52 @@ class Archive:
         if self.stats.bytes_used <= quota:
             return
         target = quota * 0.95
+        with self._lock:
+            folders = list(self._folder_bytes)
         # folder names are <line>/<YYYY-MM-DD>: the oldest day first, whatever the line
-        for folder in sorted(self._folder_bytes, key=lambda f: (f.name, f.parent.name)):
+        for folder in sorted(folders, key=lambda f: (f.name, f.parent.name)):
             if self.stats.bytes_used <= target:
                 break
-            emptied = True
-            for name in sorted(_file_names(folder)):  # <seq:010d>_...: name order is age order
-                if self.stats.bytes_used <= target:
-                    emptied = False
-                    break
-                path = folder / name
-                try:
-                    size = path.stat().st_size
-                    path.unlink()
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    self._degrade(f"{path}: cannot delete for the quota: {exc.strerror or exc}")
-                    return
-                self.stats.bytes_used -= size
-                self._folder_bytes[folder] -= size
-                self.stats.deleted_for_quota += 1
+            emptied = self._delete_oldest(folder, target)
+            if emptied is None:
+                return
             if emptied:
-                self._folder_bytes.pop(folder, None)
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # an emptied day folder goes too
+                with self._lock:
+                    if self._folder_bytes.get(folder, 0) <= 0:  # nothing written into it meanwhile
+                        self._folder_bytes.pop(folder, None)
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()  # an emptied day folder goes too
+
+    def _delete_oldest(self, folder: Path, target: float) -> bool | None:
+        """Delete `folder`'s oldest files until the archive is at `target` bytes: True if that emptied
+        the folder, None if a delete failed. A day folder can hold tens of thousands of images: only the
+        oldest few that the excess needs (from the mean file size, with a margin) are held at once, never
+        a list of every name (29,325 names and their sorted copy at each deletion made a sawtooth)."""
+        while self.stats.bytes_used > target:
+            mean = max(1, self.stats.bytes_used // max(1, self._files))
+            wanted = int((self.stats.bytes_used - target) / mean * 1.25) + 16
+            # <seq:010d>_...: name order is age order
+            oldest = heapq.nsmallest(wanted, _iter_file_names(folder))
+            for name in oldest:
+                if self.stats.bytes_used <= target:
+                    return False
+                path = folder / name
+                with self._lock:
+                    try:
+                        size = path.stat().st_size
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        self._degrade(f"{path}: cannot delete for the quota: {exc.strerror or exc}")
+                        return None
+                    self.stats.bytes_used -= size
+                    self._folder_bytes[folder] = self._folder_bytes.get(folder, 0) - size
+                    self.stats.deleted_for_quota += 1
+                    self._files -= 1
+            if len(oldest) < wanted:  # that was every file the folder had
+                return True
+        return False
 
 
 def _subfolders(path: Path) -> list[Path]:
@@ -321,11 +379,15 @@ def _subfolders(path: Path) -> list[Path]:
         return []
 
 
-def _file_names(folder: Path) -> list[str]:
+def _iter_file_names(folder: Path) -> Iterator[str]:
+    """The names of `folder`'s files, one at a time (a day folder may hold tens of thousands)."""
     try:
-        return [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.is_file(follow_symlinks=False):
+                    yield e.name
     except OSError:
-        return []
+        return
 
 
 def _file_sizes(folder: Path) -> list[int]:

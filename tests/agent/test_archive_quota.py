@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -79,3 +80,75 @@ def test_write_errors_are_logged_once_and_recovery_is_logged(tmp_path: Path, cap
         archive.stop()
     assert archive.stats.written == 2 and not archive.stats.degraded
     assert any("writing again" in r.getMessage() for r in caplog.records)
+
+
+def test_quota_deletion_holds_the_oldest_few_names_not_the_whole_day_folder(tmp_path: Path) -> None:
+    """Issue 28/22: at the quota, a day folder of tens of thousands of images was listed, every name held
+    and sorted, at each deletion (a sawtooth in the agent's memory). Now only the oldest few that the
+    excess needs are held: the peak is a fraction of the folder's names, and the oldest still go first."""
+    import sys
+    import tracemalloc
+
+    folder = tmp_path / "arch" / "l1" / "2026-11-01"
+    names = [f"{i:010d}_P-{i:06d}_NG_top.jpg" for i in range(1, 10_001)]
+    _fill(folder, names, 100, time.time())
+    archive = Archive(ArchiveConfig(path=tmp_path / "arch", quota_mb=10, min_free_mb=0))
+    archive.start()
+    try:
+        archive.config.quota_mb = 0.95  # 1.0 MB kept: down to 95 % of 0.95 MB, about 1,000 files go
+        tracemalloc.start()
+        try:
+            archive._enforce_quota()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        archive.stop()
+    every_name = sum(sys.getsizeof(n) + 8 for n in names)  # what a list of the whole folder holds
+    assert peak < 0.4 * every_name, (peak, every_name)  # listing them all: 1.14 of it
+    left = sorted(p.name for p in folder.iterdir())
+    assert archive.stats.deleted_for_quota == 10_000 - len(left)
+    assert left[0] == names[10_000 - len(left)]  # exactly the oldest went
+    assert archive.stats.bytes_used == 100 * len(left) <= 0.95e6 * 0.95
+
+
+def test_a_long_quota_pass_does_not_hold_up_writing(tmp_path: Path) -> None:
+    """Issue 28/22: the quota pass ran on the writer thread; over a day folder of 27,000 images beside
+    busy threads it took seconds, the queue of 64 parts filled (+18 MiB) and NG images were skipped.
+    Here a pass is held open: the writer goes on writing meanwhile, and the quota holds in the end."""
+    config = ArchiveConfig(path=tmp_path / "arch", quota_mb=0.1, min_free_mb=0, ok_sample_rate=0.0)
+    archive = Archive(config)
+    in_pass, release = threading.Event(), threading.Event()
+    delete_oldest = archive._delete_oldest
+
+    def held_pass(folder: Path, target: float):
+        in_pass.set()
+        release.wait(30)
+        return delete_oldest(folder, target)
+
+    archive._delete_oldest = held_pass  # type: ignore[method-assign]
+    archive.start()
+    try:
+        seq = 0
+        while not in_pass.is_set():  # write until the quota is exceeded and a pass starts
+            seq += 1
+            while not archive.submit(outcome(seq, "NG", IMAGE)):
+                time.sleep(0.005)
+            assert seq < 1000, "the quota pass never started"
+        written = archive.stats.written
+        for _ in range(100):  # more than the queue holds (64): a held-up writer would never take them
+            seq += 1
+            deadline = time.monotonic() + 30
+            while not archive.submit(outcome(seq, "NG", IMAGE)):
+                assert time.monotonic() < deadline, "the writer is held up by the quota pass"
+                time.sleep(0.005)
+        deadline = time.monotonic() + 30
+        while archive.stats.written < written + 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert archive.stats.written >= written + 100 and archive.stats.deleted_for_quota == 0
+    finally:
+        release.set()
+        archive.stop(30)
+    assert archive.stats.bytes_used <= 0.1e6
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "arch").rglob("*") if p.is_file())
+    assert on_disk == archive.stats.bytes_used
