@@ -177,6 +177,9 @@ def run(
     )
     if (log_level or cfg.site.log_level).upper() != "DEBUG":
         logging.getLogger("asyncua").setLevel(logging.WARNING)  # it logs every node it creates at INFO
+    from edge_agent.memtrace import start_from_env
+
+    start_from_env()  # EDGE_INSPECT_TRACEMALLOC=<file>: a developer aid for soaks, off by default
     display = LiveDisplay()
     agent = Agent(
         cfg,
