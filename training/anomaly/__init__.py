@@ -4,6 +4,8 @@ crack, pit, stain shapes and generic blobs); reviewed NG parts, when there are s
 
 - `images`: folders of good / defect images and their masks (MVTec AD layout or plain folders).
 - `defects`: which defects to synthesise (kinds, sizes, contrasts) and painting them onto a real image.
+- `statistics`: the other method, for aligned parts: per-pixel statistics of the good images (numpy, seconds),
+  exported as a small ONNX graph of its constants (`--method statistics`).
 - `net`: the network (torch, imported lazily by the modules that train or export).
 - `train`: the training loop: time budget, checkpoints, resume, progress.
 - `export`: ONNX in the anomaly contract (input `input`; outputs `pred_score`, `anomaly_map`; metadata).
