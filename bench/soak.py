@@ -7,8 +7,10 @@
 It starts the real servers itself, as the tests do: a mosquitto on a free port, `edge-inspect mes listen`
 (acknowledged ZeroMQ delivery, SQLite store), `edge-inspect hub serve` (SQLite store, the agent provisioned
 with `hub agent add`), and the agent with EVERY output on:
-journal with retention (max_rows, so deletions run), NG archive with a small quota (deleting runs all the
-time, annotated copies too), OPC UA server (a real asyncua client here subscribes to ResultReadyEvents),
+journal with retention (max_rows, so deletions run), NG archive with annotated copies and a quota that
+fills in ~12 minutes and is then deleted from all along, with ~27,000 images in the day folder as in the
+issue's run (`--quota-mb 40`: ~700 images), OPC UA server (a real asyncua client here subscribes to
+ResultReadyEvents),
 ZeroMQ PUB (a subscriber here reads every message), `type: mes` delivery to `mes listen` and to the hub
 ingest, hub link (heartbeats, command long-poll), MQTT plain + Sparkplug B (a subscriber here counts both),
 the line console with login (a logged-in watcher follows `/api/events?line=` and fetches the live frame
@@ -85,10 +87,11 @@ FIELDS = [
     "frames_fetched",
     "metrics_scrapes",
     "zmq_dropped_pub",
+    "archive_skipped",
     "mes_rows",
     "hub_rows",
 ]
-CONSUMED = FIELDS[16:28]  # counted by this driver's consumers
+CONSUMED = FIELDS[16:29]  # counted by this driver's consumers
 
 
 def free_port() -> int:
@@ -396,12 +399,14 @@ def metrics_scraper(port: int, counts: Counters, stop: threading.Event) -> None:
         except Exception:
             continue
         counts.add("metrics_scrapes")
-        dropped = 0
         for line in text.splitlines():
-            if line.startswith("edge_inspect_zmq") and "dropped" in line and not line.startswith("#"):
-                with contextlib.suppress(ValueError):
-                    dropped += int(float(line.rsplit(" ", 1)[1]))
-        counts.set("zmq_dropped_pub", dropped)
+            for prefix, name in (
+                ('edge_inspect_publisher_stat{publisher="zmq",stat="dropped"}', "zmq_dropped_pub"),
+                ('edge_inspect_archive{stat="skipped_queue_full"}', "archive_skipped"),
+            ):
+                if line.startswith(prefix + " "):
+                    with contextlib.suppress(ValueError):
+                        counts.set(name, int(float(line.rsplit(" ", 1)[1])))
 
 
 # -- sampling -------------------------------------------------------------------------------------------
@@ -682,7 +687,8 @@ def report(run: Path, warmup_parts: int) -> None:
             f"{seq - int(last[f'{prefix}_last_seq']):,}"
         )
     print(
-        f"    ZeroMQ PUB drops counted by the agent: {int(last['zmq_dropped_pub']):,}; "
+        f"    NG archive images skipped (writer queue full): {int(last.get('archive_skipped', 0)):,}; "
+        f"ZeroMQ PUB drops counted by the agent: {int(last['zmq_dropped_pub']):,}; "
         f"SSE results {int(last['sse_results']):,}, live frames fetched {int(last['frames_fetched']):,}, "
         f"/metrics scrapes {int(last['metrics_scrapes']):,}"
     )
@@ -695,7 +701,11 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=6.0)
     ap.add_argument("--max-fps", type=float, default=30.0, help="free-run cap of the line")
     ap.add_argument(
-        "--quota-mb", type=float, default=40.0, help="NG archive quota (small: deletes all along)"
+        "--quota-mb",
+        type=float,
+        default=1500.0,
+        help="NG archive quota; the default fills in ~12 min at 30 fps, then deletes all along, with "
+        "~27,000 images in the day folder (the issue's run had 29,325)",
     )
     ap.add_argument("--journal-rows", type=int, default=100_000, help="journal retention: max_rows")
     ap.add_argument("--images", type=int, default=48, help="distinct synthetic JPEGs, looped")
