@@ -632,11 +632,13 @@ def report(run: Path, warmup_parts: int) -> None:
     if len(rows) < 4:
         raise SystemExit(f"{run}: only {len(rows)} samples so far")
     state = "finished " + (run / "finished").read_text() if (run / "finished").exists() else "running"
+    final_row = rows[-1]  # after the agent stopped (a finished soak): what the consumers got in the end
+    rows = [r for r in rows if r["agent_rss"] > 0]  # the memory figures: samples of the running agent
     last = rows[-1]
     hours = last["elapsed_s"] / 3600
     steady = [r for r in rows if r["parts"] >= warmup_parts] or rows[len(rows) // 4 :]
     half = steady[len(steady) // 2 :]
-    print(f"soak {run} ({state}; {rows[0]['t']} → {last['t']} UTC)")
+    print(f"soak {run} ({state}; {rows[0]['t']} → {final_row['t']} UTC)")
     print(
         f"  parts {int(last['parts']):,} in {hours:.2f} h "
         f"({last['parts'] / max(1, last['elapsed_s']):.1f}/s); "
@@ -664,6 +666,7 @@ def report(run: Path, warmup_parts: int) -> None:
             f"{per_part * 10_000:+.3f} MiB/10k parts; threads {int(last['agent_threads'])}, "
             f"fds {int(last['agent_fds'])}"
         )
+    last = final_row
     seq = int(last["parts"])
     final = "after the agent stopped" if state != "running" else "while running: the lag shows as missing"
     print(f"  delivered (journal seq {seq:,} at the last sample, {final}):")
