@@ -82,20 +82,13 @@ def meanstd(args: argparse.Namespace) -> None:
 
 
 def pool(args: argparse.Namespace) -> None:
-    import torch
-
-    from training.anomaly.train import load_net
+    from training.anomaly.train import load_net, torch_scores
 
     net, cfg, info = load_net(args.run)
     good, bad, masks = _test_arrays(args.data, cfg.imgsz)
 
     def maps(images: np.ndarray) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(images), 4):
-                x = torch.from_numpy(images[i : i + 4].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-                out.append(torch.sigmoid(net(x))[:, 0].numpy())
-        return np.concatenate(out)
+        return torch_scores(net, images, 1)[1]  # the sigmoid maps, as the exported graph
 
     gm, bm = maps(good), maps(bad)
     print(
@@ -119,14 +112,12 @@ def train(args: argparse.Namespace) -> None:
 
 
 def fuse(args: argparse.Namespace) -> None:
-    import torch
-
     from training.anomaly.card import held_out_paths
     from training.anomaly.defects import parse_defects, synthesise
     from training.anomaly.images import read_many
     from training.anomaly.metrics import auroc
     from training.anomaly.statistics import load_statistics, score_maps
-    from training.anomaly.train import load_net
+    from training.anomaly.train import load_net, torch_scores
 
     stats, scfg, _ = load_statistics(args.stats)
     net, ncfg, info = load_net(args.net)
@@ -146,12 +137,7 @@ def fuse(args: argparse.Namespace) -> None:
     good, bad, masks = _test_arrays(args.data, scfg.imgsz)
 
     def net_maps(images: np.ndarray) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(images), 4):
-                x = torch.from_numpy(images[i : i + 4].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-                out.append(torch.sigmoid(net(x))[:, 0].numpy())
-        return np.concatenate(out)
+        return torch_scores(net, images, 1)[1]  # the sigmoid maps, as the exported graph
 
     t, c = time.perf_counter(), time.process_time()
     maps = {name: (score_maps(stats, a)[1], net_maps(a)) for name, a in
