@@ -48,7 +48,7 @@ from vision.images import to_bgr8
 from vision.model import Prediction, _literal, _parse_imgsz, set_stage_timings
 from vision.preprocess import anomaly_input_tensor
 from vision.providers import Optimization
-from vision.session import open_session
+from vision.session import open_session, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ class AnomalyModel:
         self.path = Path(path)
         self.gate: AbstractContextManager = gate if gate is not None else nullcontext()
         self.session = session or open_session(self.path, providers, threads, optimization, spinning)
+        self.runtime = runtime_of(self.session)  # what `info()` reports, as `Model` does
         self.providers: list[str] = self.session.get_providers()
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.card = read_card(self.path)
@@ -315,6 +316,7 @@ class AnomalyModel:
             "format": "anomalib" if self.anomalib else "edge-inspect",
             "dynamic_batch": self.dynamic_batch,
             "providers": self.providers,
+            "runtime": str(self.runtime),
             "version": self.version,
             "sha256": self.sha256,
         }

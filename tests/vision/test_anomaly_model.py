@@ -123,6 +123,7 @@ def test_anomalib_layout_without_metadata_uses_its_normalised_threshold(tmp_path
     assert isinstance(model, AnomalyModel) and model.anomalib
     assert (model.image_threshold, model.pixel_threshold) == (0.5, 0.5)
     assert model.info()["format"] == "anomalib"
+    assert model.info()["runtime"] == "onnxruntime:CPU:f32"  # as a detection model's info() says
 
 
 def test_wrong_options_and_files_are_clear_errors(tmp_path: Path, model_path: Path) -> None:
