@@ -117,10 +117,20 @@ class Detections:
 
     @classmethod
     def merge(cls, parts: list[Detections]) -> Detections:
-        """Concatenate detections (e.g. from several tiles or cameras)."""
+        """Concatenate detections (e.g. from several tiles or cameras). Masks are kept when one part has
+        them: a part without masks adds its boxes as masks (`box_masks`), so no part's masks are lost;
+        only parts whose masks are of different image sizes give no masks (they cannot be stacked).
+
+            >>> seg = Detections(np.array([[0, 0, 2, 2]], np.float32), np.array([0.9], np.float32),
+            ...                  np.array([0]), mask=np.ones((1, 4, 4), bool))
+            >>> box = Detections(np.array([[1, 1, 3, 4]], np.float32), np.array([0.8], np.float32),
+            ...                  np.array([1]))
+            >>> merged = Detections.merge([seg, box])
+            >>> merged.mask.shape, int(merged.mask[1].sum())  # the box's 2 x 3 pixels
+            ((2, 4, 4), 6)
+        """
         if not parts:
             return cls.empty()
-        masks = [p.mask for p in parts]
         # a data key is kept where every part has it (e.g. regions' area_px), else dropped
         keys = set.intersection(*(set(p.data) for p in parts))
         return cls(
@@ -128,7 +138,7 @@ class Detections:
             confidence=np.concatenate([p.confidence for p in parts]).astype(np.float32),
             class_id=np.concatenate([p.class_id for p in parts]).astype(np.int64),
             names=parts[0].names,
-            mask=np.concatenate(masks) if all(m is not None for m in masks) and masks else None,
+            mask=_merged_masks(parts),
             data={k: np.concatenate([p.data[k] for p in parts]) for k in sorted(keys)},
         )
 
@@ -145,3 +155,25 @@ class Detections:
                 self.class_names, self.class_id, self.confidence, self.xyxy, strict=False
             )
         ]
+
+
+def box_masks(xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boxes as boolean masks (N, height, width): what a detection without a mask covers.
+
+        >>> box_masks(np.array([[0.4, 1, 2.6, 2]], np.float32), 3, 4).astype(int).tolist()
+        [[[0, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]]]
+    """
+    out = np.zeros((len(xyxy), height, width), bool)
+    for i, (x1, y1, x2, y2) in enumerate(np.rint(xyxy).astype(int)):
+        out[i, max(y1, 0) : min(y2, height), max(x1, 0) : min(x2, width)] = True
+    return out
+
+
+def _merged_masks(parts: list[Detections]) -> np.ndarray | None:
+    sizes = {p.mask.shape[1:] for p in parts if p.mask is not None}
+    if len(sizes) != 1:  # no masks at all, or of different image sizes
+        return None
+    height, width = sizes.pop()
+    return np.concatenate(
+        [p.mask if p.mask is not None else box_masks(p.xyxy, height, width) for p in parts]
+    )

@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import cv2
@@ -206,7 +206,8 @@ def judge_cameras(
     parts = list(per_camera.values())
     if not parts:
         return judge(Detections.empty(), rules), counted_by_camera
-    merged = Detections.merge(parts)
+    # the rules read boxes, never masks: merging without them stacks no (N, H, W) arrays per part
+    merged = Detections.merge([replace(d, mask=None) for d in parts])
     merged_counted = (
         np.concatenate([counted_by_camera[c] for c in per_camera]) if len(merged) else np.zeros(0, dtype=bool)
     )
