@@ -185,7 +185,7 @@ def write_site(run: Path, images: Path, model: Path, ports: dict[str, int], args
                 "source": {"type": "folder", "path": str(images), "mode": "loop", "scaled_decode": True},
             }
         ],
-        "trigger": {"type": "free_run", "max_fps": args.max_fps},
+        "trigger": {"type": "free_run", **({"max_fps": args.max_fps} if args.max_fps else {})},
         "model": {"path": str(model), "conf": 0.127, "iou": 0.5},
         "recipes": {"standard": {"min_confidence": 0.35}},
     }
@@ -702,7 +702,7 @@ def main() -> None:
     ap.add_argument("run", type=Path, nargs="?", help="run folder (new) for a soak")
     ap.add_argument("--report", type=Path, metavar="RUN", help="print the summary of RUN and exit")
     ap.add_argument("--hours", type=float, default=6.0)
-    ap.add_argument("--max-fps", type=float, default=30.0, help="free-run cap of the line")
+    ap.add_argument("--max-fps", type=float, default=30.0, help="free-run cap of the line (0: none)")
     ap.add_argument(
         "--quota-mb",
         type=float,
