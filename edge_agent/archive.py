@@ -149,9 +149,12 @@ class Archive:
         self._folder_bytes: dict[Path, int] = {}
         self._files = 0  # files kept, all folders: the mean size tells the quota how many to take at once
         # the quota's deletions run on their own thread, so a pass over a big day folder never holds up
-        # writing (it did: the queue of 64 parts filled, +18 MiB, and NG images were skipped); the lock
-        # keeps the byte counts and a file's write-then-count in step between the two threads
+        # writing (it did: the queue of 64 parts filled, +20 MiB, and NG images were skipped). The lock
+        # guards the counts only, never a file operation: held across each stat+unlink, the quota thread
+        # took it back at once after each file and starved the writer for the whole pass. `_writing` is
+        # the file being written and not yet counted, which the quota thread leaves alone.
         self._lock = threading.Lock()
+        self._writing: Path | None = None
         self._over_quota = threading.Event()
         self._stopping = False
         self._quota_thread: threading.Thread | None = None
@@ -287,17 +290,21 @@ class Archive:
                     if not ok:
                         raise OSError(f"{path}: image encoding failed")
                     data = buf.tobytes()
-                with self._lock:  # written and counted at once: the quota thread sees both or neither
-                    try:
-                        folder.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(data)
-                    except OSError as exc:  # disk full / read-only: degrade, keep inspecting
-                        self.stats.write_errors += 1
-                        with contextlib.suppress(OSError):
-                            path.unlink(missing_ok=True)
-                        self._degrade(f"{path}: {exc.strerror or exc}")
-                        return
-                    size = len(data)
+                with self._lock:
+                    self._writing = path
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+                except OSError as exc:  # disk full / read-only: degrade, keep inspecting
+                    self.stats.write_errors += 1
+                    with contextlib.suppress(OSError):
+                        path.unlink(missing_ok=True)
+                    self._writing = None
+                    self._degrade(f"{path}: {exc.strerror or exc}")
+                    return
+                size = len(data)
+                with self._lock:
+                    self._writing = None
                     self._folder_bytes[folder] = self._folder_bytes.get(folder, 0) + size
                     self.stats.bytes_used += size
                     self.stats.written += 1
@@ -335,7 +342,8 @@ class Archive:
                 return
             if emptied:
                 with self._lock:
-                    if self._folder_bytes.get(folder, 0) <= 0:  # nothing written into it meanwhile
+                    writing_here = self._writing is not None and self._writing.parent == folder
+                    if self._folder_bytes.get(folder, 0) <= 0 and not writing_here:  # nothing new in it
                         self._folder_bytes.pop(folder, None)
                         with contextlib.suppress(OSError):
                             folder.rmdir()  # an emptied day folder goes too
@@ -354,15 +362,17 @@ class Archive:
                 if self.stats.bytes_used <= target:
                     return False
                 path = folder / name
+                if path == self._writing:  # being written, not counted yet: the newest, not to delete
+                    return False
+                try:
+                    size = path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    self._degrade(f"{path}: cannot delete for the quota: {exc.strerror or exc}")
+                    return None
                 with self._lock:
-                    try:
-                        size = path.stat().st_size
-                        path.unlink()
-                    except FileNotFoundError:
-                        continue
-                    except OSError as exc:
-                        self._degrade(f"{path}: cannot delete for the quota: {exc.strerror or exc}")
-                        return None
                     self.stats.bytes_used -= size
                     self._folder_bytes[folder] = self._folder_bytes.get(folder, 0) - size
                     self.stats.deleted_for_quota += 1
