@@ -47,6 +47,8 @@ from edge_agent.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
+_PARTIAL = ".part"  # suffix of an image being written (hidden name, renamed when whole)
+
 def archived_image(
     root: Path, result: InspectionResult, camera: str, annotated: bool = False, *, anomaly_map: bool = False
 ) -> Path | None:
@@ -167,6 +169,7 @@ class Archive:
         self.root.mkdir(parents=True, exist_ok=True)
         for line_dir in _subfolders(self.root):
             for day_dir in _subfolders(line_dir):
+                _remove_partial_files(day_dir)  # left by a stop in mid-write: never a whole image
                 sizes = _file_sizes(day_dir)
                 size = sum(sizes)
                 self._files += len(sizes)
@@ -292,13 +295,17 @@ class Archive:
                     data = buf.tobytes()
                 with self._lock:
                     self._writing = path
+                # written under a hidden name and renamed: a reader (console, hub, test) that finds the
+                # file finds it whole, never a JPEG or map still being written
+                partial = path.with_name(f".{path.name}{_PARTIAL}")
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
+                    partial.write_bytes(data)
+                    os.replace(partial, path)
                 except OSError as exc:  # disk full / read-only: degrade, keep inspecting
                     self.stats.write_errors += 1
                     with contextlib.suppress(OSError):
-                        path.unlink(missing_ok=True)
+                        partial.unlink(missing_ok=True)
                     self._writing = None
                     self._degrade(f"{path}: {exc.strerror or exc}")
                     return
@@ -390,14 +397,26 @@ def _subfolders(path: Path) -> list[Path]:
 
 
 def _iter_file_names(folder: Path) -> Iterator[str]:
-    """The names of `folder`'s files, one at a time (a day folder may hold tens of thousands)."""
+    """The names of `folder`'s images, one at a time (a day folder may hold tens of thousands); an image
+    being written (a hidden partial file) is not one yet."""
     try:
         with os.scandir(folder) as entries:
             for e in entries:
-                if e.is_file(follow_symlinks=False):
+                if not e.name.startswith(".") and e.is_file(follow_symlinks=False):
                     yield e.name
     except OSError:
         return
+
+
+def _remove_partial_files(folder: Path) -> None:
+    try:
+        with os.scandir(folder) as entries:
+            partial = [e.path for e in entries if e.name.startswith(".") and e.name.endswith(_PARTIAL)]
+    except OSError:
+        return
+    for path in partial:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _file_sizes(folder: Path) -> list[int]:

@@ -152,3 +152,25 @@ def test_a_long_quota_pass_does_not_hold_up_writing(tmp_path: Path) -> None:
     assert archive.stats.bytes_used <= 0.1e6
     on_disk = sum(p.stat().st_size for p in (tmp_path / "arch").rglob("*") if p.is_file())
     assert on_disk == archive.stats.bytes_used
+
+
+def test_images_appear_whole_and_a_stop_in_mid_write_leaves_nothing_counted(tmp_path: Path) -> None:
+    """Each image is written under a hidden partial name and renamed: a reader never finds half a file
+    (the console serves what it finds), the quota never picks a partial file, and one left by a stop in
+    mid-write is removed at the next start instead of being counted as an image."""
+    root = tmp_path / "arch"
+    day = root / "l_1" / "2026-11-01"
+    _fill(day, ["0000000001_P_NG_top.jpg"], 1000, time.time())
+    (day / ".0000000002_P_NG_top.jpg.part").write_bytes(b"half a jpeg")
+    archive = Archive(ArchiveConfig(path=root, quota_mb=10, min_free_mb=0, ok_sample_rate=0.0))
+    archive.start()
+    try:
+        assert not (day / ".0000000002_P_NG_top.jpg.part").exists()
+        assert archive.stats.bytes_used == 1000  # the partial file was never an image
+        for seq in range(1, 21):
+            assert archive.submit(outcome(seq, "NG", IMAGE))
+    finally:
+        archive.stop()
+    names = [p.name for p in root.rglob("*") if p.is_file()]
+    assert archive.stats.written == 20 and not [n for n in names if n.startswith(".")]
+    assert archive.stats.bytes_used == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
