@@ -168,6 +168,12 @@ def test_operator_stops_and_starts_the_line_and_hands_the_shift_over(agent, site
         wait(driver).until(
             lambda d: cell.find_element(By.CSS_SELECTOR, "button.line-toggle").text == "Start line"
         )
+        # the shift is handed over while the line stands: its counters read exactly 0 until it starts (on a
+        # running 5 fps line a slow page could show 3 new parts before it showed the reset)
+        cell.find_element(By.CSS_SELECTOR, "button.handover").click()
+        driver.switch_to.alert.accept()
+        wait(driver).until(lambda d: "handed over" in cell.find_element(By.CSS_SELECTOR, ".op-msg").text)
+        wait(driver).until(lambda d: cell.find_element(By.CSS_SELECTOR, "[data-f=parts]").text == "0")
         cell.find_element(By.CSS_SELECTOR, "button.line-toggle").click()
         wait(driver).until(
             lambda d: (
@@ -175,13 +181,10 @@ def test_operator_stops_and_starts_the_line_and_hands_the_shift_over(agent, site
                 and cell.find_element(By.CSS_SELECTOR, "[data-f=state]").text.lower() == "running"
             )
         )
-        cell.find_element(By.CSS_SELECTOR, "button.handover").click()
-        driver.switch_to.alert.accept()
-        wait(driver).until(lambda d: "handed over" in cell.find_element(By.CSS_SELECTOR, ".op-msg").text)
-        wait(driver).until(lambda d: int(cell.find_element(By.CSS_SELECTOR, "[data-f=parts]").text) < 3)
+        wait(driver).until(lambda d: int(cell.find_element(By.CSS_SELECTOR, "[data-f=parts]").text) >= 1)
         with journal(site) as db:
             actions = [r[0] for r in db.execute("SELECT action FROM audit WHERE target='demo' ORDER BY id")]
-        assert actions[-3:] == ["line.stop", "line.start", "shift.handover"]
+        assert actions[-3:] == ["line.stop", "shift.handover", "line.start"]
         assert not console_errors(driver)
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
