@@ -412,7 +412,9 @@ class LineRuntime:
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
-        recent = [t for t in self._done_times if now - t <= 5.0]
+        # a copy first (one C call under the GIL): the journal thread appends while this runs, and iterating
+        # the deque itself then raised "deque mutated during iteration" (it ended the console's live stream)
+        recent = [t for t in list(self._done_times) if now - t <= 5.0]
         fps = (
             (len(recent) - 1) / (recent[-1] - recent[0])
             if len(recent) > 1 and recent[-1] > recent[0]
