@@ -36,3 +36,9 @@ def serve_page(page: Callable[[str], str]) -> tuple[ThreadingHTTPServer, str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://localhost:{server.server_address[1]}"
+
+
+def forged(token: str) -> str:
+    """`token` with its first character changed: a wrong token of the right shape. (Putting an "x" in front
+    of `token[1:]` gave the right token back whenever it began with "x": a 1-in-64 flake.)"""
+    return ("y" if token[0] == "x" else "x") + token[1:]

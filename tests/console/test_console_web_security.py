@@ -11,6 +11,7 @@ from test_console_api import _users, client, csrf_of, login
 
 from contract.web import SECURITY_HEADERS, split_routes, write_routes
 from edge_agent.console.routes import build_app
+from tests.attacker_site import forged
 
 PUBLIC_PATHS = {"/login", "/static"}
 
@@ -34,7 +35,7 @@ def test_console_writes_need_csrf_and_this_origin_and_logout_is_post(console_age
         assert login(c, "ines", "integrator-pass").status_code == 303
         token = csrf_of(c.get("/").text)
         body = {"line": "demo"}
-        for sent in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": "x" + token[1:]}):
+        for sent in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": forged(token)}):
             r = c.post("/api/lines/demo/control", json=body, headers=sent)
             assert r.status_code == 403 and "CSRF" in r.json()["error"], sent
         r = c.post(
@@ -65,7 +66,7 @@ def test_every_unsafe_console_route_is_csrf_checked_by_the_guard(console_agent) 
         assert login(c, "ines", "integrator-pass").status_code == 303
         token = csrf_of(c.get("/").text)
         for method, path in unsafe:
-            for sent in ({}, {"X-CSRF-Token": "x" + token[1:]}):
+            for sent in ({}, {"X-CSRF-Token": forged(token)}):
                 r = c.request(method, path, headers=sent)
                 assert r.status_code == 403 and "CSRF" in r.text, (method, path, sent, r.status_code)
             assert agent.lines["demo"].state == "running"

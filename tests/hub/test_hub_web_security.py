@@ -26,7 +26,7 @@ from hub.auth import Users
 from hub.rollout import Rollouts
 from hub.server import HubServer
 from hub.store import HubStore
-from tests.attacker_site import serve_page
+from tests.attacker_site import forged, serve_page
 
 PUBLIC_PATHS = {"/login", "/healthz", "/static"}  # and the agents' API (bearer token): /api/v1/...
 
@@ -108,7 +108,7 @@ def test_every_unsafe_route_is_csrf_checked_by_the_guard(hub: HubServer) -> None
     with httpx.Client(base_url=hub.http_url, follow_redirects=False, timeout=30) as c:
         token = _login(c)
         for method, path in unsafe:
-            for sent in ({}, {"X-CSRF-Token": "x" + token[1:]}):
+            for sent in ({}, {"X-CSRF-Token": forged(token)}):
                 r = c.request(method, path, headers=sent)
                 assert r.status_code == 403 and "CSRF" in r.text, (method, path, sent, r.status_code)
             r = c.request(method, path, headers={"X-CSRF-Token": token})
