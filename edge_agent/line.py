@@ -672,7 +672,7 @@ class LineRuntime:
         older one are bounded too (`limit + workers`), so a stuck part cannot pile results up."""
         while True:
             while self._inflight and self._inflight[0].done.done():
-                # finished, then dropped from the deque: in between the part is never in neither place
+                # queued, then dropped from the deque: the part is always in one place or the other
                 self._finish(self._inflight[0])
                 self._inflight.popleft()
             running = [p.done for p in self._inflight if not p.done.done()]
