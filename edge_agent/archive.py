@@ -169,10 +169,8 @@ class Archive:
         self.root.mkdir(parents=True, exist_ok=True)
         for line_dir in _subfolders(self.root):
             for day_dir in _subfolders(line_dir):
-                _remove_partial_files(day_dir)  # left by a stop in mid-write: never a whole image
-                sizes = _file_sizes(day_dir)
-                size = sum(sizes)
-                self._files += len(sizes)
+                files, size = _count_and_tidy(day_dir)
+                self._files += files
                 self._folder_bytes[day_dir] = size
                 self.stats.bytes_used += size
         self._enforce_quota()  # a lowered quota takes effect now, not at the first NG part
@@ -408,24 +406,20 @@ def _iter_file_names(folder: Path) -> Iterator[str]:
         return
 
 
-def _remove_partial_files(folder: Path) -> None:
+def _count_and_tidy(folder: Path) -> tuple[int, int]:
+    """The images in `folder` and their bytes, in one pass over a folder that may hold tens of thousands,
+    holding no list of them; a partial file (left by a stop in mid-write, never a whole image) is deleted."""
+    files = size = 0
     try:
         with os.scandir(folder) as entries:
-            partial = [e.path for e in entries if e.name.startswith(".") and e.name.endswith(_PARTIAL)]
-    except OSError:
-        return
-    for path in partial:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def _file_sizes(folder: Path) -> list[int]:
-    out = []
-    try:
-        for e in os.scandir(folder):
-            if e.is_file(follow_symlinks=False):
+            for e in entries:
                 with contextlib.suppress(OSError):
-                    out.append(e.stat().st_size)
+                    if e.name.startswith("."):  # not an image (as for the quota, which never deletes it)
+                        if e.name.endswith(_PARTIAL):
+                            os.unlink(e.path)
+                    elif e.is_file(follow_symlinks=False):
+                        size += e.stat().st_size
+                        files += 1
     except OSError:
         pass
-    return out
+    return files, size
