@@ -31,6 +31,7 @@ from contract.yamlconf import ConfigError, ConfigIssue
 from edge_agent.archive import Archive
 from edge_agent.capture import CaptureArchive
 from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
+from edge_agent.heap_trim import HeapTrimmer
 from edge_agent.inference_budget import InferenceBudget, resolve_concurrent
 from edge_agent.inspector import InspectorLoadError
 from edge_agent.journal import ResultJournal
@@ -94,6 +95,7 @@ class Agent:
         self.archive: Archive | None = None
         self.capture: CaptureArchive | None = None  # uncertain / reviewed parts for labelling
         self.metrics = AgentMetrics()
+        self.heap_trimmer = HeapTrimmer(config.site.memory.trim_every_s)
         self.metrics_server: MetricsServer | None = None
         self.console: Any = None  # edge_agent.console.server.Console when the site file enables it
         self.reload_log: list[dict[str, Any]] = []
@@ -208,6 +210,7 @@ class Agent:
         self._refuse_failed_lines()
 
         self._spawn(self._retention_loop, "journal-retention")
+        self.heap_trimmer.start()
         if self.hub_link is not None:
             self.hub_link.start()
         if site.reload.enabled:
@@ -272,6 +275,7 @@ class Agent:
             self.console.stop()
         for t in self._threads:
             t.join(timeout)
+        self.heap_trimmer.stop()
         if self.journal is not None:
             self.journal.close()
 

@@ -356,6 +356,19 @@ class InferenceConfig(BaseModel):
         return value
 
 
+class MemoryConfig(BaseModel):
+    """The agent process's own memory housekeeping (edge_agent/heap_trim.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trim_every_s: float = Field(
+        60.0,
+        ge=0,
+        description="give the C heap's free pages back to the system this often (glibc's malloc_trim; "
+        "0: never): without it RSS creeps up in steps over hours while the memory in use stays flat",
+    )
+
+
 class SiteConfig(BaseModel):
     """The site file. `publishers` entries are validated against the publisher registry by `type:`."""
 
@@ -372,6 +385,7 @@ class SiteConfig(BaseModel):
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     publishers: list[dict[str, Any]] = Field(
         default_factory=list, description="outputs, each chosen by `type:` (zmq, opcua, mes, ...)"
     )

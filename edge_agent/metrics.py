@@ -205,6 +205,18 @@ class _AgentCollector(Collector):
             arch.add_metric(["degraded"], 1.0 if s.degraded else 0.0)
             yield arch
 
+        trimmer = getattr(agent, "heap_trimmer", None)
+        if trimmer is not None and trimmer.available:
+            heap = GaugeMetricFamily(
+                "edge_inspect_heap_trim",
+                "C heap pages given back to the system (memory.trim_every_s)",
+                labels=["stat"],
+            )
+            heap.add_metric(["trims"], trimmer.trims)
+            heap.add_metric(["released_bytes"], trimmer.released_bytes)
+            heap.add_metric(["last_ms"], trimmer.last_ms)
+            yield heap
+
         capture = getattr(agent, "capture", None)
         if capture is not None:
             cap = GaugeMetricFamily(
