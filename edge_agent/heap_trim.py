@@ -31,15 +31,16 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def glibc() -> ctypes.CDLL | None:
+    """The C library where it is glibc (its malloc has `malloc_trim` and `mallinfo2`); else None."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return None
-    fn = getattr(libc, "malloc_trim", None)
-    if fn is not None:
-        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
+    if not hasattr(libc, "malloc_trim"):
+        return None
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return libc
 
 
 def resident_bytes() -> int:
@@ -56,7 +57,7 @@ class HeapTrimmer:
 
     def __init__(self, interval_s: float = 60.0) -> None:
         self.interval_s = interval_s
-        self.available = _malloc_trim() is not None
+        self.available = glibc() is not None
         self.trims = 0
         self.released_bytes = 0  # resident bytes given back, all trims together
         self.last_ms = 0.0  # how long the last trim took
@@ -78,11 +79,11 @@ class HeapTrimmer:
 
     def trim(self) -> int:
         """Trim now; the resident bytes given back (0 off glibc)."""
-        fn = _malloc_trim()
-        if fn is None:
+        libc = glibc()
+        if libc is None:
             return 0
         before, t0 = resident_bytes(), time.perf_counter()
-        fn(0)
+        libc.malloc_trim(0)
         self.last_ms = (time.perf_counter() - t0) * 1000
         released = max(0, before - resident_bytes())
         self.trims += 1

@@ -18,7 +18,6 @@ allocation-heavy code down: for soaks and benches only, never on a line.
 from __future__ import annotations
 
 import ctypes
-import functools
 import gc
 import logging
 import os
@@ -27,6 +26,8 @@ import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+
+from edge_agent.heap_trim import HeapTrimmer, glibc, resident_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,10 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
 def heap_info() -> dict[str, float] | None:
     """glibc's heap counters in MiB (None off glibc): `in_use` by the program, `free` held by malloc,
     `mmapped` (big blocks), `arena` (the heaps' size, all arenas)."""
-    libc = _libc()
+    libc = glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return None
     libc.mallinfo2.restype = _MallInfo2
@@ -76,8 +69,7 @@ def heap_info() -> dict[str, float] | None:
 
 
 def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / _MiB
+    return resident_bytes() / _MiB
 
 
 def type_counts() -> Counter[str]:
@@ -89,6 +81,7 @@ class MemoryTracer:
 
     def __init__(self, path: Path, interval_s: float = 300.0, top: int = 25, trim: bool = False) -> None:
         self.path, self.interval_s, self.top, self.trim = path, interval_s, top, trim
+        self._trimmer = HeapTrimmer(0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._first: tracemalloc.Snapshot | None = None
@@ -126,9 +119,9 @@ class MemoryTracer:
         heap = heap_info()
         if heap:
             lines.append("glibc heap: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in heap.items()))
-        if self.trim and (libc := _libc()) is not None:
+        if self.trim and self._trimmer.available:
             before = rss_mib()
-            libc.malloc_trim(0)
+            self._trimmer.trim()
             lines.append(f"malloc_trim(0): rss {before:.1f} -> {rss_mib():.1f} MiB")
         if self.top:
             self._growth(lines)

@@ -61,3 +61,17 @@ def test_zero_turns_it_off() -> None:
     trimmer.stop()
     assert trimmer.trims == 0
     assert MemoryConfig().trim_every_s == 60
+
+
+def test_the_memory_tracer_reports_heap_counters_and_a_trim(tmp_path) -> None:
+    """The soak's developer aid (EDGE_INSPECT_TRACEMALLOC, docs/agent.md): RSS, glibc's counters, a trim."""
+    from edge_agent.memtrace import MemoryTracer
+
+    out = tmp_path / "mem.txt"
+    tracer = MemoryTracer(out, top=0, trim=True)
+    tracer.report()
+    tracer.report()
+    text = out.read_text()
+    assert text.count("=== ") == 2 and "report 1" in text
+    assert "glibc heap: arena" in text and "in_use" in text and "free" in text
+    assert text.count("malloc_trim(0): rss ") == 2
