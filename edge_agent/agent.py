@@ -31,7 +31,7 @@ from contract.yamlconf import ConfigError, ConfigIssue
 from edge_agent.archive import Archive
 from edge_agent.capture import CaptureArchive
 from edge_agent.config import AgentConfig, LineConfig, LoadedLine, load_line
-from edge_agent.heap_trim import HeapTrimmer
+from edge_agent.heap_trim import HeapTrimmer, limit_malloc_arenas
 from edge_agent.inference_budget import InferenceBudget, resolve_concurrent
 from edge_agent.inspector import InspectorLoadError
 from edge_agent.journal import ResultJournal
@@ -116,6 +116,7 @@ class Agent:
 
         site = self.config.site
         self.started_at = time.monotonic()
+        limit_malloc_arenas(site.memory.malloc_arenas)  # before the lines' threads allocate
         try:
             self.journal = ResultJournal(
                 site.journal.path, durability=site.journal.durability, accept_new=self.accept_new_journal

@@ -367,6 +367,12 @@ class MemoryConfig(BaseModel):
         description="give the C heap's free pages back to the system this often (glibc's malloc_trim; "
         "0: never): without it RSS creeps up in steps over hours while the memory in use stays flat",
     )
+    malloc_arenas: int = Field(
+        2,
+        ge=0,
+        description="at most this many C heaps for all the agent's threads (glibc's M_ARENA_MAX; 0: glibc's "
+        "default, 8 per core): fewer heaps, fewer half-used pages kept",
+    )
 
 
 class SiteConfig(BaseModel):

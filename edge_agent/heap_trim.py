@@ -9,7 +9,9 @@ not at the top of a heap stays resident. Soaks of the agent at 30 parts/s with e
 minutes while glibc's bytes in use stayed flat and its bytes held free grew. A fixed mmap threshold
 (`MALLOC_MMAP_THRESHOLD_=262144`) kept RSS flat but cost 18 % more CPU per part (every frame mapped,
 faulted in and unmapped). `malloc_trim(0)` gives the whole free pages inside every arena back
-(`MADV_DONTNEED`); once a minute it costs milliseconds.
+(`MADV_DONTNEED`); once a minute it costs milliseconds. What it cannot give back is a page that still
+holds one small block in use: the more heaps, the more such pages, so `limit_malloc_arenas` caps the
+heaps at `memory.malloc_arenas` (glibc's default is 8 per core) before the agent's threads start.
 
 Off glibc (musl, macOS, Windows) there is nothing to call and the trimmer does nothing.
 
@@ -40,6 +42,7 @@ def glibc() -> ctypes.CDLL | None:
     if not hasattr(libc, "malloc_trim"):
         return None
     libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return libc
 
 
@@ -50,6 +53,18 @@ def resident_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """At most `arenas` C heaps for all threads (glibc's M_ARENA_MAX; a thread started later shares one);
+    False off glibc or for 0 (glibc's default kept)."""
+    libc = glibc()
+    if libc is None or arenas <= 0:
+        return False
+    return bool(libc.mallopt(M_ARENA_MAX, arenas))
 
 
 class HeapTrimmer:

@@ -75,3 +75,43 @@ def test_the_memory_tracer_reports_heap_counters_and_a_trim(tmp_path) -> None:
     assert text.count("=== ") == 2 and "report 1" in text
     assert "glibc heap: arena" in text and "in_use" in text and "free" in text
     assert text.count("malloc_trim(0): rss ") == 2
+
+
+_COUNT_HEAPS = """
+import ctypes, sys, threading
+from edge_agent.heap_trim import glibc, limit_malloc_arenas
+if sys.argv[1] != "default":
+    limit_malloc_arenas(int(sys.argv[1]))
+libc = glibc()
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+barrier = threading.Barrier(9)
+def work():
+    libc.malloc(1000)  # a thread's first malloc gives it a heap (arena)
+    barrier.wait(); barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+barrier.wait()
+# a thread heap is a 64 MiB-aligned anonymous mapping
+maps = [line.split() for line in open("/proc/self/maps")]
+print(sum(1 for m in maps if int(m[0].split("-")[0], 16) % 2**26 == 0 and m[1] == "rw-p" and len(m) == 5))
+barrier.wait()
+"""
+
+
+@pytest.mark.parametrize("setting", ["2", "default"])
+def test_malloc_arenas_caps_the_heaps_threads_get(setting: str) -> None:
+    """memory.malloc_arenas: 2 gives eight busy threads one heap beside the main one; glibc's default, 8 per
+    core, gives each its own (on a machine with one core or more)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_HEAPS, setting], cwd=repo, capture_output=True, text=True, check=True
+    )
+    heaps = int(out.stdout.strip())
+    if setting == "default":
+        assert heaps >= 2  # each busy thread has a heap of its own, up to glibc's limit
+    else:
+        assert heaps == 1  # and the main heap: 2
