@@ -1,17 +1,18 @@
-"""`HeapTrimmer`: gives the C heap's free pages back to the system every minute, so RSS stays flat.
+"""The agent's C heap housekeeping: fewer heaps (`limit_malloc_arenas`), free pages given back every minute
+(`HeapTrimmer`), so RSS stays flat over hours.
 
 Why: a running line allocates frame-sized buffers all the time (a decoded 640x480 frame is 0.9 MiB; the
 model's input tensor 1.2 MiB), on several threads. glibc raises its mmap threshold to the largest block
-freed so far, so these buffers come from the per-thread heaps ("arenas") instead of their own mappings;
-blocks that live long (a frame waiting for the archive) interleave with short ones, and free space that is
-not at the top of a heap stays resident. Soaks of the agent at 30 parts/s with every output on
-(bench/soak.py, docs/agent.md "Memory over a long run") showed RSS going up in steps of 3-5 MiB every 5-15
-minutes while glibc's bytes in use stayed flat and its bytes held free grew. A fixed mmap threshold
-(`MALLOC_MMAP_THRESHOLD_=262144`) kept RSS flat but cost 18 % more CPU per part (every frame mapped,
-faulted in and unmapped). `malloc_trim(0)` gives the whole free pages inside every arena back
-(`MADV_DONTNEED`); once a minute it costs milliseconds. What it cannot give back is a page that still
-holds one small block in use: the more heaps, the more such pages, so `limit_malloc_arenas` caps the
-heaps at `memory.malloc_arenas` (glibc's default is 8 per core) before the agent's threads start.
+freed so far, so these buffers come from the per-thread heaps ("arenas", up to 8 per core) instead of
+their own mappings; blocks that live long (a frame waiting for the archive) sit between short ones, and
+the heaps keep the space. Soaks of the agent at 30 parts/s with every output on (bench/soak.py,
+docs/agent.md "Memory over a long run") showed RSS going up in steps of 3-5 MiB every 5-15 minutes while
+glibc's bytes in use stayed flat and its bytes held free grew. A fixed mmap threshold
+(`MALLOC_MMAP_THRESHOLD_=262144`) kept RSS flat over 20 minutes but cost 20 % more CPU per part (every
+frame mapped, faulted in and unmapped). `malloc_trim(0)` gives the whole free pages inside every heap back
+(`MADV_DONTNEED`) in milliseconds; what it cannot give back is a page that still holds one small block in
+use, and the more heaps, the more such pages: hence both, the heaps capped at `memory.malloc_arenas`
+before the agent's threads start and a trim every `memory.trim_every_s`.
 
 Off glibc (musl, macOS, Windows) there is nothing to call and the trimmer does nothing.
 
